@@ -1,0 +1,84 @@
+"""Checkpoints: weights as safetensors, training state as a weights-only torch file.
+
+`<out_dir>/<tag>.safetensors` holds the plain model's weights (never a compiled or DDP
+wrapper's key names) with the model config and tokenizer in its metadata, so it loads
+without this project. The tied output head is stored once, as transformer.wte.weight.
+`<out_dir>/<tag>.state.pt` holds what resuming needs: optimizer, step, RNG states, config.
+Both are written to a temporary file, fsynced and renamed, so a crash never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import GPTConfig
+
+TIED = {"lm_head.weight": "transformer.wte.weight"}
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), fsync it, then rename over path: readers see the old or the new file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_weights(path: Path, model: torch.nn.Module, config: GPTConfig, tokenizer_meta: dict) -> None:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in TIED}
+    metadata = {"gpt_config": json.dumps(config.to_dict()), "tokenizer": json.dumps(tokenizer_meta),
+                "tied": json.dumps(TIED)}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def read_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def load_weights(path: Path, device: str | torch.device = "cpu") -> tuple[dict, GPTConfig, dict]:
+    """Return (state_dict with the tied head filled in, GPTConfig, tokenizer meta); clear errors on bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        metadata = read_metadata(path)
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"checkpoint {path} is truncated or corrupted and cannot be read: {err}") from None
+    if "gpt_config" not in metadata or "tokenizer" not in metadata:
+        raise ValueError(f"checkpoint {path} has no model config in its metadata; was it written by gpt.train?")
+    config = GPTConfig.from_dict(json.loads(metadata["gpt_config"]))
+    for head, source in TIED.items():
+        if source in state:
+            state[head] = state[source]
+    return state, config, json.loads(metadata["tokenizer"])
+
+
+def save_train_state(path: Path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_train_state(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at {path}; nothing to resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
+    except Exception as err:  # torch raises several types for damaged zip/pickle data
+        raise ValueError(f"training state {path} is truncated or corrupted and cannot be read: {err}") from None

@@ -1,0 +1,249 @@
+"""Data: fetch and verify Tiny Shakespeare, tokenize (characters or GPT-2 BPE), memmap batches.
+
+prepare() turns a text into `train.bin` / `val.bin` (uint16 token ids, 90/10 split) and
+`meta.json` (the tokenizer) in a cache folder keyed by the text's sha256 and the tokenizer,
+so preparing the same text twice costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TRAIN_FRACTION = 0.9
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "gpt-kernels"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_shakespeare(cache_dir: Path) -> Path:
+    """Return the path of a verified Tiny Shakespeare, downloading it once into cache_dir."""
+    path = Path(cache_dir) / "tinyshakespeare" / "input.txt"
+    if path.exists() and sha256_of(path) == SHAKESPEARE_SHA256:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as response, open(partial, "wb") as f:
+            f.write(response.read())
+    except (urllib.error.URLError, OSError) as err:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"could not download Tiny Shakespeare from {SHAKESPEARE_URL} ({err}). "
+            f"Offline? Put a copy at {path}, or train on a local text file with --input PATH."
+        ) from None
+    actual = sha256_of(partial)
+    if actual != SHAKESPEARE_SHA256:
+        partial.unlink()
+        raise RuntimeError(f"downloaded Tiny Shakespeare has sha256 {actual}, expected {SHAKESPEARE_SHA256}")
+    partial.replace(path)
+    return path
+
+
+def read_text(path: str | Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input text {str(path)!r} does not exist or is not a file")
+    raw = path.read_bytes()
+    if not raw:
+        raise ValueError(f"input text {str(path)!r} is empty; expected a UTF-8 text to train on")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"input text {str(path)!r} is not valid UTF-8 (byte {err.start}: {err.reason}); "
+            "convert it to UTF-8 first"
+        ) from None
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+class CharTokenizer:
+    """One token per distinct character of the training text (65 for Tiny Shakespeare)."""
+
+    kind = "char"
+
+    def __init__(self, chars: list[str]):
+        self.chars = chars
+        self.stoi = {ch: i for i, ch in enumerate(chars)}
+        self.vocab_size = len(chars)
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        return cls(sorted(set(text)))
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[ch] for ch in text]
+        except KeyError as err:
+            raise ValueError(f"character {err.args[0]!r} is not in this model's vocabulary") from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def to_meta(self) -> dict:
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "chars": self.chars}
+
+
+def gpt2_encoding():
+    import tiktoken
+
+    return tiktoken.get_encoding("gpt2")
+
+
+class GPT2Tokenizer:
+    """GPT-2's byte-level BPE (tiktoken); 50257 tokens, end of text = 50256."""
+
+    kind = "gpt2"
+
+    def __init__(self):
+        self.encoding = gpt2_encoding()
+        self.vocab_size = self.encoding.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def decode(self, ids) -> str:
+        return self.encoding.decode(list(ids))
+
+    def to_meta(self) -> dict:
+        return {"kind": self.kind, "vocab_size": self.vocab_size}
+
+
+def tokenizer_from_meta(meta: dict):
+    if meta.get("kind") == "char":
+        return CharTokenizer(list(meta["chars"]))
+    if meta.get("kind") == "gpt2":
+        return GPT2Tokenizer()
+    raise ValueError(f"unknown tokenizer in meta: {meta.get('kind')!r}; expected 'char' or 'gpt2'")
+
+
+# ----------------------------------------------------------------------------- preparation
+
+@dataclass
+class PreparedData:
+    folder: Path
+    meta: dict
+
+    @property
+    def vocab_size(self) -> int:
+        return self.meta["vocab_size"]
+
+    def tokenizer(self):
+        return tokenizer_from_meta(self.meta)
+
+    def tokens(self, split: str) -> np.memmap:
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        return np.memmap(self.folder / f"{split}.bin", dtype=np.uint16, mode="r")
+
+
+def prepare(input_path: str | Path | None, tokenizer: str = "char", cache_dir: str | Path | None = None) -> PreparedData:
+    """Tokenize a text into cached uint16 memmaps (90% train, 10% val)."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = Path(input_path) if input_path else download_shakespeare(cache_dir)
+    text = read_text(path)
+    text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    folder = cache_dir / "prepared" / f"{text_hash[:16]}-{tokenizer}"
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        return PreparedData(folder, json.loads(meta_path.read_text()))
+
+    if tokenizer == "char":
+        tok = CharTokenizer.from_text(text)
+    elif tokenizer == "gpt2":
+        tok = GPT2Tokenizer()
+    else:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected 'char' or 'gpt2'")
+    if tok.vocab_size > np.iinfo(np.uint16).max + 1:
+        raise ValueError(f"vocabulary of {tok.vocab_size} tokens does not fit uint16 token files")
+    split_at = int(len(text) * TRAIN_FRACTION)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, part in (("train", text[:split_at]), ("val", text[split_at:])):
+        ids = np.array(tok.encode(part), dtype=np.uint16)
+        tmp = folder / f"{split}.bin.tmp"
+        ids.tofile(tmp)
+        tmp.replace(folder / f"{split}.bin")
+    meta = tok.to_meta() | {"source": str(path), "sha256": text_hash}
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta))
+    tmp.replace(meta_path)  # written last: its presence marks a complete preparation
+    return PreparedData(folder, meta)
+
+
+# ----------------------------------------------------------------------------- batches
+
+class BatchSampler:
+    """Random chunks of block_size tokens (targets shifted by one) from one split.
+
+    The offsets come from a torch.Generator whose state is checkpointed, so a resumed run
+    sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, device: torch.device,
+                 seed: int, split: str = "train"):
+        if len(tokens) < block_size + 1:
+            raise ValueError(
+                f"the {split} split has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}; "
+                "use a longer text or a smaller --block_size"
+            )
+        self.tokens = tokens
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(len(self.tokens) - self.block_size, (self.batch_size,), generator=self.generator)
+        chunks = np.stack([self.tokens[s:s + self.block_size + 1] for s in starts.tolist()]).astype(np.int64)
+        chunks = torch.from_numpy(chunks)  # (B, T+1)
+        x, y = chunks[:, :-1].contiguous(), chunks[:, 1:].contiguous()  # (B, T) each
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            y = y.pin_memory().to(self.device, non_blocking=True)
+        return x, y
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class SyntheticSampler:
+    """Uniform random tokens of the same shapes: for throughput measurements, no text needed."""
+
+    def __init__(self, vocab_size: int, block_size: int, batch_size: int, device: torch.device, seed: int):
+        self.vocab_size, self.block_size, self.batch_size = vocab_size, block_size, batch_size
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        chunks = torch.randint(self.vocab_size, (self.batch_size, self.block_size + 1), generator=self.generator)
+        return chunks[:, :-1].contiguous().to(self.device), chunks[:, 1:].contiguous().to(self.device)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,82 @@
+"""Sample from a trained model: `python -m gpt.sample --out_dir out-shakespeare-char --prompt "ROMEO:"`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .data import tokenizer_from_meta
+from .model import GPT
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Generate text from a checkpoint folder written by gpt.train.")
+    p.add_argument("--out_dir", "--out-dir", default="out-shakespeare-char", help="the training run's folder")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="which weights to load (falls back to last when there is no best)")
+    p.add_argument("--prompt", default="\n", help="start text, or @FILE to read it from a file")
+    p.add_argument("--num_samples", "--num-samples", type=int, default=3)
+    p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
+    p.add_argument("--top_k", "--top-k", type=int, default=200)
+    p.add_argument("--top_p", "--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", default="", help="default: cuda if available, else cpu")
+    p.add_argument("--kernels", default="", help="override the attention/layernorm backends, e.g. 'triton'")
+    return p
+
+
+def load_model(out_dir: Path, which: str, device: torch.device, kernels: str = "") -> tuple[GPT, object]:
+    path = out_dir / f"{which}.safetensors"
+    if which == "best" and not path.exists():
+        path = out_dir / "last.safetensors"
+    state, config, tokenizer_meta = checkpoint.load_weights(path, device)
+    if kernels:
+        from .config import parse_kernels
+
+        chosen = parse_kernels(kernels)
+        config.ln_backend, config.attn_backend, config.loss_backend = chosen["ln"], chosen["attn"], chosen["loss"]
+    model = GPT(config)
+    model.load_state_dict(state)
+    return model.to(device).eval(), tokenizer_from_meta(tokenizer_meta)
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    args = build_arg_parser().parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.num_samples < 1 or args.max_new_tokens < 0:
+        raise SystemExit("error: --num_samples must be >= 1 and --max_new_tokens >= 0")
+    try:
+        model, tokenizer = load_model(Path(args.out_dir), args.checkpoint, device, args.kernels)
+        prompt = Path(args.prompt[1:]).read_text(encoding="utf-8") if args.prompt.startswith("@") else args.prompt
+        start = tokenizer.encode(prompt)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if not start:
+        raise SystemExit("error: the prompt is empty after tokenization; give at least one token")
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    samples = []
+    for _ in range(args.num_samples):
+        ids = list(start)
+        shown = tokenizer.decode(ids)
+        sys.stdout.write(shown)
+        idx = torch.tensor([start], dtype=torch.long, device=device)
+        for token in model.generate_tokens(idx, args.max_new_tokens, temperature=args.temperature,
+                                           top_k=args.top_k, top_p=args.top_p, generator=generator):
+            ids.append(token.item())
+            text = tokenizer.decode(ids)
+            if not text.endswith("\ufffd"):  # wait until a multi-byte character is complete
+                sys.stdout.write(text[len(shown):])
+                sys.stdout.flush()
+                shown = text
+        sys.stdout.write(tokenizer.decode(ids)[len(shown):] + "\n---------------\n")
+        samples.append(tokenizer.decode(ids))
+    return samples
+
+
+if __name__ == "__main__":
+    main()

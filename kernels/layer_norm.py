@@ -1,0 +1,209 @@
+"""LayerNorm in Triton: fused forward, fused backward with a deterministic weight/bias reduction.
+
+_layer_norm_fwd_kernel -> layer_norm_forward -> torch.ops.gpt_triton.layer_norm_fwd
+_layer_norm_bwd_kernel + _column_sum_kernel -> layer_norm_backward -> torch.ops.gpt_triton.layer_norm_bwd
+The two ops are registered with fake implementations and autograd, so torch.compile traces them
+without graph breaks. Statistics (mean, rstd) and all accumulation are fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import checks
+
+MAX_WIDTH = 65536
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _layer_norm_fwd_kernel(
+    X, Y, W, B, Mean, Rstd,  # x (M, N) input, y (M, N) output, w/b (N,) affine, mean/rstd (M,) fp32 outputs
+    stride_x, stride_y,  # row strides of x and y (columns are contiguous)
+    M, N, eps,  # rows, width, variance epsilon
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # rows per program (several for narrow rows)
+    BLOCK_N: tl.constexpr,  # next power of two >= N: a whole row in registers
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_ok = rows < M
+    mask = row_ok[:, None] & (cols[None, :] < N)
+    x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / N
+    centered = tl.where(mask, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=1) / N + eps)
+    w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+    y = centered * rstd[:, None] * w[None, :]
+    if HAS_BIAS:
+        y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Mean + rows, mean, mask=row_ok)
+    tl.store(Rstd + rows, rstd, mask=row_ok)
+
+
+@triton.jit
+def _layer_norm_bwd_kernel(
+    DY, X, W, Mean, Rstd, DX,  # dy, x, dx (M, N); w (N,); mean/rstd (M,) fp32 from the forward
+    DW_partial, DB_partial,  # (programs, N) fp32: this program's share of dweight and dbias
+    stride_dy, stride_x, stride_dx,  # row strides
+    M, N, rows_per_program,  # rows, width, rows each program owns (a multiple of BLOCK_M)
+    BLOCK_M: tl.constexpr,  # rows per tile
+    BLOCK_N: tl.constexpr,  # next power of two >= N
+):
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    db_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    first = pid * rows_per_program
+    for start in range(first, tl.minimum(first + rows_per_program, M), BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)
+        row_ok = rows < M
+        mask = row_ok[:, None] & col_ok[None, :]
+        x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(Mean + rows, mask=row_ok, other=0.0)
+        rstd = tl.load(Rstd + rows, mask=row_ok, other=0.0)
+        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        wdy = w[None, :] * dy
+        # dx = rstd * (w*dy - mean(w*dy) - xhat * mean(w*dy*xhat))
+        c1 = tl.sum(xhat * wdy, axis=1) / N
+        c2 = tl.sum(wdy, axis=1) / N
+        dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        dw_acc += dy * xhat
+        db_acc += dy
+    tl.store(DW_partial + pid * N + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
+    tl.store(DB_partial + pid * N + cols, tl.sum(db_acc, axis=0), mask=col_ok)
+
+
+@triton.jit
+def _column_sum_kernel(
+    Partial, Out,  # partial (P, N) fp32; out (N,) in the parameter dtype
+    P, N,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # Sums in a fixed order (no atomics): two runs give bitwise identical results.
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+    for start in range(0, P, BLOCK_P):
+        rows = start + tl.arange(0, BLOCK_P)
+        acc += tl.load(Partial + rows[:, None] * N + cols[None, :], mask=(rows[:, None] < P) & (cols[None, :] < N),
+                       other=0.0)
+    tl.store(Out + cols, tl.sum(acc, axis=0).to(Out.dtype.element_ty), mask=cols < N)
+
+
+def _launch_shape(n: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) for a width n: whole rows in registers, several narrow rows per program."""
+    block_n = triton.next_power_of_2(n)
+    block_m = max(1, min(16, 4096 // block_n))
+    num_warps = 16 if block_n >= 8192 else 8 if block_n >= 2048 else 4
+    return block_m, block_n, num_warps
+
+
+def _backward_programs(x: torch.Tensor, m: int, block_m: int) -> int:
+    """Enough programs to fill the GPU a few times over; each owns a run of rows."""
+    if x.device.type == "cuda":
+        target = 4 * torch.cuda.get_device_properties(x.device).multi_processor_count
+    else:
+        target = 4  # the interpreter: fewer, larger programs run faster
+    return max(1, min(target, triton.cdiv(m, block_m)))
+
+
+def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n = x.shape[-1]
+    x2 = x.reshape(-1, n)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m = x2.shape[0]
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    mean = torch.empty(m, dtype=torch.float32, device=x.device)
+    rstd = torch.empty(m, dtype=torch.float32, device=x.device)
+    if m > 0:
+        block_m, block_n, num_warps = _launch_shape(n)
+        _layer_norm_fwd_kernel[(triton.cdiv(m, block_m),)](
+            x2, y, weight, bias if bias is not None else weight, mean, rstd,
+            x2.stride(0), y.stride(0), m, n, eps,
+            HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)
+    return y.view(x.shape), mean, rstd
+
+
+def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+                        rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n = x.shape[-1]
+    x2 = x.reshape(-1, n)
+    dy2 = dy.reshape(-1, n)
+    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+    dy2 = dy2 if dy2.stride(-1) == 1 else dy2.contiguous()
+    m = x2.shape[0]
+    dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    dweight = torch.empty(n, dtype=weight.dtype, device=x.device)
+    dbias = torch.empty(n, dtype=weight.dtype, device=x.device)
+    block_m, block_n, num_warps = _launch_shape(n)
+    programs = _backward_programs(x2, m, block_m)
+    rows_per_program = triton.cdiv(triton.cdiv(max(m, 1), programs), block_m) * block_m
+    dw_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
+    db_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
+    if m > 0:
+        _layer_norm_bwd_kernel[(programs,)](
+            dy2, x2, weight, mean, rstd, dx, dw_partial, db_partial,
+            dy2.stride(0), x2.stride(0), dx.stride(0), m, n, rows_per_program,
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)
+    sum_block_n = min(triton.next_power_of_2(n), 256)
+    for partial, out in ((dw_partial, dweight), (db_partial, dbias)):
+        _column_sum_kernel[(triton.cdiv(n, sum_block_n),)](
+            partial, out, programs, n, BLOCK_P=min(32, triton.next_power_of_2(programs)), BLOCK_N=sum_block_n)
+    return dx.view(x.shape), dweight, dbias
+
+
+# ----------------------------------------------------------------------------- registration
+
+@torch.library.custom_op("gpt_triton::layer_norm_fwd", mutates_args=())
+def layer_norm_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return layer_norm_forward(x, weight, bias, eps)
+
+
+@layer_norm_fwd.register_fake
+def _(x, weight, bias, eps):
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    stats = x.new_empty(rows, dtype=torch.float32)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), stats, stats.clone()
+
+
+@torch.library.custom_op("gpt_triton::layer_norm_bwd", mutates_args=())
+def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+                   rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return layer_norm_backward(dy, x, weight, mean, rstd)
+
+
+@layer_norm_bwd.register_fake
+def _(dy, x, weight, mean, rstd):
+    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, _ = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, weight, mean, rstd)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, dy, _dmean, _drstd):
+    x, weight, mean, rstd = ctx.saved_tensors
+    dx, dweight, dbias = torch.ops.gpt_triton.layer_norm_bwd(dy, x, weight, mean, rstd)
+    return dx, dweight, dbias if ctx.has_bias else None, None
+
+
+layer_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               eps: float = 1e-5) -> torch.Tensor:
+    checks.check_layer_norm_args(x, weight, bias, SUPPORTED_DTYPES, MAX_WIDTH)
+    return torch.ops.gpt_triton.layer_norm_fwd(x, weight, bias, eps)[0]

@@ -1,0 +1,110 @@
+import hashlib
+import io
+import json
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from gpt import data
+from gpt.data import BatchSampler, CharTokenizer, prepare, read_text
+
+
+def test_shakespeare_char_preparation(shakespeare, data_cache):
+    prepared = prepare(shakespeare, "char", data_cache)
+    text = shakespeare.read_text(encoding="utf-8")
+    assert hashlib.sha256(text.encode()).hexdigest() == data.SHAKESPEARE_SHA256
+    assert prepared.vocab_size == 65
+    train, val = prepared.tokens("train"), prepared.tokens("val")
+    assert train.dtype == np.uint16 and len(train) + len(val) == len(text) == 1_115_394
+    assert len(train) == int(0.9 * len(text))
+    tok = prepared.tokenizer()
+    assert tok.decode(train[:200].tolist()) == text[:200]
+    assert tok.decode(val[:50].tolist()) == text[len(train):len(train) + 50]
+    meta = json.loads((prepared.folder / "meta.json").read_text())
+    assert meta["kind"] == "char" and meta["vocab_size"] == 65 and len(meta["chars"]) == 65
+
+
+def test_char_tokenizer_round_trip_and_unknown_character():
+    tok = CharTokenizer.from_text("hello world")
+    assert tok.decode(tok.encode("low world")) == "low world"
+    with pytest.raises(ValueError, match="'z' is not in this model's vocabulary"):
+        tok.encode("zebra")
+
+
+def test_gpt2_tokenizer_uses_tiktoken(tmp_path, monkeypatch):
+    tiktoken = pytest.importorskip("tiktoken")
+    # GPT-2's vocabulary file is downloaded on first use; offline, a byte-level encoding with
+    # GPT-2's split pattern and no merges stands in for it.
+    ranks = {bytes([i]): i for i in range(256)}
+    pat = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    encoding = tiktoken.Encoding("bytes-gpt2-pattern", pat_str=pat, mergeable_ranks=ranks, special_tokens={})
+    monkeypatch.setattr(data, "gpt2_encoding", lambda: encoding)
+    text = "First Citizen:\nBefore we proceed any further, hear me speak. é\n" * 20
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    prepared = prepare(path, "gpt2", tmp_path / "cache")
+    assert prepared.meta["kind"] == "gpt2" and prepared.vocab_size == 256
+    ids = np.concatenate([prepared.tokens("train"), prepared.tokens("val")])
+    assert prepared.tokenizer().decode(ids.tolist()) == text
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"", "is empty"),
+    (b"abc\xff\xfedef", "is not valid UTF-8"),
+])
+def test_bad_input_files(tmp_path, content, message):
+    path = tmp_path / "input.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        read_text(path)
+
+
+def test_too_short_text_is_rejected(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("To be, or not to be: that is the question.\n" * 3)
+    prepared = prepare(path, "char", tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"the val split has \d+ tokens, fewer than block_size \+ 1 = 65"):
+        BatchSampler(prepared.tokens("val"), 64, 4, torch.device("cpu"), seed=0, split="val")
+
+
+def test_offline_download_says_how_to_provide_the_file(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    with pytest.raises(RuntimeError, match="--input PATH"):
+        data.download_shakespeare(tmp_path)
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_download_is_verified(tmp_path, monkeypatch, shakespeare):
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: Response(b"not shakespeare"))
+    with pytest.raises(RuntimeError, match="sha256"):
+        data.download_shakespeare(tmp_path)
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: Response(shakespeare.read_bytes()))
+    path = data.download_shakespeare(tmp_path)
+    assert data.sha256_of(path) == data.SHAKESPEARE_SHA256
+
+
+def test_batches_are_shifted_chunks_and_reproducible():
+    tokens = np.arange(1000, dtype=np.uint16)
+    a = BatchSampler(tokens, block_size=16, batch_size=8, device=torch.device("cpu"), seed=3)
+    b = BatchSampler(tokens, block_size=16, batch_size=8, device=torch.device("cpu"), seed=3)
+    x, y = a.next_batch()
+    assert x.shape == y.shape == (8, 16) and x.dtype == torch.int64
+    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
+    state = a.state_dict()
+    x2, _ = a.next_batch()
+    b.load_state_dict(state)
+    assert torch.equal(b.next_batch()[0], x2)

@@ -1,0 +1,137 @@
+"""Triton LayerNorm against the reference: forward, backward, determinism, errors, registration."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from kernels import reference
+from tolerance import assert_close_to_reference
+
+ROWS = [1, 3, 7, 127, 1000]
+WIDTHS = [1, 7, 64, 127, 384, 768, 1000, 4096]
+# The interpreter runs a program at a time in Python: on the CPU a trimmed grid that still
+# covers one row, odd counts, many rows, odd widths, narrow (several rows per program) and wide rows.
+CPU_CASES = [(1, 1), (3, 7), (7, 127), (127, 64), (3, 384), (7, 1000), (1000, 768), (3, 4096)]
+GPU_CASES = [(m, n) for m in ROWS for n in WIDTHS] + [(16384, 768), (16384, 1024), (8192, 4096), (4, 16384)]
+
+
+def make_inputs(shape, dtype, device, bias=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    n = shape[-1]
+    x = (torch.randn(shape, generator=gen) * 2 + 0.5).to(device=device, dtype=dtype)
+    w = (1 + 0.1 * torch.randn(n, generator=gen)).to(device=device, dtype=dtype)
+    b = (0.1 * torch.randn(n, generator=gen)).to(device=device, dtype=dtype) if bias else None
+    dy = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+    return x, w, b, dy
+
+
+def forward_backward(fn, x, w, b, dy):
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    b = b.detach().requires_grad_() if b is not None else None
+    y = fn(x, w, b)
+    grads = torch.autograd.grad(y, [t for t in (x, w, b) if t is not None], dy)
+    return (y, *grads)
+
+
+def check_parity(shape, dtype, device, bias=True, backend="triton"):
+    x, w, b, dy = make_inputs(shape, dtype, device, bias)
+    ours = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend), x, w, b, dy)
+    torch_same_dtype = forward_backward(lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b), x, w, b, dy)
+    up = lambda t: None if t is None else t.double()  # noqa: E731
+    truth = forward_backward(reference.layer_norm, up(x), up(w), up(b), up(dy))
+    for name, out, base, ref in zip(("y", "dx", "dweight", "dbias"), ours, torch_same_dtype, truth):
+        assert out.dtype == dtype
+        assert_close_to_reference(f"{name} {tuple(shape)} {dtype}", out, base, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("rows, width", CPU_CASES)
+def test_parity_cpu(rows, width, dtype):
+    check_parity((rows, width), dtype, "cpu")
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 64), (2, 3, 4, 7)])
+def test_leading_dimensions_and_no_bias(shape):
+    check_parity(shape, torch.float32, "cpu", bias=False)
+
+
+def test_non_contiguous_input():
+    x, w, b, dy = make_inputs((64, 48), torch.float32, "cpu")
+    x_t = x.t()  # (48, 64) with row stride 1: normalise over a strided last dimension
+    w, b, dy = w[:1].expand(64).contiguous(), b[:1].expand(64).contiguous(), dy.t()
+    ours = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b), x_t, w, b, dy)
+    truth = forward_backward(reference.layer_norm, x_t.double(), w.double(), b.double(), dy.double())
+    for out, ref in zip(ours, truth):
+        torch.testing.assert_close(out, ref.float(), atol=1e-4, rtol=1e-4)
+
+
+def test_backward_is_deterministic():
+    x, w, b, dy = make_inputs((1000, 768), torch.float32, "cpu")
+    first = forward_backward(kernels.layer_norm, x, w, b, dy)
+    second = forward_backward(kernels.layer_norm, x, w, b, dy)
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+
+
+def test_statistics_are_fp32():
+    x, w, b, _ = make_inputs((5, 64), torch.float16, "cpu")
+    y, mean, rstd = torch.ops.gpt_triton.layer_norm_fwd(x, w, b, 1e-5)
+    assert y.dtype == torch.float16 and mean.dtype == rstd.dtype == torch.float32
+    torch.testing.assert_close(mean, x.float().mean(-1))
+    torch.testing.assert_close(rstd, torch.rsqrt(x.float().var(-1, unbiased=False) + 1e-5))
+
+
+@pytest.mark.parametrize("args, error, message", [
+    (lambda: (torch.randn(4, 8), torch.ones(7), None), ValueError, r"weight has shape \(7,\); expected \(8,\)"),
+    (lambda: (torch.randn(4, 8), torch.ones(8), torch.ones(6)), ValueError, r"bias has shape \(6,\)"),
+    (lambda: (torch.ones(4, 8, dtype=torch.int32), torch.ones(8, dtype=torch.int32), None), TypeError,
+     "x has dtype torch.int32; expected one of float32, float16, bfloat16"),
+    (lambda: (torch.randn(4, 8), torch.ones(8, dtype=torch.float16), None), ValueError,
+     "weight is torch.float16 but x is torch.float32"),
+    (lambda: (torch.randn(4, 8), torch.ones(8, device="meta"), None), ValueError, "weight is on meta but x is on cpu"),
+    (lambda: (torch.randn(2, 70000), torch.ones(70000), None), ValueError, "exceeds this kernel's maximum"),
+])
+def test_errors(args, error, message):
+    x, w, b = args()
+    with pytest.raises(error, match=message):
+        kernels.layer_norm(x, w, b)
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown backend 'fast' for kernels.layer_norm"):
+        kernels.layer_norm(torch.randn(2, 4), torch.ones(4), backend="fast")
+
+
+def test_opcheck():
+    x, w, b, _ = make_inputs((5, 33), torch.float32, "cpu")
+    for bias in (b, None):
+        torch.library.opcheck(torch.ops.gpt_triton.layer_norm_fwd, (x.requires_grad_(), w.requires_grad_(), bias, 1e-5))
+    mean, rstd = x.mean(-1).detach(), torch.rsqrt(x.var(-1, unbiased=False) + 1e-5).detach()
+    torch.library.opcheck(torch.ops.gpt_triton.layer_norm_bwd, (torch.randn(5, 33), x.detach(), w.detach(), mean, rstd))
+
+
+def test_compile_fullgraph_has_no_graph_breaks():
+    torch._dynamo.reset()
+    x, w, b, dy = make_inputs((6, 40), torch.float32, "cpu")
+    compiled = torch.compile(lambda x, w, b: kernels.layer_norm(x, w, b) * 2, fullgraph=True, backend="aot_eager")
+    ours = forward_backward(compiled, x, w, b, dy)
+    eager = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b) * 2, x, w, b, dy)
+    for a, c in zip(ours, eager):
+        torch.testing.assert_close(a, c)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows, width", GPU_CASES)
+def test_parity_gpu(rows, width, dtype):
+    check_parity((rows, width), dtype, "cuda")
+
+
+@pytest.mark.gpu
+def test_compile_fullgraph_gpu():
+    torch._dynamo.reset()
+    x, w, b, dy = make_inputs((4096, 768), torch.bfloat16, "cuda")
+    compiled = torch.compile(lambda x, w, b: kernels.layer_norm(x, w, b), fullgraph=True)
+    for a, c in zip(forward_backward(compiled, x, w, b, dy), forward_backward(kernels.layer_norm, x, w, b, dy)):
+        assert torch.equal(a, c)
