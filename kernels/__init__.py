@@ -10,6 +10,7 @@ On a machine without an NVIDIA driver, importing this package selects the Triton
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -25,21 +26,20 @@ def _nvidia_driver_present() -> bool:
 if "TRITON_INTERPRET" not in os.environ and not _nvidia_driver_present():
     os.environ["TRITON_INTERPRET"] = "1"
 
-from . import reference  # noqa: E402
-
-try:
-    from . import layer_norm as _triton_layer_norm  # defines and registers the Triton ops
-except ImportError as err:  # triton missing: the torch backends still work
-    _triton_layer_norm = None
-    _TRITON_IMPORT_ERROR = err
-
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+
+from . import checks, reference  # noqa: E402
+
+if importlib.util.find_spec("triton") is not None:  # defines and registers the Triton ops
+    from . import attention as _triton_attention
+    from . import layer_norm as _triton_layer_norm
+else:  # the torch backends still work
+    _triton_attention = _triton_layer_norm = None
 
 
 def _triton(module):
     if module is None:
-        raise RuntimeError(f"the triton backend needs the triton package ({_TRITON_IMPORT_ERROR}); "
-                           "pip install triton")
+        raise RuntimeError("backend 'triton' needs the triton package, which is not installed: pip install triton")
     return module
 
 
@@ -64,11 +64,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     When causal and Tq < Tk (queries that continue a KV cache) the mask is aligned bottom-right:
     query i sees keys up to i + Tk - Tq.
     """
+    if backend == "triton":
+        return _triton(_triton_attention).attention(q, k, v, causal, scale)
+    if backend not in ("torch", "sdpa"):
+        raise _unknown_backend("attention", backend, ("torch", "sdpa", "triton"))
+    checks.check_attention_args(q, k, v, causal, (torch.float32, torch.float16, torch.bfloat16, torch.float64),
+                                (q.shape[-1],))
     if backend == "torch":
         return reference.attention(q, k, v, causal, scale)
-    if backend == "sdpa":
-        return sdpa_attention(q, k, v, causal=causal, scale=scale)
-    raise _unknown_backend("attention", backend, ("torch", "sdpa"))
+    return sdpa_attention(q, k, v, causal=causal, scale=scale)
 
 
 def sdpa_attention(q, k, v, *, causal: bool = True, scale: float | None = None) -> torch.Tensor:

@@ -33,3 +33,23 @@ def check_layer_norm_args(x, weight, bias, dtypes, max_width: int) -> None:
     if x.shape[-1] > max_width:
         raise ValueError(f"layer_norm: width {x.shape[-1]} exceeds this kernel's maximum of {max_width}")
     check_same_device_and_dtype("layer_norm", x=x, weight=weight, bias=bias)
+
+
+def check_attention_args(q, k, v, causal: bool, dtypes, head_dims) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"attention: {name} has shape {tuple(t.shape)}; expected 4 dimensions (B, H, T, D)")
+    if q.dtype not in dtypes:
+        raise TypeError(f"attention: q has dtype {q.dtype}; expected one of {_dtype_names(dtypes)}")
+    check_same_device_and_dtype("attention", q=q, k=k, v=v)
+    if k.shape != v.shape:
+        raise ValueError(f"attention: k has shape {tuple(k.shape)} but v has {tuple(v.shape)}; expected equal shapes")
+    if q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"attention: q {tuple(q.shape)} and k {tuple(k.shape)} must agree in B, H and D")
+    if q.shape[3] not in head_dims:
+        raise ValueError(f"attention: head dim {q.shape[3]} is not supported; expected one of {head_dims}")
+    if q.shape[2] < 1 or k.shape[2] < 1:
+        raise ValueError(f"attention: sequence lengths must be >= 1, got Tq={q.shape[2]}, Tk={k.shape[2]}")
+    if causal and q.shape[2] > k.shape[2]:
+        raise ValueError(f"attention: causal attention needs Tq <= Tk (queries continue the keys), "
+                         f"got Tq={q.shape[2]}, Tk={k.shape[2]}")

@@ -1,0 +1,343 @@
+"""Causal flash attention in Triton, FlashAttention-2 style: forward and backward, no T x T memory.
+
+_attention_fwd_kernel -> attention_forward -> torch.ops.gpt_triton.attention_fwd
+_attention_bwd_preprocess_kernel, _attention_bwd_dkdv_kernel, _attention_bwd_dq_kernel
+    -> attention_backward -> torch.ops.gpt_triton.attention_bwd
+
+Forward: each program owns BLOCK_M queries of one (batch, head) and streams BLOCK_N-key tiles
+through an online softmax with fp32 accumulators; tiles entirely above the causal diagonal are
+never visited and tiles entirely below it skip the mask. It saves the logsumexp (base 2, in
+units of scaled scores) for the backward.
+Backward: delta = rowsum(dO * O); one kernel per key tile accumulates dK and dV over the
+queries that see it, another per query tile accumulates dQ over its keys. Nothing is shared
+between programs, so there are no atomics and gradients are deterministic.
+
+Queries continuing a KV cache (Tq < Tk) are aligned bottom-right: query i sees keys up to
+i + Tk - Tq, which serves generation with the same kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from . import INTERPRETER, checks
+
+HEAD_DIMS = (16, 32, 64, 128)
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+LOG2E = 1.4426950408889634
+
+
+def _configs(gpu_configs, interpreter_config):
+    if INTERPRETER:  # autotuning benchmarks on a GPU; the interpreter gets one configuration
+        return [triton.Config(interpreter_config, num_warps=4, num_stages=1)]
+    return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=s) for m, n, w, s in gpu_configs]
+
+
+# (BLOCK_M, BLOCK_N, warps, stages)
+FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4), (64, 64, 4, 3),
+                        (64, 32, 4, 4), (128, 64, 4, 4), (64, 64, 4, 4)], dict(BLOCK_M=32, BLOCK_N=32))
+BWD_CONFIGS = _configs([(64, 64, 4, 2), (64, 64, 8, 2), (32, 64, 4, 3), (64, 32, 4, 3), (128, 64, 8, 2),
+                        (64, 128, 8, 2), (32, 32, 4, 2)], dict(BLOCK_M=32, BLOCK_N=32))
+AUTOTUNE_KEY = ["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "CAUSAL"]
+
+
+@triton.jit
+def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n, offs_d,
+                         start, end, qk_scale, offset, T_K,
+                         MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """Online softmax over the key tiles [start, end); MASK applies the key-bound and causal masks."""
+    for start_n in range(start, end, BLOCK_N):
+        keys = start_n + offs_n
+        if MASK:
+            k_ok = keys < T_K
+            kt = tl.load(K_tile + keys[None, :] * stride_kt + offs_d[:, None], mask=k_ok[None, :], other=0.0)
+            v = tl.load(V_tile + keys[:, None] * stride_vt + offs_d[None, :], mask=k_ok[:, None], other=0.0)
+        else:
+            kt = tl.load(K_tile + keys[None, :] * stride_kt + offs_d[:, None])
+            v = tl.load(V_tile + keys[:, None] * stride_vt + offs_d[None, :])
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base-2 units
+        if MASK:
+            visible = k_ok[None, :]
+            if CAUSAL:
+                visible = visible & (offs_m[:, None] + offset >= keys[None, :])
+            s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY)
+@triton.jit
+def _attention_fwd_kernel(
+    Q, K, V, O, LSE,  # q (B, H, Tq, D), k/v (B, H, Tk, D), o (B, H, Tq, D), lse (B, H, Tq) fp32
+    sm_scale,  # softmax scale, 1/sqrt(D) by default
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,  # last dims are contiguous
+    H, T_Q, T_K,  # heads, query and key lengths
+    Q_BUCKET, K_BUCKET,  # powers of two of T_Q and T_K: the autotuning key, so lengths share tunings
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_ok = offs_m < T_Q
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=q_ok[:, None], other=0.0)
+    K_tile = K + b * stride_kb + h * stride_kh
+    V_tile = V + b * stride_vb + h * stride_vh
+    qk_scale = sm_scale * 1.4426950408889634  # exp(x) = exp2(x * log2(e))
+    offset = T_K - T_Q  # bottom-right alignment of the causal mask
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+    if CAUSAL:
+        # keys every row of this tile sees, in whole tiles; then the diagonal tiles, masked
+        full_end = ((start_m + offset + 1) // BLOCK_N) * BLOCK_N
+        end = tl.minimum(start_m + BLOCK_M + offset, T_K)
+    else:
+        full_end = (T_K // BLOCK_N) * BLOCK_N
+        end = T_K
+    acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
+                                         offs_d, 0, full_end, qk_scale, offset, T_K,
+                                         False, CAUSAL, BLOCK_N, PRECISION)
+    acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
+                                         offs_d, full_end, end, qk_scale, offset, T_K,
+                                         True, CAUSAL, BLOCK_N, PRECISION)
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    o = acc / l_safe[:, None]
+    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+             o.to(O.dtype.element_ty), mask=q_ok[:, None])
+    tl.store(LSE + bh * T_Q + offs_m, m_i + tl.log2(l_safe), mask=q_ok)
+
+
+@triton.jit
+def _attention_bwd_preprocess_kernel(
+    O, DO, Delta,  # o, do (B, H, Tq, D); delta (B, H, Tq) fp32 output
+    stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot,
+    H, T_Q,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    ok = offs_m[:, None] < T_Q
+    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :], mask=ok, other=0.0)
+    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :], mask=ok,
+                 other=0.0)
+    tl.store(Delta + bh * T_Q + offs_m, tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1), mask=offs_m < T_Q)
+
+
+@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY)
+@triton.jit
+def _attention_bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, Delta, DK, DV,  # dk/dv (B, H, Tk, D) outputs; lse/delta (B, H, Tq) fp32
+    sm_scale,
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
+    stride_dob, stride_doh, stride_dot, stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
+    H, T_Q, T_K, Q_BUCKET, K_BUCKET,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    start_n = tl.program_id(0) * BLOCK_N
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    k_ok = offs_n < T_K
+    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :],
+                mask=k_ok[:, None], other=0.0)
+    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :],
+                mask=k_ok[:, None], other=0.0)
+    dk = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
+    dv = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
+    qk_scale = sm_scale * 1.4426950408889634
+    offset = T_K - T_Q
+    Q_head = Q + b * stride_qb + h * stride_qh
+    DO_head = DO + b * stride_dob + h * stride_doh
+    first_m = 0
+    if CAUSAL:  # the first query that sees key start_n is start_n - offset
+        first_m = (tl.maximum(start_n - offset, 0) // BLOCK_M) * BLOCK_M
+    for start_m in range(first_m, T_Q, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q_ok = offs_m < T_Q
+        q = tl.load(Q_head + offs_m[:, None] * stride_qt + offs_d[None, :], mask=q_ok[:, None], other=0.0)
+        do = tl.load(DO_head + offs_m[:, None] * stride_dot + offs_d[None, :], mask=q_ok[:, None], other=0.0)
+        lse = tl.load(LSE + bh * T_Q + offs_m, mask=q_ok, other=0.0)
+        delta = tl.load(Delta + bh * T_Q + offs_m, mask=q_ok, other=0.0)
+        st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M) = S^T
+        visible = k_ok[:, None] & q_ok[None, :]
+        if CAUSAL:
+            visible = visible & (offs_m[None, :] + offset >= offs_n[:, None])
+        pt = tl.where(visible, tl.exp2(st - lse[None, :]), 0.0)  # P^T
+        dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T
+        dst = pt * (dpt - delta[None, :])  # dS^T
+        dk += tl.dot(dst.to(q.dtype), q, input_precision=PRECISION)
+    dk *= sm_scale
+    tl.store(DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :],
+             dk.to(DK.dtype.element_ty), mask=k_ok[:, None])
+    tl.store(DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvt + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=k_ok[:, None])
+
+
+@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY)
+@triton.jit
+def _attention_bwd_dq_kernel(
+    Q, K, V, DO, LSE, Delta, DQ,  # dq (B, H, Tq, D) output
+    sm_scale,
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
+    stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
+    H, T_Q, T_K, Q_BUCKET, K_BUCKET,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_ok = offs_m < T_Q
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=q_ok[:, None], other=0.0)
+    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+                 mask=q_ok[:, None], other=0.0)
+    lse = tl.load(LSE + bh * T_Q + offs_m, mask=q_ok, other=0.0)
+    delta = tl.load(Delta + bh * T_Q + offs_m, mask=q_ok, other=0.0)
+    dq = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+    qk_scale = sm_scale * 1.4426950408889634
+    offset = T_K - T_Q
+    K_head = K + b * stride_kb + h * stride_kh
+    V_head = V + b * stride_vb + h * stride_vh
+    end = T_K
+    if CAUSAL:
+        end = tl.minimum(start_m + BLOCK_M + offset, T_K)
+    for start_n in range(0, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_ok = offs_n < T_K
+        kt = tl.load(K_head + offs_n[None, :] * stride_kt + offs_d[:, None], mask=k_ok[None, :], other=0.0)
+        vt = tl.load(V_head + offs_n[None, :] * stride_vt + offs_d[:, None], mask=k_ok[None, :], other=0.0)
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        visible = q_ok[:, None] & k_ok[None, :]
+        if CAUSAL:
+            visible = visible & (offs_m[:, None] + offset >= offs_n[None, :])
+        p = tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)
+        dp = tl.dot(do, vt, input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
+    dq *= sm_scale
+    tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :],
+             dq.to(DQ.dtype.element_ty), mask=q_ok[:, None])
+
+
+# ----------------------------------------------------------------------------- launchers
+
+def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"  # fp32 inputs keep full-precision products
+
+
+def _shape_args(q, k, causal):
+    return dict(Q_BUCKET=triton.next_power_of_2(q.shape[2]), K_BUCKET=triton.next_power_of_2(k.shape[2]),
+                CAUSAL=causal, HEAD_DIM=q.shape[3], PRECISION=_precision(q.dtype))
+
+
+def attention_forward(q, k, v, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
+    B, H, T_Q, D = q.shape
+    T_K = k.shape[2]
+    o = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, T_Q), dtype=torch.float32, device=q.device)
+    grid = lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)  # noqa: E731
+    _attention_fwd_kernel[grid](q, k, v, o, lse, scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+                                H, T_Q, T_K, **_shape_args(q, k, causal))
+    return o, lse
+
+
+def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float):
+    do, q, k, v = _unit_last_stride(do), _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
+    B, H, T_Q, D = q.shape
+    T_K = k.shape[2]
+    delta = torch.empty_like(lse)
+    block = 64
+    _attention_bwd_preprocess_kernel[(triton.cdiv(T_Q, block), B * H)](
+        o, do, delta, *_strides(o), *_strides(do), H, T_Q, HEAD_DIM=D, BLOCK_M=block)
+    dq = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
+    dk = torch.empty((B, H, T_K, D), dtype=k.dtype, device=k.device)
+    dv = torch.empty((B, H, T_K, D), dtype=v.dtype, device=v.device)
+    common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
+    _attention_bwd_dkdv_kernel[lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H)](
+        q, k, v, do, lse, delta, dk, dv, scale, *common, *_strides(dk), *_strides(dv),
+        H, T_Q, T_K, **_shape_args(q, k, causal))
+    _attention_bwd_dq_kernel[lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)](
+        q, k, v, do, lse, delta, dq, scale, *common, *_strides(dq),
+        H, T_Q, T_K, **_shape_args(q, k, causal))
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------- registration
+
+@torch.library.custom_op("gpt_triton::attention_fwd", mutates_args=())
+def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                  scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return attention_forward(q, k, v, causal, scale)
+
+
+@attention_fwd.register_fake
+def _(q, k, v, causal, scale):
+    B, H, T_Q, D = q.shape
+    return q.new_empty((B, H, T_Q, D)), q.new_empty((B, H, T_Q), dtype=torch.float32)
+
+
+@torch.library.custom_op("gpt_triton::attention_bwd", mutates_args=())
+def attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+                  lse: torch.Tensor, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return attention_backward(do, q, k, v, o, lse, causal, scale)
+
+
+@attention_bwd.register_fake
+def _(do, q, k, v, o, lse, causal, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, causal, scale = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse)
+    ctx.causal, ctx.scale = causal, scale
+
+
+def _backward(ctx, do, _dlse):
+    q, k, v, o, lse = ctx.saved_tensors
+    dq, dk, dv = torch.ops.gpt_triton.attention_bwd(do, q, k, v, o, lse, ctx.causal, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
+              scale: float | None = None) -> torch.Tensor:
+    checks.check_attention_args(q, k, v, causal, SUPPORTED_DTYPES, HEAD_DIMS)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return torch.ops.gpt_triton.attention_fwd(q, k, v, causal, scale)[0]

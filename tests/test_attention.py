@@ -1,0 +1,143 @@
+"""Triton flash attention against the reference and SDPA: forward, backward, cache shapes, errors, registration."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from kernels import reference
+from tolerance import assert_close_to_reference
+
+BATCH_HEADS = [(1, 1), (2, 3), (1, 3), (2, 1)]
+# Every T x D x causal x dtype combination, with (B, H) cycling through all four pairs.
+CPU_CASES = [(*BATCH_HEADS[i % 4], t, d, causal, dtype) for i, (t, d, causal, dtype) in enumerate(
+    itertools.product([1, 17, 64, 129], [16, 32, 64], [True, False], [torch.float32, torch.float16]))]
+GPU_CASES = [(b, h, t, d, causal, dtype) for (b, h, t), d, causal, dtype in itertools.product(
+    [(2, 3, 1), (2, 3, 17), (4, 12, 256), (2, 12, 1000), (1, 12, 2048), (1, 4, 4096), (64, 6, 256)],
+    [16, 32, 64, 128], [True, False], [torch.bfloat16, torch.float16])]
+
+
+def make_qkv(b, h, t_q, t_k, d, dtype, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+               for shape in ((b, h, t_q, d), (b, h, t_k, d), (b, h, t_k, d)))
+    do = torch.randn((b, h, t_q, d), generator=gen).to(device=device, dtype=dtype)
+    return q, k, v, do
+
+
+def forward_backward(fn, q, k, v, do):
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    o = fn(q, k, v)
+    return (o, *torch.autograd.grad(o, (q, k, v), do))
+
+
+def check_parity(b, h, t_q, t_k, d, causal, dtype, device, scale=None):
+    q, k, v, do = make_qkv(b, h, t_q, t_k, d, dtype, device)
+    ours = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, scale=scale), q, k, v, do)
+    sdpa = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, scale=scale, backend="sdpa"),
+                            q, k, v, do)
+    truth = forward_backward(lambda q, k, v: reference.attention(q, k, v, causal, scale),
+                             q.double(), k.double(), v.double(), do.double())
+    for name, out, base, ref in zip(("o", "dq", "dk", "dv"), ours, sdpa, truth):
+        assert out.dtype == dtype
+        assert_close_to_reference(f"{name} B{b} H{h} Tq{t_q} Tk{t_k} D{d} causal={causal} {dtype}", out, base, ref)
+
+
+@pytest.mark.parametrize("b, h, t, d, causal, dtype", CPU_CASES)
+def test_parity_cpu(b, h, t, d, causal, dtype):
+    check_parity(b, h, t, t, d, causal, dtype, "cpu")
+
+
+@pytest.mark.parametrize("t_q, t_k", [(1, 40), (3, 40), (17, 129), (64, 65)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_queries_continuing_a_kv_cache(t_q, t_k, causal):
+    check_parity(1, 2, t_q, t_k, 32, causal, torch.float32, "cpu")
+
+
+def test_custom_scale_and_strided_inputs():
+    check_parity(1, 2, 33, 33, 16, True, torch.float32, "cpu", scale=0.3)
+    qkv = torch.randn(2, 19, 3 * 2 * 32)  # the model's fused projection: (B, T, 3 * H * D)
+    q, k, v = (t.view(2, 19, 2, 32).transpose(1, 2) for t in qkv.split(64, dim=2))  # strided (B, H, T, D)
+    assert not q.is_contiguous()
+    torch.testing.assert_close(kernels.attention(q, k, v), reference.attention(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+def test_sdpa_backend_aligns_cache_queries_bottom_right():
+    q, k, v, _ = make_qkv(1, 2, 3, 10, 16, torch.float32, "cpu")
+    torch.testing.assert_close(kernels.attention(q, k, v, backend="sdpa"), reference.attention(q, k, v))
+
+
+def test_backward_is_deterministic():
+    q, k, v, do = make_qkv(2, 2, 100, 100, 32, torch.float32, "cpu")
+    first = forward_backward(kernels.attention, q, k, v, do)
+    second = forward_backward(kernels.attention, q, k, v, do)
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+
+
+def test_no_t_by_t_tensor_is_saved_for_backward():
+    q, k, v, _ = make_qkv(1, 1, 256, 256, 16, torch.float32, "cpu")
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        kernels.attention(*(t.requires_grad_() for t in (q, k, v)))
+    assert saved and max(saved) == 256 * 16  # q, k, v, o and the (256,) logsumexp; never 256 x 256
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: make_qkv(1, 1, 8, 8, 48, torch.float32, "cpu")[:3], ValueError, "head dim 48 is not supported"),
+    (lambda: make_qkv(1, 1, 8, 8, 16, torch.float64, "cpu")[:3], TypeError, "q has dtype torch.float64"),
+    (lambda: (torch.randn(1, 1, 8, 16), torch.randn(1, 1, 8, 16, dtype=torch.float16), torch.randn(1, 1, 8, 16)),
+     ValueError, "k is torch.float16 but q is torch.float32"),
+    (lambda: (torch.randn(1, 1, 8, 16), torch.randn(1, 1, 8, 16, device="meta"), torch.randn(1, 1, 8, 16)),
+     ValueError, "k is on meta but q is on cpu"),
+    (lambda: (torch.randn(1, 1, 8, 16), torch.randn(1, 1, 8, 16), torch.randn(1, 1, 9, 16)),
+     ValueError, "k has shape .* but v has"),
+    (lambda: (torch.randn(1, 2, 8, 16), torch.randn(1, 1, 8, 16), torch.randn(1, 1, 8, 16)),
+     ValueError, "must agree in B, H and D"),
+    (lambda: (torch.randn(8, 16), torch.randn(8, 16), torch.randn(8, 16)), ValueError, "expected 4 dimensions"),
+    (lambda: make_qkv(1, 1, 9, 8, 16, torch.float32, "cpu")[:3], ValueError, "causal attention needs Tq <= Tk"),
+])
+def test_errors(make, error, message):
+    with pytest.raises(error, match=message):
+        kernels.attention(*make())
+
+
+def test_opcheck():
+    q, k, v, do = make_qkv(1, 2, 20, 20, 16, torch.float32, "cpu")
+    for causal in (True, False):
+        torch.library.opcheck(torch.ops.gpt_triton.attention_fwd,
+                              (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), causal, 0.25))
+    o, lse = torch.ops.gpt_triton.attention_fwd(q.detach(), k.detach(), v.detach(), True, 0.25)
+    torch.library.opcheck(torch.ops.gpt_triton.attention_bwd, (do, q.detach(), k.detach(), v.detach(), o, lse, True, 0.25))
+
+
+def test_compile_fullgraph_has_no_graph_breaks():
+    torch._dynamo.reset()
+    q, k, v, do = make_qkv(2, 2, 24, 24, 16, torch.float32, "cpu")
+    fn = lambda q, k, v: kernels.attention(q, k, v).sum(dim=-1, keepdim=True) * v  # noqa: E731
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    for a, c in zip(forward_backward(compiled, q, k, v, do), forward_backward(fn, q, k, v, do)):
+        torch.testing.assert_close(a, c)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b, h, t, d, causal, dtype", GPU_CASES)
+def test_parity_gpu(b, h, t, d, causal, dtype):
+    check_parity(b, h, t, t, d, causal, dtype, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("t_q, t_k", [(1, 1024), (4, 1024), (100, 2048)])
+def test_kv_cache_queries_gpu(t_q, t_k):
+    check_parity(2, 12, t_q, t_k, 64, True, torch.bfloat16, "cuda")
+
+
+@pytest.mark.gpu
+def test_compile_fullgraph_gpu():
+    torch._dynamo.reset()
+    q, k, v, do = make_qkv(4, 12, 1024, 1024, 64, torch.bfloat16, "cuda")
+    compiled = torch.compile(kernels.attention, fullgraph=True)
+    for a, c in zip(forward_backward(compiled, q, k, v, do), forward_backward(kernels.attention, q, k, v, do)):
+        assert torch.equal(a, c)
