@@ -28,7 +28,7 @@ if "TRITON_INTERPRET" not in os.environ and not _nvidia_driver_present():
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 
-from . import checks, reference  # noqa: E402
+from . import checks, extension, reference  # noqa: E402
 
 if importlib.util.find_spec("triton") is not None:  # defines and registers the Triton ops
     from . import attention as _triton_attention
@@ -43,6 +43,11 @@ def _triton(module):
     return module
 
 
+def cuda_extension_available() -> bool:
+    """Whether the C++/CUDA extension (kernels._C) was built; see setup.py."""
+    return extension.available()
+
+
 def _unknown_backend(op: str, backend: str, choices: tuple[str, ...]) -> ValueError:
     return ValueError(f"unknown backend {backend!r} for kernels.{op}; expected one of {choices}")
 
@@ -54,7 +59,9 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         return reference.layer_norm(x, weight, bias, eps)
     if backend == "triton":
         return _triton(_triton_layer_norm).layer_norm(x, weight, bias, eps)
-    raise _unknown_backend("layer_norm", backend, ("torch", "triton"))
+    if backend == "cuda":
+        return extension.layer_norm(x, weight, bias, eps)
+    raise _unknown_backend("layer_norm", backend, ("torch", "triton", "cuda"))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True, scale: float | None = None,
@@ -88,10 +95,12 @@ def sdpa_attention(q, k, v, *, causal: bool = True, scale: float | None = None) 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, ignore_index: int = -100, reduction: str = "mean",
                   backend: str = "cuda") -> torch.Tensor:
-    """Cross-entropy of logits (N, V) against int64 targets (N,)."""
+    """Cross-entropy of logits (N, V) against int64 targets (N,); "cuda" is the fused C++/CUDA kernel."""
+    if backend == "cuda":
+        return extension.cross_entropy(logits, targets, ignore_index, reduction)
     if backend == "torch":
         return reference.cross_entropy(logits, targets, ignore_index, reduction)
-    raise _unknown_backend("cross_entropy", backend, ("torch",))
+    raise _unknown_backend("cross_entropy", backend, ("torch", "cuda"))
 
 
 __all__ = ["layer_norm", "attention", "cross_entropy", "reference", "INTERPRETER"]

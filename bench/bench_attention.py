@@ -1,0 +1,76 @@
+"""Causal attention: triton against SDPA's backends (flash, efficient, cuDNN) and a compiled naive attention.
+
+TFLOP/s from the standard count: forward 4*B*H*T*T*D, halved when causal; backward 2.5x forward.
+GPU: pytest bench/bench_attention.py --benchmark-enable --benchmark-json out.json
+"""
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import kernels
+from common import DEVICE, ON_GPU, run
+from kernels import reference
+
+# (B, H, T, D): GPT-2 heads at B*T = 16384 tokens, and the shakespeare-char model
+SHAPES = ([(16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096)] + [(64, 6, 256, 64)]) if ON_GPU \
+    else [(1, 2, 64, 16)]
+DTYPE = torch.bfloat16 if ON_GPU else torch.float32
+SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+                 "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}
+PROVIDERS = ["triton"] + (list(SDPA_BACKENDS) if ON_GPU else ["sdpa-math"]) + ["compiled-naive"]
+_compiled_naive = None
+
+
+def provider_call(provider, q, k, v):
+    global _compiled_naive
+    if provider == "triton":
+        return lambda: kernels.attention(q, k, v, causal=True)
+    if provider == "compiled-naive":
+        if _compiled_naive is None:
+            _compiled_naive = torch.compile(reference.attention)
+        return lambda: _compiled_naive(q, k, v, True)
+    backend = SDPA_BACKENDS.get(provider, SDPBackend.MATH)
+
+    def call():
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return call
+
+
+def attention_flops(b, h, t, d, mode):
+    forward = 4 * b * h * t * t * d / 2  # causal
+    return {"forward": forward, "backward": 2.5 * forward, "forward+backward": 3.5 * forward}[mode]
+
+
+@pytest.mark.parametrize("mode", ["forward", "backward", "forward+backward"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-H{}-T{}-D{}".format(*s))
+def test_attention(benchmark, shape, provider, mode):
+    b, h, t, d = shape
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, do = (torch.randn(shape, generator=gen).to(DEVICE, DTYPE) for _ in range(4))
+    q, k, v = q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+    call = provider_call(provider, q, k, v)
+    try:
+        out = call()
+    except RuntimeError as err:  # an SDPA backend this GPU or shape does not offer
+        pytest.skip(f"{provider} unavailable: {str(err).splitlines()[0]}")
+    truth = reference.attention(q.detach(), k.detach(), v.detach())
+    torch.testing.assert_close(out.float(), truth.float(), atol=3e-2, rtol=3e-2)
+    benchmark.group = f"attention B{b} H{h} T{t} D{d} {str(DTYPE).removeprefix('torch.')} causal {mode}"
+    benchmark.extra_info.update(provider=provider, B=b, H=h, T=t, D=d, mode=mode)
+    if mode == "forward":
+        grad_context = torch.no_grad
+        timed = [lambda: call()]
+    elif mode == "backward":
+        grad_context = contextlib.nullcontext
+        timed = [lambda: out.backward(do, retain_graph=True)]
+    else:
+        grad_context = contextlib.nullcontext
+        timed = [lambda: call().backward(do)]
+    with grad_context():
+        run(benchmark, timed, flops=attention_flops(b, h, t, d, mode))

@@ -1,0 +1,61 @@
+"""Shared benchmark plumbing: device choice, timed calls that rotate inputs, throughput in extra_info.
+
+Every timed call synchronises the GPU inside the measured function. Inputs are rotated
+through enough copies that the working set exceeds the L2 cache, so no provider is timed on
+warm-cache data. On a CPU (CI) each benchmark runs a tiny smoke case once.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+L2_BYTES = 64 << 20  # at least the L2 of an H100 (50 MB) / H200
+
+
+def copies_to_exceed_l2(bytes_per_call: int) -> int:
+    return max(1, min(16, -(-2 * L2_BYTES // max(1, bytes_per_call)))) if ON_GPU else 1
+
+
+def sync() -> None:
+    if ON_GPU:
+        torch.cuda.synchronize()
+
+
+def run(benchmark, calls: list, *, bytes_moved: int | None = None, flops: float | None = None) -> None:
+    """Time next(call)() rounds; write median milliseconds and GB/s or TFLOP/s into extra_info."""
+    cycle = itertools.cycle(calls)
+
+    def step():
+        next(cycle)()
+        sync()
+
+    for _ in range(3 if ON_GPU else 0):
+        step()
+    benchmark.pedantic(step, rounds=50 if ON_GPU else 1, iterations=1, warmup_rounds=5 if ON_GPU else 0)
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:  # --benchmark-disable: ran once as a smoke test
+        return
+    median = stats.stats.median
+    benchmark.extra_info["median_ms"] = median * 1e3
+    if bytes_moved is not None:
+        benchmark.extra_info["GB/s"] = bytes_moved / median / 1e9
+    if flops is not None:
+        benchmark.extra_info["TFLOP/s"] = flops / median / 1e12
+
+
+def peak_memory_during(fn) -> int:
+    """Peak bytes allocated above the current level while fn runs (GPU only; 0 on the CPU)."""
+    if not ON_GPU:
+        fn()
+        return 0
+    sync()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    sync()
+    return torch.cuda.max_memory_allocated() - base
+

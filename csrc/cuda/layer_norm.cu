@@ -1,0 +1,220 @@
+// LayerNorm on CUDA: one block per row, 16-byte vector loads, fp32 statistics.
+// Backward: dx per row, with dweight/dbias accumulated per block into its own row of an fp32
+// scratch buffer (no atomics) and summed over blocks in a fixed order: deterministic.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "checks.h"
+#include "common.cuh"
+
+namespace gpt_ext {
+namespace {
+
+int threads_for(int64_t n, int vec) {
+  const int64_t per_thread_work = ceil_div(n, vec);
+  int threads = 32;
+  while (threads < 1024 && threads < per_thread_work) threads *= 2;
+  return threads;
+}
+
+template <typename T, int VEC>
+__global__ void layer_norm_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
+                                      T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
+                                      int64_t n, float eps) {
+  __shared__ float scratch[32];
+  const int64_t row = blockIdx.x;
+  const T* xr = x + row * n;
+  T* yr = y + row * n;
+  // pass 1: mean; pass 2: variance about the mean (the row is L1/L2-resident for the re-reads)
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
+    const Pack<T, VEC> p = load_pack<T, VEC>(xr + j);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) sum += static_cast<float>(p.v[k]);
+  }
+  const float mu = block_sum(sum, scratch) / n;
+  float sq = 0.f;
+  for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
+    const Pack<T, VEC> p = load_pack<T, VEC>(xr + j);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const float d = static_cast<float>(p.v[k]) - mu;
+      sq += d * d;
+    }
+  }
+  const float rs = rsqrtf(block_sum(sq, scratch) / n + eps);
+  for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
+    const Pack<T, VEC> p = load_pack<T, VEC>(xr + j);
+    const Pack<T, VEC> wp = load_pack<T, VEC>(w + j);
+    Pack<T, VEC> out;
+    if (b != nullptr) {
+      const Pack<T, VEC> bp = load_pack<T, VEC>(b + j);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k)
+        out.v[k] = static_cast<T>((static_cast<float>(p.v[k]) - mu) * rs * static_cast<float>(wp.v[k]) +
+                                  static_cast<float>(bp.v[k]));
+    } else {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k)
+        out.v[k] = static_cast<T>((static_cast<float>(p.v[k]) - mu) * rs * static_cast<float>(wp.v[k]));
+    }
+    store_pack<T, VEC>(yr + j, out);
+  }
+  if (threadIdx.x == 0) {
+    mean[row] = mu;
+    rstd[row] = rs;
+  }
+}
+
+template <typename T, int VEC>
+__global__ void layer_norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ w,
+                                      const float* __restrict__ mean, const float* __restrict__ rstd,
+                                      T* __restrict__ dx, float* __restrict__ dw_partial,
+                                      float* __restrict__ db_partial, int64_t rows, int64_t n) {
+  __shared__ float scratch[32];
+  float* dw = dw_partial + blockIdx.x * n;  // this block's own row: no other block writes it
+  float* db = db_partial + blockIdx.x * n;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * n;
+    const T* dyr = dy + row * n;
+    const float mu = mean[row], rs = rstd[row];
+    float sum_wdy_xhat = 0.f, sum_wdy = 0.f;
+    for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
+      const Pack<T, VEC> xp = load_pack<T, VEC>(xr + j), gp = load_pack<T, VEC>(dyr + j), wp = load_pack<T, VEC>(w + j);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const float wdy = static_cast<float>(wp.v[k]) * static_cast<float>(gp.v[k]);
+        sum_wdy_xhat += wdy * (static_cast<float>(xp.v[k]) - mu) * rs;
+        sum_wdy += wdy;
+      }
+    }
+    const float c1 = block_sum(sum_wdy_xhat, scratch) / n;
+    const float c2 = block_sum(sum_wdy, scratch) / n;
+    for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
+      const Pack<T, VEC> xp = load_pack<T, VEC>(xr + j), gp = load_pack<T, VEC>(dyr + j), wp = load_pack<T, VEC>(w + j);
+      Pack<T, VEC> out;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const float xhat = (static_cast<float>(xp.v[k]) - mu) * rs;
+        const float g = static_cast<float>(gp.v[k]);
+        out.v[k] = static_cast<T>((static_cast<float>(wp.v[k]) * g - (xhat * c1 + c2)) * rs);
+        dw[j + k] += g * xhat;  // each column is owned by one thread of this block
+        db[j + k] += g;
+      }
+      store_pack<T, VEC>(dx + row * n + j, out);
+    }
+  }
+}
+
+// out[j] = sum over p of partial[p, j], in order p = 0, 1, ...: the same result every run.
+template <typename T>
+__global__ void column_sum_kernel(const float* __restrict__ partial, T* __restrict__ out, int64_t parts, int64_t n) {
+  const int64_t j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= n) return;
+  float acc = 0.f;
+  for (int64_t p = 0; p < parts; ++p) acc += partial[p * n + j];
+  out[j] = static_cast<T>(acc);
+}
+
+template <typename T, int VEC>
+void launch_fwd(const T* x, const T* w, const T* b, T* y, float* mean, float* rstd, int64_t rows, int64_t n,
+                float eps, cudaStream_t stream) {
+  layer_norm_fwd_kernel<T, VEC><<<rows, threads_for(n, VEC), 0, stream>>>(x, w, b, y, mean, rstd, n, eps);
+  GPT_CHECK_LAUNCH();
+}
+
+template <typename T, int VEC>
+void launch_bwd(const T* dy, const T* x, const T* w, const float* mean, const float* rstd, T* dx, float* dw_partial,
+                float* db_partial, int64_t rows, int64_t n, int blocks, cudaStream_t stream) {
+  layer_norm_bwd_kernel<T, VEC><<<blocks, threads_for(n, VEC), 0, stream>>>(dy, x, w, mean, rstd, dx, dw_partial,
+                                                                             db_partial, rows, n);
+  GPT_CHECK_LAUNCH();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                                                   const c10::optional<at::Tensor>& bias,
+                                                                   double eps) {
+  check_layer_norm(x, weight, bias);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t n = x.size(-1);
+  const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
+  const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const int64_t rows = xc.numel() / n;
+  at::Tensor y = at::empty_like(xc);
+  at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
+  at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
+  if (rows == 0) return {y, mean, rstd};
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  GPT_DISPATCH_FLOAT_TYPES(x.scalar_type(), "layer_norm_fwd_cuda", [&] {
+    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+    const scalar_t* wp = wc.const_data_ptr<scalar_t>();
+    const scalar_t* bp = bc.defined() ? bc.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    float *m = mean.mutable_data_ptr<float>(), *r = rstd.mutable_data_ptr<float>();
+    const int vec = vector_width<scalar_t>(n, {xp, wp, bp, yp});
+    const float e = static_cast<float>(eps);
+    if (vec == 8) launch_fwd<scalar_t, 8>(xp, wp, bp, yp, m, r, rows, n, e, stream);
+    else if (vec == 4) launch_fwd<scalar_t, 4>(xp, wp, bp, yp, m, r, rows, n, e, stream);
+    else if (vec == 2) launch_fwd<scalar_t, 2>(xp, wp, bp, yp, m, r, rows, n, e, stream);
+    else launch_fwd<scalar_t, 1>(xp, wp, bp, yp, m, r, rows, n, e, stream);
+  });
+  return {y, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(const at::Tensor& dy, const at::Tensor& x,
+                                                                   const at::Tensor& weight, const at::Tensor& mean,
+                                                                   const at::Tensor& rstd) {
+  check_layer_norm(x, weight, c10::nullopt);
+  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
+              "layer_norm_bwd: dy must have x's shape and dtype");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t n = x.size(-1);
+  const at::Tensor xc = x.contiguous(), dyc = dy.contiguous(), wc = weight.contiguous();
+  const at::Tensor mc = mean.contiguous(), rc = rstd.contiguous();
+  const int64_t rows = xc.numel() / n;
+  TORCH_CHECK(mc.numel() == rows && rc.numel() == rows && mc.scalar_type() == at::kFloat,
+              "layer_norm_bwd: mean and rstd must be fp32 with one value per row");
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rows, 2 * sms)));
+  at::Tensor dx = at::empty_like(xc);
+  at::Tensor dw_partial = at::zeros({blocks, n}, x.options().dtype(at::kFloat));
+  at::Tensor db_partial = at::zeros({blocks, n}, x.options().dtype(at::kFloat));
+  at::Tensor dweight = at::empty_like(wc), dbias = at::empty_like(wc);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  GPT_DISPATCH_FLOAT_TYPES(x.scalar_type(), "layer_norm_bwd_cuda", [&] {
+    const scalar_t *g = dyc.const_data_ptr<scalar_t>(), *xp = xc.const_data_ptr<scalar_t>();
+    const scalar_t* wp = wc.const_data_ptr<scalar_t>();
+    scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+    const float *m = mc.const_data_ptr<float>(), *r = rc.const_data_ptr<float>();
+    float *dwp = dw_partial.mutable_data_ptr<float>(), *dbp = db_partial.mutable_data_ptr<float>();
+    if (rows > 0) {
+      const int vec = vector_width<scalar_t>(n, {g, xp, wp, dxp});
+      if (vec == 8) launch_bwd<scalar_t, 8>(g, xp, wp, m, r, dxp, dwp, dbp, rows, n, blocks, stream);
+      else if (vec == 4) launch_bwd<scalar_t, 4>(g, xp, wp, m, r, dxp, dwp, dbp, rows, n, blocks, stream);
+      else if (vec == 2) launch_bwd<scalar_t, 2>(g, xp, wp, m, r, dxp, dwp, dbp, rows, n, blocks, stream);
+      else launch_bwd<scalar_t, 1>(g, xp, wp, m, r, dxp, dwp, dbp, rows, n, blocks, stream);
+    }
+    const int threads = 256;
+    column_sum_kernel<scalar_t><<<ceil_div(n, threads), threads, 0, stream>>>(
+        dwp, dweight.mutable_data_ptr<scalar_t>(), blocks, n);
+    GPT_CHECK_LAUNCH();
+    column_sum_kernel<scalar_t><<<ceil_div(n, threads), threads, 0, stream>>>(
+        dbp, dbias.mutable_data_ptr<scalar_t>(), blocks, n);
+    GPT_CHECK_LAUNCH();
+  });
+  return {dx, dweight, dbias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gpt_ext, CUDA, m) {
+  m.impl("layer_norm_fwd", &layer_norm_fwd_cuda);
+  m.impl("layer_norm_bwd", &layer_norm_bwd_cuda);
+}
+
+}  // namespace gpt_ext

@@ -1,0 +1,115 @@
+"""The C++/CUDA extension (csrc/, built by setup.py as kernels._C): loading, fakes, autograd, public functions.
+
+Its ops live in the torch.ops.gpt_ext namespace with CPU and (when built with CUDA) CUDA
+kernels. This module registers their fake implementations and autograd, so they run under
+torch.compile(fullgraph=True). The package imports without the extension; using it then
+raises an error that says how to build it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import checks
+
+try:
+    from . import _C  # noqa: F401  (loading it registers the ops)
+
+    LOAD_ERROR: Exception | None = None
+except ImportError as err:
+    LOAD_ERROR = err
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+BUILD_HINT = ("build it with `pip install -e .` (CUDA kernels need a CUDA build of torch and nvcc; "
+              "set CUDA_HOME if nvcc is not on PATH)")
+
+
+def available() -> bool:
+    return LOAD_ERROR is None
+
+
+def has_cuda_kernels() -> bool:
+    return available() and torch._C._dispatch_has_kernel_for_dispatch_key("gpt_ext::layer_norm_fwd", "CUDA")
+
+
+def _require(device: torch.device) -> None:
+    if LOAD_ERROR is not None:
+        raise RuntimeError(f"backend 'cuda' needs the C++/CUDA extension kernels._C, which is not built "
+                           f"({LOAD_ERROR}); {BUILD_HINT}")
+    if device.type == "cuda" and not has_cuda_kernels():
+        raise RuntimeError(f"the extension kernels._C was built without CUDA kernels, so it cannot run on {device}; "
+                           f"re-{BUILD_HINT}")
+
+
+# ----------------------------------------------------------------------------- layer norm
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               eps: float = 1e-5) -> torch.Tensor:
+    checks.check_layer_norm_args(x, weight, bias, SUPPORTED_DTYPES, max_width=1 << 31)
+    _require(x.device)
+    return torch.ops.gpt_ext.layer_norm_fwd(x, weight, bias, eps)[0]
+
+
+# ----------------------------------------------------------------------------- cross-entropy
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Fused cross-entropy; the loss is fp32 whatever the logits' dtype.
+
+    reduction "mean" divides by the number of non-ignored targets; an all-ignored batch gives
+    0 (with zero gradients) rather than NaN.
+    """
+    checks.check_cross_entropy_args(logits, targets, reduction, SUPPORTED_DTYPES)
+    _require(logits.device)
+    losses = torch.ops.gpt_ext.cross_entropy_fwd(logits, targets, ignore_index)[0]  # (N,) fp32
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / (targets != ignore_index).sum().clamp(min=1)
+
+
+if LOAD_ERROR is None:
+    @torch.library.register_fake("gpt_ext::layer_norm_fwd")
+    def _(x, weight, bias, eps):
+        rows = x.numel() // x.shape[-1]
+        return (torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(rows, dtype=torch.float32),
+                x.new_empty(rows, dtype=torch.float32))
+
+    @torch.library.register_fake("gpt_ext::layer_norm_bwd")
+    def _(dy, x, weight, mean, rstd):
+        return (torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight),
+                torch.empty_like(weight))
+
+    def _layer_norm_setup(ctx, inputs, output):
+        x, weight, bias, _ = inputs
+        ctx.save_for_backward(x, weight, output[1], output[2])
+        ctx.has_bias = bias is not None
+
+    def _layer_norm_backward(ctx, dy, _dmean, _drstd):
+        x, weight, mean, rstd = ctx.saved_tensors
+        dx, dweight, dbias = torch.ops.gpt_ext.layer_norm_bwd(dy, x, weight, mean, rstd)
+        return dx, dweight, dbias if ctx.has_bias else None, None
+
+    torch.library.register_autograd("gpt_ext::layer_norm_fwd", _layer_norm_backward, setup_context=_layer_norm_setup)
+
+    @torch.library.register_fake("gpt_ext::cross_entropy_fwd")
+    def _(logits, targets, ignore_index):
+        rows = logits.shape[0]
+        return logits.new_empty(rows, dtype=torch.float32), logits.new_empty(rows, dtype=torch.float32)
+
+    @torch.library.register_fake("gpt_ext::cross_entropy_bwd")
+    def _(grad_loss, logits, targets, lse, ignore_index):
+        return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+    def _cross_entropy_setup(ctx, inputs, output):
+        logits, targets, ignore_index = inputs
+        ctx.save_for_backward(logits, targets, output[1])
+        ctx.ignore_index = ignore_index
+
+    def _cross_entropy_backward(ctx, grad_loss, _dlse):
+        logits, targets, lse = ctx.saved_tensors
+        return torch.ops.gpt_ext.cross_entropy_bwd(grad_loss, logits, targets, lse, ctx.ignore_index), None, None
+
+    torch.library.register_autograd("gpt_ext::cross_entropy_fwd", _cross_entropy_backward,
+                                    setup_context=_cross_entropy_setup)
