@@ -48,7 +48,7 @@ def extension_modules():
     if not cpp_sources:
         say("no C++ sources under csrc/: skipping the extension")
         return [], {}
-    cxx_flags = ["-O3", "-std=c++17"]
+    cxx_flags = ["-O3"]  # the C++ standard is left to torch's builder (C++20 from torch 2.14 on)
     include_dirs = [os.path.join(ROOT, "csrc")]
 
     nvcc = find_nvcc() if torch.version.cuda else None
@@ -59,7 +59,7 @@ def extension_modules():
         ext = CUDAExtension(
             "kernels._C", cpp_sources + cuda_sources, include_dirs=include_dirs,
             define_macros=[("GPT_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]})
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]})
     else:
         why = ("torch is a CPU build" if not torch.version.cuda else
                "nvcc was not found (set CUDA_HOME)" if not nvcc else "there are no .cu sources")

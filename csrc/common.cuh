@@ -1,8 +1,8 @@
 // Shared CUDA helpers: checked launches, ceil_div, 16-byte vector loads, warp and block reductions.
 #pragma once
 
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -11,6 +11,15 @@ namespace gpt_ext {
 
 // Every launch is followed by this: it surfaces launch errors at the launch site.
 #define GPT_CHECK_LAUNCH() C10_CUDA_KERNEL_LAUNCH_CHECK()
+
+// Only light headers: ATen/cuda/CUDAContext.h pulls in cuBLAS and cuSPARSE, which a machine
+// with just nvcc may not have.
+inline int multiprocessor_count() {
+  int device = 0, count = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
 
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

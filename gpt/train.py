@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .config import GPTConfig, TrainConfig, config_from_args, parse_kernels
+import kernels
+
+from .config import GPTConfig, TrainConfig, config_from_args, parse_kernels, resolve_auto_kernels
 from .data import BatchSampler, SyntheticSampler, prepare
 from .model import GPT
 
@@ -87,6 +89,11 @@ class Trainer:
         make("val", 0)  # fail now, not at the first evaluation, if val is too short
 
         backends = parse_kernels(cfg.kernels)
+        if "auto" in backends.values():
+            table = json.loads((Path(kernels.__file__).parent / "auto_backends.json").read_text())
+            gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+            backends, origin = resolve_auto_kernels(gpu, table)
+            print(origin)
         self.model_config = GPTConfig(
             block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
             n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,

@@ -1,4 +1,8 @@
-"""Triton LayerNorm against the reference: forward, backward, determinism, errors, registration."""
+"""LayerNorm backends against the reference: forward, backward, determinism, errors, registration.
+
+backend "triton" runs the Triton kernels (the interpreter on the CPU); backend "cuda" runs the
+C++ extension, whose CPU kernels are tested here on every machine and CUDA kernels under the gpu marker.
+"""
 
 import pytest
 import torch
@@ -47,36 +51,47 @@ def check_parity(shape, dtype, device, bias=True, backend="triton"):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("rows, width", CPU_CASES)
-def test_parity_cpu(rows, width, dtype):
+def test_triton_parity_cpu(rows, width, dtype):
     check_parity((rows, width), dtype, "cpu")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows, width", [(m, n) for m in ROWS for n in WIDTHS])
+def test_extension_parity_cpu(rows, width, dtype):
+    check_parity((rows, width), dtype, "cpu", backend="cuda")
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("shape", [(2, 5, 64), (2, 3, 4, 7)])
-def test_leading_dimensions_and_no_bias(shape):
-    check_parity(shape, torch.float32, "cpu", bias=False)
+def test_leading_dimensions_and_no_bias(shape, backend):
+    check_parity(shape, torch.float32, "cpu", bias=False, backend=backend)
 
 
-def test_non_contiguous_input():
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_non_contiguous_input(backend):
     x, w, b, dy = make_inputs((64, 48), torch.float32, "cpu")
     x_t = x.t()  # (48, 64) with row stride 1: normalise over a strided last dimension
     w, b, dy = w[:1].expand(64).contiguous(), b[:1].expand(64).contiguous(), dy.t()
-    ours = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b), x_t, w, b, dy)
+    ours = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend), x_t, w, b, dy)
     truth = forward_backward(reference.layer_norm, x_t.double(), w.double(), b.double(), dy.double())
     for out, ref in zip(ours, truth):
         torch.testing.assert_close(out, ref.float(), atol=1e-4, rtol=1e-4)
 
 
-def test_backward_is_deterministic():
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_backward_is_deterministic(backend):
     x, w, b, dy = make_inputs((1000, 768), torch.float32, "cpu")
-    first = forward_backward(kernels.layer_norm, x, w, b, dy)
-    second = forward_backward(kernels.layer_norm, x, w, b, dy)
+    fn = lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend)  # noqa: E731
+    first = forward_backward(fn, x, w, b, dy)
+    second = forward_backward(fn, x, w, b, dy)
     for a, c in zip(first, second):
         assert torch.equal(a, c)
 
 
-def test_statistics_are_fp32():
+@pytest.mark.parametrize("op", ["gpt_triton", "gpt_ext"])
+def test_statistics_are_fp32(op):
     x, w, b, _ = make_inputs((5, 64), torch.float16, "cpu")
-    y, mean, rstd = torch.ops.gpt_triton.layer_norm_fwd(x, w, b, 1e-5)
+    y, mean, rstd = getattr(torch.ops, op).layer_norm_fwd(x, w, b, 1e-5)
     assert y.dtype == torch.float16 and mean.dtype == rstd.dtype == torch.float32
     torch.testing.assert_close(mean, x.float().mean(-1))
     torch.testing.assert_close(rstd, torch.rsqrt(x.float().var(-1, unbiased=False) + 1e-5))
@@ -90,12 +105,17 @@ def test_statistics_are_fp32():
     (lambda: (torch.randn(4, 8), torch.ones(8, dtype=torch.float16), None), ValueError,
      "weight is torch.float16 but x is torch.float32"),
     (lambda: (torch.randn(4, 8), torch.ones(8, device="meta"), None), ValueError, "weight is on meta but x is on cpu"),
-    (lambda: (torch.randn(2, 70000), torch.ones(70000), None), ValueError, "exceeds this kernel's maximum"),
 ])
-def test_errors(args, error, message):
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_errors(args, error, message, backend):
     x, w, b = args()
     with pytest.raises(error, match=message):
-        kernels.layer_norm(x, w, b)
+        kernels.layer_norm(x, w, b, backend=backend)
+
+
+def test_triton_width_limit():
+    with pytest.raises(ValueError, match="width 70000 exceeds this kernel's maximum of 65536"):
+        kernels.layer_norm(torch.randn(2, 70000), torch.ones(70000))
 
 
 def test_unknown_backend():
@@ -103,35 +123,42 @@ def test_unknown_backend():
         kernels.layer_norm(torch.randn(2, 4), torch.ones(4), backend="fast")
 
 
-def test_opcheck():
+@pytest.mark.parametrize("op", ["gpt_triton", "gpt_ext"])
+def test_opcheck(op):
+    ops = getattr(torch.ops, op)
     x, w, b, _ = make_inputs((5, 33), torch.float32, "cpu")
     for bias in (b, None):
-        torch.library.opcheck(torch.ops.gpt_triton.layer_norm_fwd, (x.requires_grad_(), w.requires_grad_(), bias, 1e-5))
+        torch.library.opcheck(ops.layer_norm_fwd, (x.requires_grad_(), w.requires_grad_(), bias, 1e-5))
     mean, rstd = x.mean(-1).detach(), torch.rsqrt(x.var(-1, unbiased=False) + 1e-5).detach()
-    torch.library.opcheck(torch.ops.gpt_triton.layer_norm_bwd, (torch.randn(5, 33), x.detach(), w.detach(), mean, rstd))
+    torch.library.opcheck(ops.layer_norm_bwd, (torch.randn(5, 33), x.detach(), w.detach(), mean, rstd))
 
 
-def test_compile_fullgraph_has_no_graph_breaks():
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_compile_fullgraph_has_no_graph_breaks(backend):
     torch._dynamo.reset()
     x, w, b, dy = make_inputs((6, 40), torch.float32, "cpu")
-    compiled = torch.compile(lambda x, w, b: kernels.layer_norm(x, w, b) * 2, fullgraph=True, backend="aot_eager")
+    fn = lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend) * 2  # noqa: E731
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     ours = forward_backward(compiled, x, w, b, dy)
-    eager = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b) * 2, x, w, b, dy)
+    eager = forward_backward(fn, x, w, b, dy)
     for a, c in zip(ours, eager):
         torch.testing.assert_close(a, c)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("rows, width", GPU_CASES)
-def test_parity_gpu(rows, width, dtype):
-    check_parity((rows, width), dtype, "cuda")
+def test_parity_gpu(rows, width, dtype, backend):
+    check_parity((rows, width), dtype, "cuda", backend=backend)
 
 
 @pytest.mark.gpu
-def test_compile_fullgraph_gpu():
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_compile_fullgraph_and_determinism_gpu(backend):
     torch._dynamo.reset()
     x, w, b, dy = make_inputs((4096, 768), torch.bfloat16, "cuda")
-    compiled = torch.compile(lambda x, w, b: kernels.layer_norm(x, w, b), fullgraph=True)
-    for a, c in zip(forward_backward(compiled, x, w, b, dy), forward_backward(kernels.layer_norm, x, w, b, dy)):
+    fn = lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend)  # noqa: E731
+    compiled = torch.compile(fn, fullgraph=True)
+    for a, c in zip(forward_backward(compiled, x, w, b, dy), forward_backward(fn, x, w, b, dy)):
         assert torch.equal(a, c)

@@ -4,7 +4,6 @@
 // fp32 probability tensor ever exists. Rows are not 16-byte aligned when V is odd (GPT-2's
 // 50257): each row runs scalar up to the first aligned element, then 16-byte vectors.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/macros/Macros.h>
 #include <torch/library.h>
@@ -87,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cuda(const at::Tensor& logi
   at::Tensor lse = at::empty({rows}, logits.options().dtype(at::kFloat));
   if (rows == 0) return {loss, lse};
   GPT_DISPATCH_FLOAT_TYPES(logits.scalar_type(), "cross_entropy_fwd_cuda", [&] {
-    cross_entropy_fwd_kernel<scalar_t><<<rows, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    cross_entropy_fwd_kernel<scalar_t><<<rows, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         lc.const_data_ptr<scalar_t>(), tc.const_data_ptr<int64_t>(), loss.mutable_data_ptr<float>(),
         lse.mutable_data_ptr<float>(), vocab, ignore_index);
     GPT_CHECK_LAUNCH();
@@ -107,7 +106,7 @@ at::Tensor cross_entropy_bwd_cuda(const at::Tensor& grad_loss, const at::Tensor&
   at::Tensor dlogits = at::empty_like(lc);
   if (rows == 0) return dlogits;
   GPT_DISPATCH_FLOAT_TYPES(logits.scalar_type(), "cross_entropy_bwd_cuda", [&] {
-    cross_entropy_bwd_kernel<scalar_t><<<rows, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    cross_entropy_bwd_kernel<scalar_t><<<rows, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         gc.const_data_ptr<float>(), lc.const_data_ptr<scalar_t>(), tc.const_data_ptr<int64_t>(),
         sc.const_data_ptr<float>(), dlogits.mutable_data_ptr<scalar_t>(), vocab, ignore_index);
     GPT_CHECK_LAUNCH();

@@ -3,7 +3,6 @@
 // scratch buffer (no atomics) and summed over blocks in a fixed order: deterministic.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -149,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cuda(const at::Ten
   at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
   if (rows == 0) return {y, mean, rstd};
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   GPT_DISPATCH_FLOAT_TYPES(x.scalar_type(), "layer_norm_fwd_cuda", [&] {
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     const scalar_t* wp = wc.const_data_ptr<scalar_t>();
@@ -179,13 +178,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(const at::Ten
   const int64_t rows = xc.numel() / n;
   TORCH_CHECK(mc.numel() == rows && rc.numel() == rows && mc.scalar_type() == at::kFloat,
               "layer_norm_bwd: mean and rstd must be fp32 with one value per row");
-  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int sms = multiprocessor_count();
   const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rows, 2 * sms)));
   at::Tensor dx = at::empty_like(xc);
   at::Tensor dw_partial = at::zeros({blocks, n}, x.options().dtype(at::kFloat));
   at::Tensor db_partial = at::zeros({blocks, n}, x.options().dtype(at::kFloat));
   at::Tensor dweight = at::empty_like(wc), dbias = at::empty_like(wc);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   GPT_DISPATCH_FLOAT_TYPES(x.scalar_type(), "layer_norm_bwd_cuda", [&] {
     const scalar_t *g = dyc.const_data_ptr<scalar_t>(), *xp = xc.const_data_ptr<scalar_t>();
     const scalar_t* wp = wc.const_data_ptr<scalar_t>();

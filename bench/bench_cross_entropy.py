@@ -1,0 +1,57 @@
+"""Cross-entropy over a vocabulary: the fused extension kernel against torch eager and torch.compile.
+
+Forward+backward time and the peak memory allocated above the logits themselves. The torch
+providers run as a training loop does, under bf16 autocast, which computes the loss in fp32.
+GPU: pytest bench/bench_cross_entropy.py --benchmark-enable --benchmark-json out.json
+"""
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from common import DEVICE, ON_GPU, peak_memory_during, run
+
+SHAPES = [(8192, 50257), (16384, 50257), (16384, 65)] if ON_GPU else [(64, 65)]
+DTYPE = torch.bfloat16 if ON_GPU else torch.float32
+_compiled = None
+
+
+def provider_fn(provider):
+    global _compiled
+    autocast = torch.autocast("cuda", torch.bfloat16) if ON_GPU else contextlib.nullcontext()
+
+    def torch_loss(logits, targets):
+        with autocast:
+            return F.cross_entropy(logits, targets)
+
+    if provider == "cuda":
+        return lambda logits, targets: kernels.cross_entropy(logits, targets, backend="cuda")
+    if provider == "torch":
+        return torch_loss
+    if _compiled is None:
+        _compiled = torch.compile(torch_loss)
+    return _compiled
+
+
+@pytest.mark.parametrize("provider", ["cuda", "torch", "torch.compile"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_cross_entropy(benchmark, shape, provider):
+    rows, vocab = shape
+    fn = provider_fn(provider)
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(shape, generator=gen) * 2).to(DEVICE, DTYPE).requires_grad_()
+    targets = torch.randint(vocab, (rows,), generator=gen).to(DEVICE)
+    truth = F.cross_entropy(logits.detach().float(), targets)
+    torch.testing.assert_close(fn(logits, targets).float(), truth, atol=2e-2, rtol=2e-2)
+
+    def step():
+        fn(logits, targets).backward()
+        logits.grad = None
+
+    benchmark.group = f"cross_entropy {rows}x{vocab} {str(DTYPE).removeprefix('torch.')} forward+backward"
+    benchmark.extra_info.update(provider=provider, rows=rows, vocab=vocab,
+                                peak_memory_MiB=peak_memory_during(step) / 2**20)
+    run(benchmark, [step])
