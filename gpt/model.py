@@ -159,7 +159,7 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = kernels.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1,
+        loss = kernels.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
                                      backend=self.config.loss_backend)
         return logits, loss
 

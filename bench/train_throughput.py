@@ -1,0 +1,135 @@
+"""Training throughput: tokens/s, MFU, step time and peak memory per preset and provider.
+
+    python bench/train_throughput.py --presets shakespeare-char gpt2-124m --json throughput.json
+
+Providers: torch eager; torch + compile (nanoGPT's recipe: SDPA + torch.compile); ours + compile
+(the Triton and CUDA kernels). Synthetic tokens, so no text is needed. gpt2-124m runs T=1024
+with one micro-batch per step (its preset accumulates 40; throughput per token is the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+
+from gpt.config import PRESETS, TrainConfig
+from gpt.train import Trainer, learning_rate
+
+PROVIDERS = {
+    "torch eager": dict(kernels="torch", compile=False),
+    "torch + compile": dict(kernels="torch", compile=True),
+    "ours (triton ln) + compile": dict(kernels="ln=triton,attn=triton,loss=cuda", compile=True),
+    "ours (cuda ln) + compile": dict(kernels="ln=cuda,attn=triton,loss=cuda", compile=True),
+}
+TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=2)  # the CPU smoke case
+
+
+def preset_config(preset: str, provider: str, out_dir: str, **overrides) -> TrainConfig:
+    values = PRESETS[preset] | dict(gradient_accumulation_steps=1, synthetic_data=True, progress=False,
+                                    out_dir=out_dir, dropout=0.0) | PROVIDERS[provider] | overrides
+    if preset == "gpt2-124m":
+        values["tokenizer"] = "gpt2"
+    return TrainConfig(**values)
+
+
+def prepare_steps(cfg: TrainConfig, warmup: int):
+    """A Trainer warmed up (compiled, autotuned) and a function that runs one synchronised step."""
+    trainer = Trainer(cfg)
+    cuda = trainer.device.type == "cuda"
+    lr = learning_rate(cfg.warmup_iters, cfg)
+
+    def step() -> torch.Tensor:
+        loss = trainer.train_step(lr)
+        if cuda:
+            torch.cuda.synchronize()
+        return loss
+
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    return trainer, step
+
+
+def summarize(trainer: Trainer, step_times: list[float], loss: torch.Tensor) -> dict:
+    cuda = trainer.device.type == "cuda"
+    step_time = statistics.median(step_times)
+    return {
+        "tokens_per_step": trainer.cfg.tokens_per_iter, "step_ms": 1e3 * step_time,
+        "step_ms_spread": [1e3 * min(step_times), 1e3 * max(step_times)],
+        "tok_per_s": trainer.cfg.tokens_per_iter / step_time,
+        "mfu": trainer.flops_per_iter / step_time / trainer.peak if trainer.peak else None,
+        "peak_memory_GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "final_loss": loss.item(), "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "dtype": str(trainer.dtype).removeprefix("torch."),
+    }
+
+
+def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict:
+    trainer, step = prepare_steps(cfg, warmup)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - start)
+    return summarize(trainer, times, loss)
+
+
+def run(presets: list[str], providers: list[str], warmup: int, steps: int, tiny: bool = False) -> list[dict]:
+    results = []
+    for preset in presets:
+        for provider in providers:
+            with tempfile.TemporaryDirectory() as out_dir:
+                cfg = preset_config(preset, provider, out_dir, **(TINY if tiny else {}))
+                try:
+                    row = measure(cfg, warmup, steps)
+                except Exception as err:  # one failing provider must not hide the others' numbers
+                    row = {"error": f"{type(err).__name__}: {err}"}
+            results.append({"preset": preset, "provider": provider, "kernels": cfg.kernels} | row)
+            torch._dynamo.reset()
+    return results
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| preset | provider | tokens/s | vs torch+compile | MFU | step ms | peak GiB |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    baseline = {r["preset"]: r.get("tok_per_s") for r in results if r["provider"] == "torch + compile"}
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['preset']} | {r['provider']} | failed: {r['error'][:80]} | | | | |")
+            continue
+        base = baseline.get(r["preset"])
+        ratio = f"{r['tok_per_s'] / base:.2f}x" if base else "-"
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        peak = f"{r['peak_memory_GiB']:.2f}" if r["peak_memory_GiB"] is not None else "-"
+        lines.append(f"| {r['preset']} | {r['provider']} | {r['tok_per_s']:,.0f} | {ratio} | {mfu} | "
+                     f"{r['step_ms']:.1f} | {peak} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["shakespeare-char", "gpt2-124m"], choices=sorted(PRESETS))
+    parser.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=list(PROVIDERS))
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--tiny", action="store_true", help="a tiny model: a smoke test for CPUs")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    results = run(args.presets, args.providers, args.warmup, args.steps, args.tiny)
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if all("error" not in r for r in main()) else 1)

@@ -1,0 +1,138 @@
+"""End to end, after llm.c's test_gpt2: every kernel backend computes what the torch backend computes.
+
+A fixed small GPT and a fixed batch. Logits, loss and every parameter's gradient of each backend
+are held to the project's tolerance rule against the torch backend run in fp64 (the truth),
+with the torch backend's own fp32 error as the yardstick; then 10 AdamW steps; then a bitwise
+rerun; then torch.compile(fullgraph=True) with zero graph breaks.
+"""
+
+import pytest
+import torch
+
+from gpt.config import GPTConfig
+from gpt.model import GPT
+from tolerance import assert_close_to_reference
+
+TORCH = {"ln_backend": "torch", "attn_backend": "sdpa", "loss_backend": "torch"}
+BACKENDS = {
+    "ln=triton": {"ln_backend": "triton"},
+    "ln=cuda": {"ln_backend": "cuda"},
+    "attn=triton": {"attn_backend": "triton"},
+    "attn=torch": {"attn_backend": "torch"},
+    "loss=cuda": {"loss_backend": "cuda"},
+    "ln=triton,attn=triton,loss=cuda": {"ln_backend": "triton", "attn_backend": "triton", "loss_backend": "cuda"},
+    "ln=cuda,attn=triton,loss=cuda": {"ln_backend": "cuda", "attn_backend": "triton", "loss_backend": "cuda"},
+}
+SMALL = dict(block_size=32, vocab_size=65, n_layer=2, n_head=2, n_embd=64, bias=True, dropout=0.0)
+
+
+def build(backends: dict, dtype=torch.float32, device="cpu", shape=SMALL, seed=0) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**shape, **(TORCH | backends)))
+    with torch.no_grad():  # non-trivial norm gains and biases, so their gradients are tested too
+        for name, p in model.named_parameters():
+            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                p.normal_(1.0, 0.1)
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.02)
+    return model.to(device=device, dtype=dtype)
+
+
+def batch(shape=SMALL, b=2, device="cpu"):
+    gen = torch.Generator().manual_seed(42)
+    idx = torch.randint(shape["vocab_size"], (b, shape["block_size"] + 1), generator=gen).to(device)
+    return idx[:, :-1], idx[:, 1:]
+
+
+def logits_loss_grads(model, x, y):
+    model.zero_grad(set_to_none=True)
+    logits, loss = model(x, y)
+    loss.backward()
+    return {"logits": logits.detach(), "loss": loss.detach()} | {
+        f"grad {name}": p.grad for name, p in model.named_parameters()}
+
+
+def adamw_losses(model, x, y, steps=10):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses)
+
+
+@pytest.fixture(scope="module")
+def reference_runs():
+    x, y = batch()
+    truth = logits_loss_grads(build({}, torch.float64), x, y)
+    torch32 = logits_loss_grads(build({}), x, y)
+    return x, y, truth, torch32
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_logits_loss_and_every_gradient(name, reference_runs):
+    x, y, truth, torch32 = reference_runs
+    ours = logits_loss_grads(build(BACKENDS[name]), x, y)
+    assert ours.keys() == truth.keys() and len(ours) > 20
+    for key in truth:
+        assert_close_to_reference(f"{name}: {key}", ours[key], torch32[key], truth[key])
+
+
+@pytest.mark.parametrize("name", ["ln=triton,attn=triton,loss=cuda", "ln=cuda,attn=triton,loss=cuda"])
+def test_ten_adamw_steps(name):
+    x, y = batch()
+    truth = adamw_losses(build({}, torch.float64), x, y)
+    torch32 = adamw_losses(build({}), x, y)
+    ours = adamw_losses(build(BACKENDS[name]), x, y)
+    assert truth[-1] < truth[0] - 0.1  # the steps do train
+    assert_close_to_reference(f"{name}: 10 AdamW losses", ours, torch32, truth)
+
+
+@pytest.mark.parametrize("name", ["ln=triton,attn=triton,loss=cuda", "ln=cuda,attn=triton,loss=cuda"])
+def test_rerun_is_bitwise_identical(name):
+    x, y = batch()
+    first = logits_loss_grads(build(BACKENDS[name]), x, y)
+    second = logits_loss_grads(build(BACKENDS[name]), x, y)
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+@pytest.mark.parametrize("name", ["torch", *BACKENDS])
+def test_compile_has_no_graph_breaks(name):
+    torch._dynamo.reset()
+    model = build(BACKENDS.get(name, {}))
+    x, y = batch()
+    explanation = torch._dynamo.explain(model)(x, y)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("name", ["torch", "ln=triton,attn=triton,loss=cuda"])
+def test_compiled_model_matches_eager(name):
+    torch._dynamo.reset()
+    x, y = batch()
+    eager = logits_loss_grads(build(BACKENDS.get(name, {})), x, y)
+    compiled_model = build(BACKENDS.get(name, {}))
+    compiled_model.forward = torch.compile(compiled_model.forward, fullgraph=True)  # inductor, as training uses
+    compiled = logits_loss_grads(compiled_model, x, y)
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["ln=triton,attn=triton,loss=cuda", "ln=cuda,attn=triton,loss=cuda"])
+def test_gpt2_124m_bf16_gpu(name):
+    """gpt2-124m's shape on a short sequence in bf16 autocast; tolerances from the torch backend's own bf16 error."""
+    shape = dict(block_size=128, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True, dropout=0.0)
+    x, y = batch(shape, b=4, device="cuda")
+    truth = logits_loss_grads(build({}, torch.float32, "cuda", shape), x, y)
+    with torch.autocast("cuda", torch.bfloat16):
+        torch_bf16 = logits_loss_grads(build({}, torch.float32, "cuda", shape), x, y)
+        ours = logits_loss_grads(build(BACKENDS[name], torch.float32, "cuda", shape), x, y)
+    for key in truth:
+        err = (ours[key].float() - truth[key]).abs().max().item()
+        base = (torch_bf16[key].float() - truth[key]).abs().max().item()
+        assert err <= 2 * base + 1e-2 * truth[key].abs().max().item(), f"{name}: {key}: {err:.3g} vs torch {base:.3g}"
