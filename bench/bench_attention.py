@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernels
-from common import DEVICE, ON_GPU, run
+from common import DEVICE, ON_GPU, run, shapes
 from kernels import reference
 
 # (B, H, T, D): GPT-2 heads at B*T = 16384 tokens, and the shakespeare-char model
-SHAPES = ([(16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096)] + [(64, 6, 256, 64)]) if ON_GPU \
-    else [(1, 2, 64, 16)]
+SHAPES = shapes(full=[(16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096)] + [(64, 6, 256, 64)],
+                quick=[(16, 12, 1024, 64), (8, 12, 2048, 64), (64, 6, 256, 64)], cpu=[(1, 2, 64, 16)])
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
                  "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from common import DEVICE, ON_GPU, peak_memory_during, run
+from common import DEVICE, ON_GPU, peak_memory_during, run, shapes
 
-SHAPES = [(8192, 50257), (16384, 50257), (16384, 65)] if ON_GPU else [(64, 65)]
+SHAPES = shapes(full=[(8192, 50257), (16384, 50257), (16384, 65)], quick=[(8192, 50257), (16384, 65)],
+                cpu=[(64, 65)])
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 _compiled = None
 

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from common import DEVICE, ON_GPU, copies_to_exceed_l2, run
+from common import DEVICE, ON_GPU, copies_to_exceed_l2, run, shapes
 from kernels import reference
 
-SHAPES = [(16384, 768), (16384, 1024), (8192, 4096), (65536, 768)] if ON_GPU else [(64, 128)]
+SHAPES = shapes(full=[(16384, 768), (16384, 1024), (8192, 4096), (65536, 768)],
+                quick=[(16384, 768), (8192, 4096)], cpu=[(64, 128)])
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 PROVIDERS = ["triton", "torch", "torch.compile"] + (["cuda"] if kernels.cuda_extension_available() else [])
 _compiled_layer_norm = None

@@ -8,12 +8,21 @@ warm-cache data. On a CPU (CI) each benchmark runs a tiny smoke case once.
 from __future__ import annotations
 
 import itertools
+import os
 
 import torch
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
 L2_BYTES = 64 << 20  # at least the L2 of an H100 (50 MB) / H200
+QUICK = os.environ.get("GPT_BENCH_QUICK") == "1"  # the one-shot GPU check: fewer shapes and rounds
+
+
+def shapes(full: list, quick: list, cpu: list) -> list:
+    """The benchmark shapes for this run: all on a GPU, a meaningful few in quick mode, a smoke case on a CPU."""
+    if not ON_GPU:
+        return cpu
+    return quick if QUICK else full
 
 
 def copies_to_exceed_l2(bytes_per_call: int) -> int:
@@ -35,7 +44,8 @@ def run(benchmark, calls: list, *, bytes_moved: int | None = None, flops: float 
 
     for _ in range(3 if ON_GPU else 0):
         step()
-    benchmark.pedantic(step, rounds=50 if ON_GPU else 1, iterations=1, warmup_rounds=5 if ON_GPU else 0)
+    rounds = (20 if QUICK else 50) if ON_GPU else 1
+    benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=5 if ON_GPU else 0)
     stats = getattr(benchmark, "stats", None)
     if stats is None:  # --benchmark-disable: ran once as a smoke test
         return

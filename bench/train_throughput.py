@@ -46,7 +46,7 @@ def prepare_steps(cfg: TrainConfig, warmup: int):
     lr = learning_rate(cfg.warmup_iters, cfg)
 
     def step() -> torch.Tensor:
-        loss = trainer.train_step(lr)
+        loss, _, _ = trainer.train_step(lr)
         if cuda:
             torch.cuda.synchronize()
         return loss

@@ -37,8 +37,9 @@ def atomic_write(path: Path, write) -> None:
         os.close(dir_fd)
 
 
-def save_weights(path: Path, model: torch.nn.Module, config: GPTConfig, tokenizer_meta: dict) -> None:
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in TIED}
+def save_weights(path: Path, state_dict: dict, config: GPTConfig, tokenizer_meta: dict) -> None:
+    """state_dict: the plain model's (not a compiled or DDP wrapper's) full, unsharded weights."""
+    state = {k: v.detach().contiguous() for k, v in state_dict.items() if k not in TIED}
     metadata = {"gpt_config": json.dumps(config.to_dict()), "tokenizer": json.dumps(tokenizer_meta),
                 "tied": json.dumps(TIED)}
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))

@@ -145,6 +145,11 @@ class TrainConfig:
     compile: bool | None = None  # None: on for CUDA, off for CPU
     seed: int = 1337
     progress: bool = True  # the progress bar
+    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
+    # stopping and faults
+    max_seconds: float = 0.0  # wall-clock budget; at the first iteration past it: evaluate, save, stop (0: none)
+    target_val_loss: float = 0.0  # stop after an evaluation at or below this val loss (0: none)
+    nonfinite: str = "stop"  # a non-finite loss or gradient norm: "stop" (keep the last good checkpoint) or "skip"
 
     def __post_init__(self) -> None:
         positive = ("eval_interval", "log_interval", "eval_iters", "n_layer", "n_head", "n_embd",
@@ -163,6 +168,10 @@ class TrainConfig:
             raise ValueError("--grad_clip and --weight_decay must be >= 0")
         if self.tokenizer not in ("char", "gpt2"):
             raise ValueError(f"--tokenizer must be 'char' or 'gpt2', got {self.tokenizer!r}")
+        if self.nonfinite not in ("stop", "skip"):
+            raise ValueError(f"--nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+        if self.max_seconds < 0 or self.target_val_loss < 0:
+            raise ValueError("--max_seconds and --target_val_loss must be >= 0 (0 disables them)")
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         parse_kernels(self.kernels)  # raises on a bad spec

@@ -48,14 +48,15 @@ def download_shakespeare(cache_dir: Path) -> Path:
             f.write(response.read())
     except (urllib.error.URLError, OSError) as err:
         partial.unlink(missing_ok=True)
-        raise RuntimeError(
+        raise ConnectionError(
             f"could not download Tiny Shakespeare from {SHAKESPEARE_URL} ({err}). "
             f"Offline? Put a copy at {path}, or train on a local text file with --input PATH."
         ) from None
     actual = sha256_of(partial)
     if actual != SHAKESPEARE_SHA256:
         partial.unlink()
-        raise RuntimeError(f"downloaded Tiny Shakespeare has sha256 {actual}, expected {SHAKESPEARE_SHA256}")
+        raise ValueError(f"downloaded Tiny Shakespeare has sha256 {actual}, expected {SHAKESPEARE_SHA256}; "
+                         "the download is corrupted or the file changed: try again, or pass --input PATH")
     partial.replace(path)
     return path
 
@@ -196,12 +197,14 @@ def prepare(input_path: str | Path | None, tokenizer: str = "char", cache_dir: s
 class BatchSampler:
     """Random chunks of block_size tokens (targets shifted by one) from one split.
 
-    The offsets come from a torch.Generator whose state is checkpointed, so a resumed run
-    sees exactly the batches the uninterrupted run would have seen.
+    The offsets come from a torch.Generator whose state is checkpointed, so a resumed run sees
+    exactly the batches the uninterrupted run would have seen. Under torchrun every rank follows
+    the same generator, draws world_size * batch_size offsets per micro-step and keeps its own
+    slice: ranks see disjoint data, and W ranks reproduce one process's batches exactly.
     """
 
     def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, device: torch.device,
-                 seed: int, split: str = "train"):
+                 seed: int, split: str = "train", rank: int = 0, world_size: int = 1):
         if len(tokens) < block_size + 1:
             raise ValueError(
                 f"the {split} split has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}; "
@@ -210,11 +213,13 @@ class BatchSampler:
         self.tokens = tokens
         self.block_size = block_size
         self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(len(self.tokens) - self.block_size, (self.batch_size,), generator=self.generator)
+        starts = torch.randint(len(self.tokens) - self.block_size, (self.world_size * self.batch_size,),
+                               generator=self.generator)[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
         chunks = np.stack([self.tokens[s:s + self.block_size + 1] for s in starts.tolist()]).astype(np.int64)
         chunks = torch.from_numpy(chunks)  # (B, T+1)
         x, y = chunks[:, :-1].contiguous(), chunks[:, 1:].contiguous()  # (B, T) each
@@ -230,20 +235,16 @@ class BatchSampler:
         self.generator.set_state(state["generator"])
 
 
-class SyntheticSampler:
+class SyntheticSampler(BatchSampler):
     """Uniform random tokens of the same shapes: for throughput measurements, no text needed."""
 
-    def __init__(self, vocab_size: int, block_size: int, batch_size: int, device: torch.device, seed: int):
+    def __init__(self, vocab_size: int, block_size: int, batch_size: int, device: torch.device, seed: int,
+                 rank: int = 0, world_size: int = 1):
         self.vocab_size, self.block_size, self.batch_size = vocab_size, block_size, batch_size
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed + rank)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         chunks = torch.randint(self.vocab_size, (self.batch_size, self.block_size + 1), generator=self.generator)
         return chunks[:, :-1].contiguous().to(self.device), chunks[:, 1:].contiguous().to(self.device)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])

@@ -164,13 +164,15 @@ class GPT(nn.Module):
         return logits, loss
 
     def configure_optimizer(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
-                            device_type: str) -> torch.optim.AdamW:
-        """AdamW; matrices (embeddings, linear weights) decay, biases and norm gains do not."""
+                            fused: bool = False) -> torch.optim.AdamW:
+        """AdamW; matrices (embeddings, linear weights) decay, biases and norm gains do not.
+
+        fused: one CUDA kernel for the whole update (CUDA parameters only)."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token: 6N for the matmuls with weights plus 12*L*H*Q*T for attention (PaLM, app. B)."""

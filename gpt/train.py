@@ -1,6 +1,7 @@
 """Train a GPT: `python -m gpt.train [--preset NAME] [--field value ...]`.
 
 With no arguments: the shakespeare-char preset on a CUDA machine, shakespeare-char-cpu otherwise.
+Several GPUs or nodes: `torchrun --nproc_per_node N -m gpt.train ...` (DDP; --fsdp true for FSDP2).
 Writes to --out_dir: best/last checkpoints, metrics.jsonl, loss.png.
 """
 
@@ -10,15 +11,20 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
-from . import checkpoint
 import kernels
 
+from . import checkpoint
 from .config import GPTConfig, TrainConfig, config_from_args, parse_kernels, resolve_auto_kernels
 from .data import BatchSampler, SyntheticSampler, prepare
 from .model import GPT
@@ -51,10 +57,45 @@ def learning_rate(it: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
-def resolve_device_dtype(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """Join the process group that torchrun describes in the environment (NCCL on GPUs, gloo on CPUs)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Distributed()
+    info = Distributed(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", info.local_rank))
+    else:
+        dist.init_process_group("gloo")
+    return info
+
+
+def resolve_device_dtype(cfg: TrainConfig, world: Distributed) -> tuple[torch.device, torch.dtype]:
+    if cfg.device:
+        device = torch.device(cfg.device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", world.local_rank)
+    else:
+        device = torch.device("cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but CUDA is not available on this machine")
+        raise ValueError("--device cuda requested but CUDA is not available on this machine")
     if cfg.dtype:
         dtype = getattr(torch, cfg.dtype)
     elif device.type == "cuda":
@@ -62,102 +103,162 @@ def resolve_device_dtype(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
     else:
         dtype = torch.float32
     if device.type == "cpu" and dtype == torch.float16:
-        raise SystemExit("error: --dtype float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
+        raise ValueError("--dtype float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
     return device, dtype
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, preset: str = ""):
+    def __init__(self, cfg: TrainConfig, preset: str = "", world: Distributed | None = None):
         self.cfg = cfg
-        self.device, self.dtype = resolve_device_dtype(cfg)
+        self.world = world or Distributed()
+        self.device, self.dtype = resolve_device_dtype(cfg, self.world)
         self.out_dir = Path(cfg.out_dir)
-        torch.manual_seed(cfg.seed)
+        if cfg.gradient_accumulation_steps % self.world.world_size:
+            raise ValueError(f"--gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be divisible "
+                             f"by the number of processes ({self.world.world_size}) to keep the global batch")
+        self.accum = cfg.gradient_accumulation_steps // self.world.world_size  # micro-steps on this rank
+        torch.manual_seed(cfg.seed + self.world.rank)  # per-rank dropout streams
 
+        rank, size = self.world.rank, self.world.world_size
         if cfg.synthetic_data:
-            self.tokenizer_meta = {"kind": "gpt2" if cfg.tokenizer == "gpt2" else "synthetic",
-                                   "vocab_size": 50257 if cfg.tokenizer == "gpt2" else 65}
-            vocab_size = self.tokenizer_meta["vocab_size"]
-            make = lambda split, seed: SyntheticSampler(vocab_size, cfg.block_size, cfg.batch_size, self.device, seed)  # noqa: E731
+            vocab_size = 50257 if cfg.tokenizer == "gpt2" else 65
+            self.tokenizer_meta = {"kind": "synthetic", "vocab_size": vocab_size}
+            self.make_sampler = lambda split, seed, rank=0, size=1: SyntheticSampler(  # noqa: E731
+                vocab_size, cfg.block_size, cfg.batch_size, self.device, seed, rank, size)
         else:
             data = prepare(cfg.input or None, cfg.tokenizer, cfg.data_cache or None)
             self.tokenizer_meta = data.meta
             vocab_size = data.vocab_size
-            make = lambda split, seed: BatchSampler(data.tokens(split), cfg.block_size, cfg.batch_size,  # noqa: E731
-                                                    self.device, seed, split)
-        self.make_sampler = make
-        self.train_batches = make("train", cfg.seed)
-        make("val", 0)  # fail now, not at the first evaluation, if val is too short
+            self.make_sampler = lambda split, seed, rank=0, size=1: BatchSampler(  # noqa: E731
+                data.tokens(split), cfg.block_size, cfg.batch_size, self.device, seed, split, rank, size)
+            self.make_sampler("val", 0)  # fail now, not at the first evaluation, if val is too short
+        self.train_batches = self.make_sampler("train", cfg.seed, rank, size)
 
         backends = parse_kernels(cfg.kernels)
+        origin = ""
         if "auto" in backends.values():
             table = json.loads((Path(kernels.__file__).parent / "auto_backends.json").read_text())
             gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
             backends, origin = resolve_auto_kernels(gpu, table)
-            print(origin)
         self.model_config = GPTConfig(
             block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
             n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
             ln_backend=backends["ln"], attn_backend=backends["attn"], loss_backend=backends["loss"])
         self.model = GPT(self.model_config).to(self.device)
-        self.optimizer = self.model.configure_optimizer(cfg.weight_decay, cfg.learning_rate,
-                                                        (cfg.beta1, cfg.beta2), self.device.type)
+        self.iter_num, self.best_val_loss = 0, float("inf")
+        saved = self.load_last() if cfg.resume else None
+        self.fsdp = cfg.fsdp and self.world.enabled
+        if self.fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            for block in self.model.transformer.h:
+                fully_shard(block)
+            fully_shard(self.model)
+        self.optimizer = self.model.configure_optimizer(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                                        fused=self.device.type == "cuda" and not self.fsdp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        if saved is not None:
+            self.restore_optimizer(saved)
         self.autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                          else contextlib.nullcontext())
-        self.iter_num, self.best_val_loss = 0, float("inf")
-        if cfg.resume:
-            self.load_last()
         use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         self.forward = torch.compile(self.model) if use_compile else self.model
+        if self.world.enabled and not self.fsdp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(
+                self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.peak = peak_flops(self.device, self.dtype)
         self.flops_per_iter = self.model.flops_per_token() * cfg.tokens_per_iter
-        print(f"preset {preset or '-'} | device {self.device} {str(self.dtype).removeprefix('torch.')} | "
-              f"compile {use_compile} | kernels ln={backends['ln']} attn={backends['attn']} loss={backends['loss']}")
-        print(f"{self.model.num_params() / 1e6:.2f}M parameters | vocab {vocab_size} | "
-              f"{cfg.tokens_per_iter:,} tokens per iteration")
+        self.stop_signal: int | None = None
+        mode = f"{'FSDP' if self.fsdp else 'DDP'} x{self.world.world_size} | " if self.world.enabled else ""
+        self.log(f"preset {preset or '-'} | {mode}device {self.device} {str(self.dtype).removeprefix('torch.')} | "
+                 f"compile {use_compile} | kernels ln={backends['ln']} attn={backends['attn']} loss={backends['loss']}"
+                 + (f" ({origin})" if origin else ""))
+        self.log(f"{self.model.num_params() / 1e6:.2f}M parameters | vocab {vocab_size} | "
+                 f"{cfg.tokens_per_iter:,} tokens per iteration")
+
+    def log(self, message: str) -> None:
+        if self.world.is_main:
+            print(message, flush=True)
 
     # ------------------------------------------------------------------ checkpoints
 
-    def train_state(self) -> dict:
-        return {
-            "iter_num": self.iter_num, "best_val_loss": self.best_val_loss,
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "train_batches": self.train_batches.state_dict(), "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            "train_config": dataclasses.asdict(self.cfg), "gpt_config": self.model_config.to_dict(),
-        }
-
     def save(self, tag: str) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.save_weights(self.out_dir / f"{tag}.safetensors", self.model, self.model_config, self.tokenizer_meta)
-        if tag == "last":
-            checkpoint.save_train_state(self.out_dir / "last.state.pt", self.train_state())
+        """Write <tag>.safetensors (and for "last" the training state). Collective under torchrun."""
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
 
-    def load_last(self) -> None:
+            full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            weights = get_model_state_dict(self.model, options=full)
+            optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=full) if tag == "last" else None
+        else:
+            weights, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+        rng = {"cpu": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.empty(0)}
+        rngs = [rng]
+        if self.world.enabled:
+            rngs = [None] * self.world.world_size
+            dist.all_gather_object(rngs, rng)
+        if self.world.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.save_weights(self.out_dir / f"{tag}.safetensors", weights, self.model_config,
+                                    self.tokenizer_meta)
+            if tag == "last":
+                checkpoint.save_train_state(self.out_dir / "last.state.pt", {
+                    "iter_num": self.iter_num, "best_val_loss": self.best_val_loss, "optimizer": optimizer,
+                    "optimizer_format": "fsdp-full" if self.fsdp else "plain", "scaler": self.scaler.state_dict(),
+                    "train_batches": self.train_batches.state_dict(), "rng": rngs,
+                    "train_config": dataclasses.asdict(self.cfg), "gpt_config": self.model_config.to_dict()})
+        if self.world.enabled:
+            dist.barrier()
+
+    def load_last(self) -> dict:
+        """Load last.safetensors into the (not yet sharded) model; return the training state."""
         state = checkpoint.load_train_state(self.out_dir / "last.state.pt")
         weights, saved_config, saved_tokenizer = checkpoint.load_weights(self.out_dir / "last.safetensors", self.device)
         shape_fields = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
         mismatched = [f"{name}: checkpoint {getattr(saved_config, name)}, now {getattr(self.model_config, name)}"
                       for name in shape_fields if getattr(saved_config, name) != getattr(self.model_config, name)]
         if mismatched:
-            raise SystemExit(f"error: cannot resume from {self.out_dir}: the model differs ({'; '.join(mismatched)})")
+            raise ValueError(f"cannot resume from {self.out_dir}: the model differs ({'; '.join(mismatched)})")
         if saved_tokenizer != self.tokenizer_meta:
-            raise SystemExit(f"error: cannot resume from {self.out_dir}: it was trained with another text or tokenizer")
+            raise ValueError(f"cannot resume from {self.out_dir}: it was trained on another text or vocabulary "
+                             f"({saved_tokenizer.get('kind')}, {saved_tokenizer.get('vocab_size')} tokens)")
         self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
         self.train_batches.load_state_dict(state["train_batches"])
-        torch.set_rng_state(state["cpu_rng"])
-        if self.device.type == "cuda" and state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        rngs = state["rng"]
+        if len(rngs) == self.world.world_size:
+            torch.set_rng_state(rngs[self.world.rank]["cpu"])
+            if self.device.type == "cuda" and rngs[self.world.rank]["cuda"].numel():
+                torch.cuda.set_rng_state(rngs[self.world.rank]["cuda"], self.device)
+        else:
+            self.log(f"note: the checkpoint was written by {len(rngs)} processes, now {self.world.world_size}: "
+                     "dropout streams start afresh (the data order continues)")
         self.iter_num, self.best_val_loss = state["iter_num"], state["best_val_loss"]
-        print(f"resuming from {self.out_dir} at iteration {self.iter_num}")
+        self.log(f"resuming from {self.out_dir} at iteration {self.iter_num}")
+        return state
+
+    def restore_optimizer(self, state: dict) -> None:
+        expected = "fsdp-full" if self.fsdp else "plain"
+        if state["optimizer_format"] != expected:
+            raise ValueError(f"cannot resume: the optimizer state was saved {'with' if not self.fsdp else 'without'} "
+                             "FSDP; resume with the same --fsdp setting")
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
 
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
     def estimate_loss(self) -> dict[str, float]:
-        """Mean loss over the same eval_iters batches of each split at every evaluation."""
+        """Mean loss over the same eval_iters batches of each split at every evaluation (and on every rank)."""
         self.model.eval()
         losses = {}
         for split in ("train", "val"):
@@ -172,76 +273,144 @@ class Trainer:
         self.model.train()
         return losses
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ one optimisation step
 
-    def train_step(self, lr: float) -> torch.Tensor:
+    def _sync_gradients(self, last_micro_step: bool):
+        """Gradients are all-reduced on the last micro-step only (forward included for DDP)."""
+        if not self.world.enabled:
+            return contextlib.nullcontext()
+        if self.fsdp:
+            self.model.set_requires_gradient_sync(last_micro_step)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if last_micro_step else self.forward.no_sync()
+
+    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Forward and backward over the micro-batches, clip, step. Returns (loss, grad norm, applied)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        accum = self.cfg.gradient_accumulation_steps
         total = torch.zeros((), device=self.device)
-        for _ in range(accum):
+        for micro in range(self.accum):
             x, y = self.train_batches.next_batch()
-            with self.autocast:
-                _, loss = self.forward(x, y)
-            total += loss.detach().float()
-            self.scaler.scale(loss / accum).backward()
-        if self.cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
+            with self._sync_gradients(micro == self.accum - 1):
+                with self.autocast:
+                    _, loss = self.forward(x, y)
+                total += loss.detach().float()
+                self.scaler.scale(loss / self.accum).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                   self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf)
+        loss = total / self.accum
+        # with fp16 loss scaling, an inf gradient is routine: the scaler skips that step itself
+        healthy = torch.isfinite(loss) & (torch.isfinite(grad_norm) | self.scaler.is_enabled())
+        applied = bool(healthy.item())
+        if applied:
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / accum
+        return loss, grad_norm, applied
+
+    # ------------------------------------------------------------------ the loop
+
+    def _install_signal_handlers(self):
+        def request_stop(signum, _frame):
+            self.stop_signal = signum
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, request_stop)
+        return previous
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor(int(self.stop_signal is not None))
+        if self.world.enabled:  # every rank must leave the loop at the same iteration
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def run(self) -> dict:
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out_dir / "metrics.jsonl"
-        kept = []
-        if cfg.resume and metrics_path.exists():  # drop records past the checkpoint we resume from
-            kept = [line for line in metrics_path.read_text().splitlines()
-                    if line and json.loads(line)["iter"] < self.iter_num]
-        metrics_path.write_text("".join(line + "\n" for line in kept))
-        start = self.iter_num
-        progress = _progress_bar(cfg.max_iters, start, cfg.progress)
-        last_log_time, last_log_iter = time.perf_counter(), start
-        summary = {}
-        with open(metrics_path, "a") as metrics:
+        if self.world.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            kept = []
+            if cfg.resume and metrics_path.exists():  # drop records past the checkpoint we resume from
+                kept = [line for line in metrics_path.read_text().splitlines()
+                        if line and json.loads(line)["iter"] < self.iter_num]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
+        metrics = open(metrics_path, "a") if self.world.is_main else None
+        in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers need it
+        previous_handlers = self._install_signal_handlers() if in_main_thread else {}
+        start, t0 = self.iter_num, time.perf_counter()
+        progress = _progress_bar(cfg.max_iters, start, cfg.progress and self.world.is_main)
+        last_log_time, last_log_iter = t0, start
+        summary = {"iter": start, "best_val_loss": self.best_val_loss}
+        try:
             while True:
                 it = self.iter_num
+                if self._stop_requested():
+                    self.save("last")
+                    name = signal.Signals(self.stop_signal or signal.SIGTERM).name
+                    self.log(f"\n{name} received: finished iteration {it - 1}, saved {self.out_dir}/last.*; "
+                             "continue with --resume true")
+                    return summary | {"iter": it, "stopped_by": name}
+                out_of_time = cfg.max_seconds > 0 and time.perf_counter() - t0 > cfg.max_seconds
                 record = {}
-                if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not (cfg.resume and it == start):
+                evaluate = it % cfg.eval_interval == 0 or it == cfg.max_iters or out_of_time
+                if evaluate and not (cfg.resume and it == start):
                     losses = self.estimate_loss()
-                    record.update(train_eval_loss=losses["train"], val_loss=losses["val"])
-                    progress.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                    record = {"train_eval_loss": losses["train"], "val_loss": losses["val"]}
+                    if self.world.is_main:
+                        progress.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                                       f" ({time.perf_counter() - t0:.1f} s)")
                     if losses["val"] < self.best_val_loss:
                         self.best_val_loss = losses["val"]
                         self.save("best")
                     self.save("last")
                     summary = {"iter": it, "val_loss": losses["val"], "best_val_loss": self.best_val_loss}
-                if it >= cfg.max_iters or cfg.eval_only:
-                    if record:
-                        metrics.write(json.dumps({"iter": it} | record) + "\n")
-                    break
+                reached = bool(record) and 0 < cfg.target_val_loss and record["val_loss"] <= cfg.target_val_loss
+                if it >= cfg.max_iters or cfg.eval_only or out_of_time or reached:
+                    if record and metrics:
+                        metrics.write(json.dumps({"iter": it, "elapsed_s": time.perf_counter() - t0} | record) + "\n")
+                    summary["elapsed_s"] = time.perf_counter() - t0
+                    if out_of_time or reached:
+                        summary["stopped_by"] = "time budget" if out_of_time else "target val loss"
+                    return summary
                 lr = learning_rate(it, cfg)
-                loss = self.train_step(lr)
+                loss, grad_norm, applied = self.train_step(lr)
+                if not applied:
+                    message = (f"non-finite loss or gradient at iteration {it} (loss {loss.item():.4g}, "
+                               f"grad norm {grad_norm.item():.4g})")
+                    if cfg.nonfinite == "stop":
+                        raise FloatingPointError(f"{message}: stopped. The last good checkpoint in {self.out_dir} "
+                                                 "is intact; resume from it with --resume true (perhaps with a "
+                                                 "lower --learning_rate), or pass --nonfinite skip")
+                    self.log(f"{message}: step skipped")
                 self.iter_num += 1
-                if it % cfg.log_interval == 0 or record:
+                if it % cfg.log_interval == 0 or record or not applied:
+                    if self.world.enabled:
+                        dist.all_reduce(loss, op=dist.ReduceOp.AVG)
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     now = time.perf_counter()
                     tok_per_s = cfg.tokens_per_iter * (self.iter_num - last_log_iter) / (now - last_log_time)
                     mfu = self.flops_per_iter / cfg.tokens_per_iter * tok_per_s / self.peak if self.peak else None
-                    record = {"iter": it, "loss": loss.item(), "lr": lr, "tok_per_s": tok_per_s, "mfu": mfu} | record
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
+                    record = {"iter": it, "loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr,
+                              "tok_per_s": tok_per_s, "mfu": mfu, "elapsed_s": now - t0} | record
+                    if not applied:
+                        record["skipped"] = True
+                    if metrics:
+                        metrics.write(json.dumps(record) + "\n")
+                        metrics.flush()
                     progress.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{tok_per_s:,.0f}",
                                          mfu="-" if mfu is None else f"{100 * mfu:.1f}%")
                     last_log_time, last_log_iter = now, self.iter_num
                 progress.update(1)
-        progress.close()
-        plot_losses(metrics_path, self.out_dir / "loss.png")
-        return summary
+        finally:
+            progress.close()
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+            if metrics:
+                metrics.close()
+                plot_losses(metrics_path, self.out_dir / "loss.png")
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -275,12 +444,18 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg, preset = config_from_args(argv, cuda_available=torch.cuda.is_available())
+    world = init_distributed()
     try:
-        trainer = Trainer(cfg, preset)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        trainer = Trainer(cfg, preset, world)
+        summary = trainer.run()
+    except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as err:
         raise SystemExit(f"error: {err}") from None
-    summary = trainer.run()
-    print(f"done: {summary} | checkpoints, metrics.jsonl and loss.png in {cfg.out_dir}")
+    finally:
+        if world.enabled:
+            dist.destroy_process_group()
+    if "stopped_by" in summary and summary["stopped_by"] in ("SIGINT", "SIGTERM"):
+        raise SystemExit(128 + signal.Signals[summary["stopped_by"]].value)
+    trainer.log(f"done: {summary} | checkpoints, metrics.jsonl and loss.png in {cfg.out_dir}")
     return summary
 
 

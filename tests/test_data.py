@@ -76,7 +76,7 @@ def test_offline_download_says_how_to_provide_the_file(tmp_path, monkeypatch):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
-    with pytest.raises(RuntimeError, match="--input PATH"):
+    with pytest.raises(ConnectionError, match="--input PATH"):
         data.download_shakespeare(tmp_path)
     assert not list(tmp_path.rglob("*.part"))
 
@@ -90,7 +90,7 @@ def test_download_is_verified(tmp_path, monkeypatch, shakespeare):
             return False
 
     monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: Response(b"not shakespeare"))
-    with pytest.raises(RuntimeError, match="sha256"):
+    with pytest.raises(ValueError, match="sha256"):
         data.download_shakespeare(tmp_path)
     monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: Response(shakespeare.read_bytes()))
     path = data.download_shakespeare(tmp_path)
