@@ -117,7 +117,7 @@ class Trainer:
             raise ValueError(f"--gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be divisible "
                              f"by the number of processes ({self.world.world_size}) to keep the global batch")
         self.accum = cfg.gradient_accumulation_steps // self.world.world_size  # micro-steps on this rank
-        torch.manual_seed(cfg.seed + self.world.rank)  # per-rank dropout streams
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
 
         rank, size = self.world.rank, self.world.world_size
         if cfg.synthetic_data:
@@ -145,6 +145,7 @@ class Trainer:
             n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
             ln_backend=backends["ln"], attn_backend=backends["attn"], loss_backend=backends["loss"])
         self.model = GPT(self.model_config).to(self.device)
+        torch.manual_seed(cfg.seed + self.world.rank)  # per-rank dropout streams
         self.iter_num, self.best_val_loss = 0, float("inf")
         saved = self.load_last() if cfg.resume else None
         self.fsdp = cfg.fsdp and self.world.enabled
@@ -192,7 +193,10 @@ class Trainer:
 
             full = StateDictOptions(full_state_dict=True, cpu_offload=True)
             weights = get_model_state_dict(self.model, options=full)
-            optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=full) if tag == "last" else None
+            # Before the first step the optimizer has no state, and asking for it would run a
+            # zero-gradient step to create some (advancing Adam's step count): save none then.
+            optimizer = (get_optimizer_state_dict(self.model, self.optimizer, options=full)
+                         if tag == "last" and self.optimizer.state else None)
         else:
             weights, optimizer = self.model.state_dict(), self.optimizer.state_dict()
         rng = {"cpu": torch.get_rng_state(),
@@ -245,7 +249,9 @@ class Trainer:
         if state["optimizer_format"] != expected:
             raise ValueError(f"cannot resume: the optimizer state was saved {'with' if not self.fsdp else 'without'} "
                              "FSDP; resume with the same --fsdp setting")
-        if self.fsdp:
+        if state["optimizer"] is None:  # saved before the first step
+            pass
+        elif self.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
             set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
