@@ -15,8 +15,10 @@ TORCH_LIBRARY(gpt_ext, m) {
   m.def("layer_norm_fwd(Tensor x, Tensor weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
   // dx, dweight, dbias from dy and the forward's saved x, mean, rstd.
   m.def("layer_norm_bwd(Tensor dy, Tensor x, Tensor weight, Tensor mean, Tensor rstd) -> (Tensor, Tensor, Tensor)");
-  // Per-row loss (N,) fp32 (0 where target == ignore_index) and logsumexp (N,) fp32 of logits (N, V).
+  // Per-row loss (N,) fp32 (0 where target == ignore_index) and stats (N, 2) fp32 of logits (N, V):
+  // the row max and log(sum(exp(x - max))). Kept apart (not summed into one logsumexp) so that
+  // large logits lose no precision: loss = log_sum - (x[target] - max).
   m.def("cross_entropy_fwd(Tensor logits, Tensor targets, int ignore_index) -> (Tensor, Tensor)");
   // dlogits = (softmax(logits) - onehot(target)) * grad_loss[row], 0 on ignored rows; logits' dtype.
-  m.def("cross_entropy_bwd(Tensor grad_loss, Tensor logits, Tensor targets, Tensor lse, int ignore_index) -> Tensor");
+  m.def("cross_entropy_bwd(Tensor grad_loss, Tensor logits, Tensor targets, Tensor stats, int ignore_index) -> Tensor");
 }

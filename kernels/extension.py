@@ -96,10 +96,10 @@ if LOAD_ERROR is None:
     @torch.library.register_fake("gpt_ext::cross_entropy_fwd")
     def _(logits, targets, ignore_index):
         rows = logits.shape[0]
-        return logits.new_empty(rows, dtype=torch.float32), logits.new_empty(rows, dtype=torch.float32)
+        return logits.new_empty(rows, dtype=torch.float32), logits.new_empty((rows, 2), dtype=torch.float32)
 
     @torch.library.register_fake("gpt_ext::cross_entropy_bwd")
-    def _(grad_loss, logits, targets, lse, ignore_index):
+    def _(grad_loss, logits, targets, stats, ignore_index):
         return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
     def _cross_entropy_setup(ctx, inputs, output):
@@ -107,9 +107,9 @@ if LOAD_ERROR is None:
         ctx.save_for_backward(logits, targets, output[1])
         ctx.ignore_index = ignore_index
 
-    def _cross_entropy_backward(ctx, grad_loss, _dlse):
-        logits, targets, lse = ctx.saved_tensors
-        return torch.ops.gpt_ext.cross_entropy_bwd(grad_loss, logits, targets, lse, ctx.ignore_index), None, None
+    def _cross_entropy_backward(ctx, grad_loss, _dstats):
+        logits, targets, stats = ctx.saved_tensors
+        return torch.ops.gpt_ext.cross_entropy_bwd(grad_loss, logits, targets, stats, ctx.ignore_index), None, None
 
     torch.library.register_autograd("gpt_ext::cross_entropy_fwd", _cross_entropy_backward,
                                     setup_context=_cross_entropy_setup)

@@ -100,8 +100,8 @@ def test_bad_reduction():
 def test_opcheck():
     logits, targets = make(17, 33, torch.float32, "cpu", ignore_every=4)
     torch.library.opcheck(torch.ops.gpt_ext.cross_entropy_fwd, (logits.requires_grad_(), targets, -100))
-    loss, lse = torch.ops.gpt_ext.cross_entropy_fwd(logits.detach(), targets, -100)
-    torch.library.opcheck(torch.ops.gpt_ext.cross_entropy_bwd, (torch.rand(17), logits.detach(), targets, lse, -100))
+    loss, stats = torch.ops.gpt_ext.cross_entropy_fwd(logits.detach(), targets, -100)
+    torch.library.opcheck(torch.ops.gpt_ext.cross_entropy_bwd, (torch.rand(17), logits.detach(), targets, stats, -100))
 
 
 def test_compile_fullgraph_has_no_graph_breaks():

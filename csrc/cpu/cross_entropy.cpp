@@ -23,7 +23,7 @@ void check_targets(const int64_t* targets, int64_t rows, int64_t vocab, int64_t 
 }
 
 template <typename T>
-void forward_rows(const T* logits, const int64_t* targets, float* loss, float* lse, int64_t rows, int64_t vocab,
+void forward_rows(const T* logits, const int64_t* targets, float* loss, float* stats, int64_t rows, int64_t vocab,
                   int64_t ignore_index) {
   at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -39,15 +39,18 @@ void forward_rows(const T* logits, const int64_t* targets, float* loss, float* l
           running_sum += std::exp(static_cast<double>(v) - running_max);
         }
       }
-      const float row_lse = static_cast<float>(running_max + std::log(running_sum));
-      lse[r] = row_lse;
-      loss[r] = targets[r] == ignore_index ? 0.f : row_lse - static_cast<float>(row[targets[r]]);
+      const double log_sum = std::log(running_sum);
+      stats[2 * r] = running_max;
+      stats[2 * r + 1] = static_cast<float>(log_sum);
+      loss[r] = targets[r] == ignore_index
+                    ? 0.f
+                    : static_cast<float>(log_sum - (static_cast<double>(row[targets[r]]) - running_max));
     }
   });
 }
 
 template <typename T>
-void backward_rows(const float* grad, const T* logits, const int64_t* targets, const float* lse, T* dlogits,
+void backward_rows(const float* grad, const T* logits, const int64_t* targets, const float* stats, T* dlogits,
                    int64_t rows, int64_t vocab, int64_t ignore_index) {
   at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -57,9 +60,9 @@ void backward_rows(const float* grad, const T* logits, const int64_t* targets, c
         for (int64_t j = 0; j < vocab; ++j) out[j] = static_cast<T>(0.f);
         continue;
       }
-      const float g = grad[r];
+      const float g = grad[r], row_max = stats[2 * r], log_sum = stats[2 * r + 1];
       for (int64_t j = 0; j < vocab; ++j) {
-        const float p = std::exp(static_cast<float>(row[j]) - lse[r]);
+        const float p = std::exp((static_cast<float>(row[j]) - row_max) - log_sum);
         out[j] = static_cast<T>((p - (j == targets[r] ? 1.f : 0.f)) * g);
       }
     }
@@ -73,21 +76,22 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cpu(const at::Tensor& logit
   const int64_t rows = lc.size(0), vocab = lc.size(1);
   check_targets(tc.const_data_ptr<int64_t>(), rows, vocab, ignore_index);
   at::Tensor loss = at::empty({rows}, logits.options().dtype(at::kFloat));
-  at::Tensor lse = at::empty({rows}, logits.options().dtype(at::kFloat));
+  at::Tensor stats = at::empty({rows, 2}, logits.options().dtype(at::kFloat));
   GPT_DISPATCH_FLOAT_TYPES(logits.scalar_type(), "cross_entropy_fwd_cpu", [&] {
     forward_rows<scalar_t>(lc.const_data_ptr<scalar_t>(), tc.const_data_ptr<int64_t>(), loss.mutable_data_ptr<float>(),
-                           lse.mutable_data_ptr<float>(), rows, vocab, ignore_index);
+                           stats.mutable_data_ptr<float>(), rows, vocab, ignore_index);
   });
-  return {loss, lse};
+  return {loss, stats};
 }
 
 at::Tensor cross_entropy_bwd_cpu(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& targets,
-                                 const at::Tensor& lse, int64_t ignore_index) {
+                                 const at::Tensor& stats, int64_t ignore_index) {
   check_cross_entropy(logits, targets);
   const int64_t rows = logits.size(0), vocab = logits.size(1);
-  TORCH_CHECK(grad_loss.numel() == rows && lse.numel() == rows, "cross_entropy_bwd: grad_loss and lse need one value per row");
+  TORCH_CHECK(grad_loss.numel() == rows && stats.numel() == 2 * rows,
+              "cross_entropy_bwd: grad_loss needs one value and stats two values per row");
   const at::Tensor lc = logits.contiguous(), tc = targets.contiguous();
-  const at::Tensor gc = grad_loss.to(at::kFloat).contiguous(), sc = lse.to(at::kFloat).contiguous();
+  const at::Tensor gc = grad_loss.to(at::kFloat).contiguous(), sc = stats.to(at::kFloat).contiguous();
   at::Tensor dlogits = at::empty_like(lc);
   GPT_DISPATCH_FLOAT_TYPES(logits.scalar_type(), "cross_entropy_bwd_cpu", [&] {
     backward_rows<scalar_t>(gc.const_data_ptr<float>(), lc.const_data_ptr<scalar_t>(), tc.const_data_ptr<int64_t>(),

@@ -36,7 +36,7 @@ __device__ __forceinline__ void for_each_in_row(const T* row, int64_t n, F f) {
 
 template <typename T>
 __global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
-                                         float* __restrict__ loss, float* __restrict__ lse, int64_t vocab,
+                                         float* __restrict__ loss, float* __restrict__ stats, int64_t vocab,
                                          int64_t ignore_index) {
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
@@ -52,27 +52,29 @@ __global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const int
   });
   const float row_max = block_max(running_max, scratch);
   const float scaled = running_max == -INFINITY ? 0.f : running_sum * __expf(running_max - row_max);
-  const float row_lse = row_max + logf(block_sum(scaled, scratch));
+  const float log_sum = logf(block_sum(scaled, scratch));
   if (threadIdx.x == 0) {
     const int64_t t = targets[row];
     CUDA_KERNEL_ASSERT((t == ignore_index || (t >= 0 && t < vocab)) && "cross_entropy: target out of range");
-    lse[row] = row_lse;
-    loss[row] = t == ignore_index ? 0.f : row_lse - static_cast<float>(x[t]);
+    stats[2 * row] = row_max;
+    stats[2 * row + 1] = log_sum;
+    // x[t] - row_max first: exact for nearby values, so large logits lose no precision
+    loss[row] = t == ignore_index ? 0.f : log_sum - (static_cast<float>(x[t]) - row_max);
   }
 }
 
 template <typename T>
 __global__ void cross_entropy_bwd_kernel(const float* __restrict__ grad, const T* __restrict__ logits,
-                                         const int64_t* __restrict__ targets, const float* __restrict__ lse,
+                                         const int64_t* __restrict__ targets, const float* __restrict__ stats,
                                          T* __restrict__ dlogits, int64_t vocab, int64_t ignore_index) {
   const int64_t row = blockIdx.x;
   const int64_t t = targets[row];
   const float g = t == ignore_index ? 0.f : grad[row];
-  const float row_lse = lse[row];
+  const float row_max = stats[2 * row], log_sum = stats[2 * row + 1];
   T* out = dlogits + row * vocab;
   // reads are vectorised; each thread's stores cover VEC adjacent elements, which L2 merges
   for_each_in_row<T>(logits + row * vocab, vocab, [&](int64_t j, float v) {
-    out[j] = static_cast<T>((__expf(v - row_lse) - (j == t ? 1.f : 0.f)) * g);
+    out[j] = static_cast<T>((__expf((v - row_max) - log_sum) - (j == t ? 1.f : 0.f)) * g);
   });
 }
 
@@ -83,26 +85,26 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cuda(const at::Tensor& logi
   const at::Tensor lc = logits.contiguous(), tc = targets.contiguous();
   const int64_t rows = lc.size(0), vocab = lc.size(1);
   at::Tensor loss = at::empty({rows}, logits.options().dtype(at::kFloat));
-  at::Tensor lse = at::empty({rows}, logits.options().dtype(at::kFloat));
-  if (rows == 0) return {loss, lse};
+  at::Tensor stats = at::empty({rows, 2}, logits.options().dtype(at::kFloat));
+  if (rows == 0) return {loss, stats};
   GPT_DISPATCH_FLOAT_TYPES(logits.scalar_type(), "cross_entropy_fwd_cuda", [&] {
     cross_entropy_fwd_kernel<scalar_t><<<rows, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         lc.const_data_ptr<scalar_t>(), tc.const_data_ptr<int64_t>(), loss.mutable_data_ptr<float>(),
-        lse.mutable_data_ptr<float>(), vocab, ignore_index);
+        stats.mutable_data_ptr<float>(), vocab, ignore_index);
     GPT_CHECK_LAUNCH();
   });
-  return {loss, lse};
+  return {loss, stats};
 }
 
 at::Tensor cross_entropy_bwd_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& targets,
-                                  const at::Tensor& lse, int64_t ignore_index) {
+                                  const at::Tensor& stats, int64_t ignore_index) {
   check_cross_entropy(logits, targets);
   const int64_t rows = logits.size(0), vocab = logits.size(1);
-  TORCH_CHECK(grad_loss.numel() == rows && lse.numel() == rows,
-              "cross_entropy_bwd: grad_loss and lse need one value per row");
+  TORCH_CHECK(grad_loss.numel() == rows && stats.numel() == 2 * rows,
+              "cross_entropy_bwd: grad_loss needs one value and stats two values per row");
   const c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor lc = logits.contiguous(), tc = targets.contiguous();
-  const at::Tensor gc = grad_loss.to(at::kFloat).contiguous(), sc = lse.to(at::kFloat).contiguous();
+  const at::Tensor gc = grad_loss.to(at::kFloat).contiguous(), sc = stats.to(at::kFloat).contiguous();
   at::Tensor dlogits = at::empty_like(lc);
   if (rows == 0) return dlogits;
   GPT_DISPATCH_FLOAT_TYPES(logits.scalar_type(), "cross_entropy_bwd_cuda", [&] {

@@ -1,0 +1,202 @@
+"""Faults a long unattended run meets: a kill mid-save, a signal, a non-finite loss, damaged or foreign checkpoints."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from gpt import checkpoint, train
+from gpt.config import GPTConfig, config_from_args
+
+TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--batch_size", "4",
+        "--eval_iters", "2", "--log_interval", "1", "--progress", "false"]
+
+
+def base_args(tmp_path, shakespeare, data_cache):
+    return ["--input", str(shakespeare), "--data_cache", str(data_cache), "--out_dir", str(tmp_path), *TINY]
+
+
+def losses(out_dir):
+    return [(r["iter"], r["loss"]) for r in map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r]
+
+
+def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
+    """A child rewrites a 40 MB checkpoint in a loop; SIGKILL lands mid-write; the file on disk is whole."""
+    path = tmp_path / "last.safetensors"
+    child = textwrap.dedent(f"""
+        import torch
+        from gpt import checkpoint
+        from gpt.config import GPTConfig
+        config = GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8)
+        for version in range(1_000_000):
+            state = {{"transformer.wte.weight": torch.full((10_000_000,), float(version))}}
+            checkpoint.save_weights({str(path)!r}, state, config, {{"kind": "char", "vocab_size": 11}})
+            print(version, flush=True)
+    """)
+    for delay in (0.05, 0.13, 0.31):
+        process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "0"  # one complete save, then kill during a later one
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        state, _, _ = checkpoint.load_weights(path)  # never torn
+        values = state["transformer.wte.weight"]
+        assert values.numel() == 10_000_000 and torch.all(values == values[0])
+
+
+def test_sigterm_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path, shakespeare, data_cache):
+    common = ["--max_iters", "300", "--eval_interval", "1000", "--dropout", "0.1"]
+    full = tmp_path / "full"
+    train.main(base_args(full, shakespeare, data_cache) + common)
+
+    parts = tmp_path / "parts"
+    command = [sys.executable, "-m", "gpt.train", *base_args(parts, shakespeare, data_cache), *common]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = parts / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 20):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM received" in stdout and "continue with --resume true" in stdout
+    stopped_at = len(losses(parts))
+    assert 20 <= stopped_at < 300
+
+    train.main(base_args(parts, shakespeare, data_cache) + common + ["--resume", "true"])
+    assert losses(parts) == losses(full)  # bitwise: data order, dropout masks, optimizer state
+
+
+@pytest.fixture
+def nan_at_iteration(monkeypatch):
+    """Make the model's output NaN on the 8th training forward pass (iteration 7)."""
+    calls = {"n": 0}
+    original = train.Trainer.train_step
+
+    def poisoned(self, lr):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            handle = self.model.transformer.ln_f.register_forward_hook(lambda m, i, out: out * float("nan"))
+            try:
+                return original(self, lr)
+            finally:
+                handle.remove()
+        return original(self, lr)
+
+    monkeypatch.setattr(train.Trainer, "train_step", poisoned)
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shakespeare, data_cache, nan_at_iteration):
+    with pytest.raises(SystemExit, match="non-finite loss or gradient at iteration 7.*stopped"):
+        train.main(base_args(tmp_path, shakespeare, data_cache) + ["--max_iters", "20", "--eval_interval", "5"])
+    state = checkpoint.load_train_state(tmp_path / "last.state.pt")
+    assert state["iter_num"] == 5
+    weights, _, _ = checkpoint.load_weights(tmp_path / "last.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_nonfinite_loss_can_be_skipped(tmp_path, shakespeare, data_cache, nan_at_iteration):
+    train.main(base_args(tmp_path, shakespeare, data_cache) + ["--max_iters", "12", "--eval_interval", "6",
+                                                                "--nonfinite", "skip"])
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r["iter"] for r in records if r.get("skipped")]
+    assert skipped == [7]
+    weights, _, _ = checkpoint.load_weights(tmp_path / "last.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert records[-1]["iter"] == 12 and records[-1]["val_loss"] < 4.2
+
+
+@pytest.fixture
+def trained(tmp_path, shakespeare, data_cache):
+    train.main(base_args(tmp_path, shakespeare, data_cache) + ["--max_iters", "2", "--eval_interval", "2"])
+    return tmp_path
+
+
+def test_truncated_weights_give_a_clear_error(trained, shakespeare, data_cache):
+    path = trained / "last.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        checkpoint.load_weights(path)
+    with pytest.raises(SystemExit, match="truncated or corrupted"):
+        train.main(base_args(trained, shakespeare, data_cache) + ["--max_iters", "4", "--resume", "true"])
+
+
+def test_corrupted_header_gives_a_clear_error(trained):
+    path = trained / "best.safetensors"
+    data = bytearray(path.read_bytes())
+    data[8:40] = b"\xff" * 32  # inside the JSON header
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        checkpoint.load_weights(path)
+
+
+def test_truncated_training_state_gives_a_clear_error(trained, shakespeare, data_cache):
+    path = trained / "last.state.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(SystemExit, match="training state .* is truncated or corrupted"):
+        train.main(base_args(trained, shakespeare, data_cache) + ["--max_iters", "4", "--resume", "true"])
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch exploited-by-checkpoint",))
+
+
+def test_loading_never_executes_code_from_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "last.state.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"iter_num": Exploit()}, f)
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        checkpoint.load_train_state(path)
+    assert not (tmp_path / "exploited-by-checkpoint").exists()
+
+
+def test_resume_with_another_vocabulary_is_rejected(trained, tmp_path, data_cache):
+    other = tmp_path / "other.txt"
+    other.write_text("abcdefghij klmnop\n" * 2000)
+    with pytest.raises(SystemExit, match="vocab_size: checkpoint 65, now 18"):
+        train.main(base_args(trained, other, data_cache) + ["--max_iters", "4", "--resume", "true"])
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, shakespeare, data_cache):
+    with pytest.raises(SystemExit, match="no training state at .*nothing to resume"):
+        train.main(base_args(tmp_path / "empty", shakespeare, data_cache) + ["--resume", "true"])
+
+
+def test_block_size_larger_than_the_data_allows(tmp_path, data_cache):
+    short = tmp_path / "short.txt"
+    short.write_text("O Romeo, Romeo! wherefore art thou Romeo?\n" * 40)
+    with pytest.raises(SystemExit, match="the val split has 168 tokens, fewer than block_size \\+ 1 = 257"):
+        train.main(["--input", str(short), "--data_cache", str(data_cache), "--out_dir", str(tmp_path / "o"),
+                    "--block_size", "256", "--progress", "false"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nonfinite", "ignore"], "--nonfinite must be 'stop' or 'skip'"),
+    (["--max_seconds", "-1"], "--max_seconds and --target_val_loss must be >= 0"),
+    (["--min_lr", "1"], "--min_lr must be in"),
+    (["--dtype", "float8"], "--dtype must be float32, bfloat16 or float16"),
+    (["--tokenizer", "bpe"], "--tokenizer must be 'char' or 'gpt2'"),
+    (["--n_layer", "0"], "--n_layer must be a positive integer"),
+])
+def test_more_bad_configs(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        config_from_args(argv)
+
+
+def test_weights_load_without_this_project(trained):
+    from safetensors import safe_open
+
+    with safe_open(str(trained / "last.safetensors"), framework="pt") as f:
+        config = json.loads(f.metadata()["gpt_config"])
+        keys = set(f.keys())
+    assert GPTConfig(**config).n_layer == 2 and "lm_head.weight" not in keys and "transformer.wte.weight" in keys
