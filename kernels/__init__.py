@@ -76,7 +76,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     if backend not in ("torch", "sdpa"):
         raise _unknown_backend("attention", backend, ("torch", "sdpa", "triton"))
     checks.check_attention_args(q, k, v, causal, (torch.float32, torch.float16, torch.bfloat16, torch.float64),
-                                (q.shape[-1],))
+                                (q.shape[-1],), scale)
     if backend == "torch":
         return reference.attention(q, k, v, causal, scale)
     return sdpa_attention(q, k, v, causal=causal, scale=scale)

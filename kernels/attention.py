@@ -271,6 +271,8 @@ def attention_forward(q, k, v, causal: bool, scale: float) -> tuple[torch.Tensor
     T_K = k.shape[2]
     o = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, T_Q), dtype=torch.float32, device=q.device)
+    if B * H == 0:  # an empty batch: nothing to launch
+        return o, lse
     grid = lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)  # noqa: E731
     _attention_fwd_kernel[grid](q, k, v, o, lse, scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
                                 H, T_Q, T_K, **_shape_args(q, k, causal))
@@ -283,6 +285,8 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float):
     T_K = k.shape[2]
     delta = torch.empty_like(lse)
     block = 64
+    if B * H == 0:
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     _attention_bwd_preprocess_kernel[(triton.cdiv(T_Q, block), B * H)](
         o, do, delta, *_strides(o), *_strides(do), H, T_Q, HEAD_DIM=D, BLOCK_M=block)
     dq = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
@@ -341,6 +345,6 @@ attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
               scale: float | None = None) -> torch.Tensor:
-    checks.check_attention_args(q, k, v, causal, SUPPORTED_DTYPES, HEAD_DIMS)
+    checks.check_attention_args(q, k, v, causal, SUPPORTED_DTYPES, HEAD_DIMS, scale)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     return torch.ops.gpt_triton.attention_fwd(q, k, v, causal, scale)[0]

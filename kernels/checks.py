@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -20,7 +22,9 @@ def check_same_device_and_dtype(op: str, **tensors: torch.Tensor | None) -> None
             raise ValueError(f"{op}: {name} is {t.dtype} but {first_name} is {first.dtype}; expected one dtype")
 
 
-def check_layer_norm_args(x, weight, bias, dtypes, max_width: int) -> None:
+def check_layer_norm_args(x, weight, bias, dtypes, max_width: int, eps: float = 1e-5) -> None:
+    if not eps >= 0:
+        raise ValueError(f"layer_norm: eps must be >= 0, got {eps}")
     if x.dtype not in dtypes:
         raise TypeError(f"layer_norm: x has dtype {x.dtype}; expected one of {_dtype_names(dtypes)}")
     if x.dim() < 1 or x.shape[-1] < 1:
@@ -35,7 +39,9 @@ def check_layer_norm_args(x, weight, bias, dtypes, max_width: int) -> None:
     check_same_device_and_dtype("layer_norm", x=x, weight=weight, bias=bias)
 
 
-def check_attention_args(q, k, v, causal: bool, dtypes, head_dims) -> None:
+def check_attention_args(q, k, v, causal: bool, dtypes, head_dims, scale: float | None = None) -> None:
+    if scale is not None and not math.isfinite(scale):
+        raise ValueError(f"attention: scale must be a finite number, got {scale}")
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise ValueError(f"attention: {name} has shape {tuple(t.shape)}; expected 4 dimensions (B, H, T, D)")

@@ -45,7 +45,7 @@ def _require(device: torch.device) -> None:
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                eps: float = 1e-5) -> torch.Tensor:
-    checks.check_layer_norm_args(x, weight, bias, SUPPORTED_DTYPES, max_width=1 << 31)
+    checks.check_layer_norm_args(x, weight, bias, SUPPORTED_DTYPES, max_width=1 << 31, eps=eps)
     _require(x.device)
     return torch.ops.gpt_ext.layer_norm_fwd(x, weight, bias, eps)[0]
 

@@ -205,5 +205,5 @@ layer_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                eps: float = 1e-5) -> torch.Tensor:
-    checks.check_layer_norm_args(x, weight, bias, SUPPORTED_DTYPES, MAX_WIDTH)
+    checks.check_layer_norm_args(x, weight, bias, SUPPORTED_DTYPES, MAX_WIDTH, eps)
     return torch.ops.gpt_triton.layer_norm_fwd(x, weight, bias, eps)[0]

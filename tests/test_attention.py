@@ -104,6 +104,16 @@ def test_errors(make, error, message):
         kernels.attention(*make())
 
 
+def test_bad_scale_and_empty_batch():
+    q = torch.randn(1, 1, 4, 16)
+    with pytest.raises(ValueError, match="scale must be a finite number, got nan"):
+        kernels.attention(q, q, q, scale=float("nan"))
+    empty = torch.randn(0, 2, 5, 16, requires_grad=True)
+    out = kernels.attention(empty, empty, empty)
+    out.sum().backward()
+    assert out.shape == (0, 2, 5, 16) and empty.grad.shape == empty.shape
+
+
 def test_opcheck():
     q, k, v, do = make_qkv(1, 2, 20, 20, 16, torch.float32, "cpu")
     for causal in (True, False):

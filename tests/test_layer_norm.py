@@ -113,6 +113,15 @@ def test_errors(args, error, message, backend):
         kernels.layer_norm(x, w, b, backend=backend)
 
 
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_negative_eps_and_empty_input(backend):
+    with pytest.raises(ValueError, match="eps must be >= 0, got -1"):
+        kernels.layer_norm(torch.randn(2, 4), torch.ones(4), eps=-1.0, backend=backend)
+    x, w = torch.randn(0, 8, requires_grad=True), torch.ones(8, requires_grad=True)
+    kernels.layer_norm(x, w, backend=backend).sum().backward()
+    assert torch.equal(w.grad, torch.zeros(8))
+
+
 def test_triton_width_limit():
     with pytest.raises(ValueError, match="width 70000 exceeds this kernel's maximum of 65536"):
         kernels.layer_norm(torch.randn(2, 70000), torch.ones(70000))

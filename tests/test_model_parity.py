@@ -136,3 +136,14 @@ def test_gpt2_124m_bf16_gpu(name):
         err = (ours[key].float() - truth[key]).abs().max().item()
         base = (torch_bf16[key].float() - truth[key]).abs().max().item()
         assert err <= 2 * base + 1e-2 * truth[key].abs().max().item(), f"{name}: {key}: {err:.3g} vs torch {base:.3g}"
+
+
+@pytest.mark.parametrize("name", ["ln=triton,attn=triton,loss=cuda", "ln=cuda,attn=triton,loss=cuda"])
+def test_generation_with_every_backend(name):
+    """KV-cache generation (queries of length 1 against longer keys) through the kernels, past block_size."""
+    shape = SMALL | {"block_size": 8}
+    prompt = torch.randint(shape["vocab_size"], (2, 3), generator=torch.Generator().manual_seed(3))
+    expected = build({}, shape=shape).eval().generate(prompt, 12, temperature=0.0)
+    ours = build(BACKENDS[name], shape=shape).eval()
+    assert torch.equal(ours.generate(prompt, 12, temperature=0.0), expected)
+    assert torch.equal(ours.generate(prompt, 12, temperature=0.0, use_cache=False), expected)

@@ -1,6 +1,6 @@
 // Fused cross-entropy on CUDA: one block per row.
 // Forward: one pass over the row with an online logsumexp (running max and rescaled sum).
-// Backward: dlogits = (exp(x - lse) - onehot) * grad[row], written in the logits' dtype, so no
+// Backward: dlogits = (exp(x - max - log_sum) - onehot) * grad[row], in the logits' dtype, so no
 // fp32 probability tensor ever exists. Rows are not 16-byte aligned when V is odd (GPT-2's
 // 50257): each row runs scalar up to the first aligned element, then 16-byte vectors.
 #include <ATen/ATen.h>
