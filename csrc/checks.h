@@ -26,6 +26,15 @@ inline void check_layer_norm(const at::Tensor& x, const at::Tensor& weight, cons
   }
 }
 
+inline void check_layer_norm_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& weight,
+                                      const at::Tensor& rstd) {
+  check_layer_norm(x, weight, c10::nullopt);
+  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
+              "layer_norm_bwd: dy must have x's shape and dtype");
+  TORCH_CHECK(rstd.numel() == x.numel() / x.size(-1) && rstd.scalar_type() == at::kFloat,
+              "layer_norm_bwd: rstd must be fp32 with one value per row");
+}
+
 inline void check_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
   check_float_input(logits, "cross_entropy", "logits");
   TORCH_CHECK(logits.dim() == 2 && logits.size(1) >= 1, "cross_entropy: logits has shape ", logits.sizes(),
@@ -36,6 +45,13 @@ inline void check_cross_entropy(const at::Tensor& logits, const at::Tensor& targ
               targets.sizes(), "; expected (", logits.size(0), ",)");
   TORCH_CHECK(targets.device() == logits.device(), "cross_entropy: targets on ", targets.device(),
               " but logits on ", logits.device());
+}
+
+inline void check_cross_entropy_backward(const at::Tensor& grad_loss, const at::Tensor& logits,
+                                         const at::Tensor& targets, const at::Tensor& stats) {
+  check_cross_entropy(logits, targets);
+  TORCH_CHECK(grad_loss.numel() == logits.size(0) && stats.numel() == 2 * logits.size(0),
+              "cross_entropy_bwd: grad_loss needs one value and stats two values per row");
 }
 
 }  // namespace gpt_ext

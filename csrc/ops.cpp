@@ -13,8 +13,10 @@ extern "C" PyObject* PyInit__C(void) {
 TORCH_LIBRARY(gpt_ext, m) {
   // y (same shape and dtype as x), mean and rstd (rows,) fp32; normalises over the last dim.
   m.def("layer_norm_fwd(Tensor x, Tensor weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
-  // dx, dweight, dbias from dy and the forward's saved x, mean, rstd.
-  m.def("layer_norm_bwd(Tensor dy, Tensor x, Tensor weight, Tensor mean, Tensor rstd) -> (Tensor, Tensor, Tensor)");
+  // dx, dweight, dbias from dy and the forward's saved x and rstd. The rows are centred again
+  // from x (as (x - x0) - mean(x - x0)), not with the stored fp32 mean, to keep nearly constant
+  // rows precise.
+  m.def("layer_norm_bwd(Tensor dy, Tensor x, Tensor weight, Tensor rstd) -> (Tensor, Tensor, Tensor)");
   // Per-row loss (N,) fp32 (0 where target == ignore_index) and stats (N, 2) fp32 of logits (N, V):
   // the row max and log(sum(exp(x - max))). Kept apart (not summed into one logsumexp) so that
   // large logits lose no precision: loss = log_sum - (x[target] - max).

@@ -77,18 +77,18 @@ if LOAD_ERROR is None:
                 x.new_empty(rows, dtype=torch.float32))
 
     @torch.library.register_fake("gpt_ext::layer_norm_bwd")
-    def _(dy, x, weight, mean, rstd):
+    def _(dy, x, weight, rstd):
         return (torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight),
                 torch.empty_like(weight))
 
     def _layer_norm_setup(ctx, inputs, output):
         x, weight, bias, _ = inputs
-        ctx.save_for_backward(x, weight, output[1], output[2])
+        ctx.save_for_backward(x, weight, output[2])
         ctx.has_bias = bias is not None
 
     def _layer_norm_backward(ctx, dy, _dmean, _drstd):
-        x, weight, mean, rstd = ctx.saved_tensors
-        dx, dweight, dbias = torch.ops.gpt_ext.layer_norm_bwd(dy, x, weight, mean, rstd)
+        x, weight, rstd = ctx.saved_tensors
+        dx, dweight, dbias = torch.ops.gpt_ext.layer_norm_bwd(dy, x, weight, rstd)
         return dx, dweight, dbias if ctx.has_bias else None, None
 
     torch.library.register_autograd("gpt_ext::layer_norm_fwd", _layer_norm_backward, setup_context=_layer_norm_setup)

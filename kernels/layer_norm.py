@@ -4,6 +4,10 @@ _layer_norm_fwd_kernel -> layer_norm_forward -> torch.ops.gpt_triton.layer_norm_
 _layer_norm_bwd_kernel + _column_sum_kernel -> layer_norm_backward -> torch.ops.gpt_triton.layer_norm_bwd
 The two ops are registered with fake implementations and autograd, so torch.compile traces them
 without graph breaks. Statistics (mean, rstd) and all accumulation are fp32.
+
+Rows are centred as (x - x0) - mean(x - x0), x0 the row's first element, in the forward and
+again in the backward (from x, not from the stored mean): a nearly constant row with a large
+offset keeps its precision instead of losing it to the rounding of the mean.
 """
 
 from __future__ import annotations
@@ -16,6 +20,19 @@ from . import checks
 
 MAX_WIDTH = 65536
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _first_column(x, cols):
+    return tl.sum(tl.where(cols[None, :] == 0, x, 0.0), axis=1)
+
+
+@triton.jit
+def _centre_rows(x, cols, mask, N):
+    """x - mean(x) per row as (x - x0) - mean(x - x0), and mean(x - x0); zero outside mask."""
+    shifted = tl.where(mask, x - _first_column(x, cols)[:, None], 0.0)
+    shifted_mean = tl.sum(shifted, axis=1) / N
+    return tl.where(mask, shifted - shifted_mean[:, None], 0.0), shifted_mean
 
 
 @triton.jit
@@ -32,8 +49,8 @@ def _layer_norm_fwd_kernel(
     row_ok = rows < M
     mask = row_ok[:, None] & (cols[None, :] < N)
     x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=1) / N
-    centered = tl.where(mask, x - mean[:, None], 0.0)
+    centered, shifted_mean = _centre_rows(x, cols, mask, N)
+    mean = _first_column(x, cols) + shifted_mean
     rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=1) / N + eps)
     w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
     y = centered * rstd[:, None] * w[None, :]
@@ -46,7 +63,7 @@ def _layer_norm_fwd_kernel(
 
 @triton.jit
 def _layer_norm_bwd_kernel(
-    DY, X, W, Mean, Rstd, DX,  # dy, x, dx (M, N); w (N,); mean/rstd (M,) fp32 from the forward
+    DY, X, W, Rstd, DX,  # dy, x, dx (M, N); w (N,); rstd (M,) fp32 from the forward
     DW_partial, DB_partial,  # (programs, N) fp32: this program's share of dweight and dbias
     stride_dy, stride_x, stride_dx,  # row strides
     M, N, rows_per_program,  # rows, width, rows each program owns (a multiple of BLOCK_M)
@@ -66,9 +83,8 @@ def _layer_norm_bwd_kernel(
         mask = row_ok[:, None] & col_ok[None, :]
         x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        mean = tl.load(Mean + rows, mask=row_ok, other=0.0)
         rstd = tl.load(Rstd + rows, mask=row_ok, other=0.0)
-        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        xhat = _centre_rows(x, cols, mask, N)[0] * rstd[:, None]
         wdy = w[None, :] * dy
         # dx = rstd * (w*dy - mean(w*dy) - xhat * mean(w*dy*xhat))
         c1 = tl.sum(xhat * wdy, axis=1) / N
@@ -133,8 +149,7 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return y.view(x.shape), mean, rstd
 
 
-def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
-                        rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = x.shape[-1]
     x2 = x.reshape(-1, n)
     dy2 = dy.reshape(-1, n)
@@ -151,7 +166,7 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     db_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
     if m > 0:
         _layer_norm_bwd_kernel[(programs,)](
-            dy2, x2, weight, mean, rstd, dx, dw_partial, db_partial,
+            dy2, x2, weight, rstd, dx, dw_partial, db_partial,
             dy2.stride(0), x2.stride(0), dx.stride(0), m, n, rows_per_program,
             BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)
     sum_block_n = min(triton.next_power_of_2(n), 256)
@@ -177,26 +192,25 @@ def _(x, weight, bias, eps):
 
 
 @torch.library.custom_op("gpt_triton::layer_norm_bwd", mutates_args=())
-def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                    rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return layer_norm_backward(dy, x, weight, mean, rstd)
+    return layer_norm_backward(dy, x, weight, rstd)
 
 
 @layer_norm_bwd.register_fake
-def _(dy, x, weight, mean, rstd):
+def _(dy, x, weight, rstd):
     return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight), torch.empty_like(weight)
 
 
 def _setup_context(ctx, inputs, output):
     x, weight, bias, _ = inputs
-    _, mean, rstd = output
-    ctx.save_for_backward(x, weight, mean, rstd)
+    ctx.save_for_backward(x, weight, output[2])
     ctx.has_bias = bias is not None
 
 
 def _backward(ctx, dy, _dmean, _drstd):
-    x, weight, mean, rstd = ctx.saved_tensors
-    dx, dweight, dbias = torch.ops.gpt_triton.layer_norm_bwd(dy, x, weight, mean, rstd)
+    x, weight, rstd = ctx.saved_tensors
+    dx, dweight, dbias = torch.ops.gpt_triton.layer_norm_bwd(dy, x, weight, rstd)
     return dx, dweight, dbias if ctx.has_bias else None, None
 
 

@@ -138,8 +138,8 @@ def test_opcheck(op):
     x, w, b, _ = make_inputs((5, 33), torch.float32, "cpu")
     for bias in (b, None):
         torch.library.opcheck(ops.layer_norm_fwd, (x.requires_grad_(), w.requires_grad_(), bias, 1e-5))
-    mean, rstd = x.mean(-1).detach(), torch.rsqrt(x.var(-1, unbiased=False) + 1e-5).detach()
-    torch.library.opcheck(ops.layer_norm_bwd, (torch.randn(5, 33), x.detach(), w.detach(), mean, rstd))
+    rstd = torch.rsqrt(x.var(-1, unbiased=False) + 1e-5).detach()
+    torch.library.opcheck(ops.layer_norm_bwd, (torch.randn(5, 33), x.detach(), w.detach(), rstd))
 
 
 @pytest.mark.parametrize("backend", ["triton", "cuda"])

@@ -1,6 +1,8 @@
 // LayerNorm on the CPU: the same op as csrc/cuda/layer_norm.cu, for machines without a GPU.
-// Sums accumulate in double; dweight/dbias are reduced over fixed chunks of rows in a fixed
-// order, so results do not depend on the thread count.
+// Row statistics and the backward's row terms are computed in double, the mean recomputed from
+// x in the backward (not the stored fp32 mean, whose rounding would dominate nearly constant
+// rows); dweight/dbias are reduced over fixed chunks of rows in a fixed order, so results do not
+// depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -17,33 +19,37 @@ namespace {
 constexpr int64_t kRowsPerChunk = 64;
 
 template <typename T>
+double row_mean(const T* xr, int64_t n) {
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; ++j) sum += static_cast<float>(xr[j]);
+  return sum / n;
+}
+
+template <typename T>
 void forward_rows(const T* x, const T* w, const T* b, T* y, float* mean, float* rstd, int64_t rows, int64_t n,
                   double eps) {
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * n;
-      double sum = 0.0;
-      for (int64_t j = 0; j < n; ++j) sum += static_cast<float>(xr[j]);
-      const double mu = sum / n;
+      const double mu = row_mean(xr, n);
       double sq = 0.0;
       for (int64_t j = 0; j < n; ++j) {
         const double d = static_cast<float>(xr[j]) - mu;
         sq += d * d;
       }
       const float rs = static_cast<float>(1.0 / std::sqrt(sq / n + eps));
-      const float muf = static_cast<float>(mu);
       for (int64_t j = 0; j < n; ++j) {
-        const float v = (static_cast<float>(xr[j]) - muf) * rs * static_cast<float>(w[j]);
+        const double v = (static_cast<float>(xr[j]) - mu) * rs * static_cast<float>(w[j]);
         y[r * n + j] = static_cast<T>(b ? v + static_cast<float>(b[j]) : v);
       }
-      mean[r] = muf;
+      mean[r] = static_cast<float>(mu);
       rstd[r] = rs;
     }
   });
 }
 
 template <typename T>
-void backward_rows(const T* dy, const T* x, const T* w, const float* mean, const float* rstd, T* dx,
+void backward_rows(const T* dy, const T* x, const T* w, const float* rstd, T* dx,
                    double* dw_partial, double* db_partial, int64_t rows, int64_t n) {
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
@@ -53,20 +59,22 @@ void backward_rows(const T* dy, const T* x, const T* w, const float* mean, const
       for (int64_t r = c * kRowsPerChunk; r < std::min(rows, (c + 1) * kRowsPerChunk); ++r) {
         const T* xr = x + r * n;
         const T* dyr = dy + r * n;
-        const float mu = mean[r], rs = rstd[r];
+        const double mu = row_mean(xr, n);
+        const float rs = rstd[r];
         double sum_wdy_xhat = 0.0, sum_wdy = 0.0;
         for (int64_t j = 0; j < n; ++j) {
-          const float xhat = (static_cast<float>(xr[j]) - mu) * rs;
-          const float wdy = static_cast<float>(w[j]) * static_cast<float>(dyr[j]);
-          sum_wdy_xhat += static_cast<double>(wdy) * xhat;
+          const double xhat = (static_cast<double>(static_cast<float>(xr[j])) - mu) * rs;
+          const double wdy = static_cast<double>(static_cast<float>(w[j])) * static_cast<float>(dyr[j]);
+          sum_wdy_xhat += wdy * xhat;
           sum_wdy += wdy;
         }
-        const float c1 = static_cast<float>(sum_wdy_xhat / n), c2 = static_cast<float>(sum_wdy / n);
+        // w*dy - (xhat*c1 + c2) cancels when a row is nearly constant (large rstd): keep it in double
+        const double c1 = sum_wdy_xhat / n, c2 = sum_wdy / n;
         for (int64_t j = 0; j < n; ++j) {
-          const float xhat = (static_cast<float>(xr[j]) - mu) * rs;
-          const float g = static_cast<float>(dyr[j]);
+          const double xhat = (static_cast<double>(static_cast<float>(xr[j])) - mu) * rs;
+          const double g = static_cast<float>(dyr[j]);
           dx[r * n + j] = static_cast<T>((static_cast<float>(w[j]) * g - (xhat * c1 + c2)) * rs);
-          dw[j] += static_cast<double>(g) * xhat;
+          dw[j] += g * xhat;
           db[j] += g;
         }
       }
@@ -94,24 +102,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(const at::Tens
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
-                                                                  const at::Tensor& weight, const at::Tensor& mean,
-                                                                  const at::Tensor& rstd) {
-  check_layer_norm(x, weight, c10::nullopt);
-  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
-              "layer_norm_bwd: dy must have x's shape and dtype");
+                                                                  const at::Tensor& weight, const at::Tensor& rstd) {
+  check_layer_norm_backward(dy, x, weight, rstd);
   const int64_t n = x.size(-1);
   const at::Tensor xc = x.contiguous(), dyc = dy.contiguous(), wc = weight.contiguous();
-  const at::Tensor mc = mean.contiguous(), rc = rstd.contiguous();
+  const at::Tensor rc = rstd.contiguous();
   const int64_t rows = xc.numel() / n;
-  TORCH_CHECK(mc.numel() == rows && rc.numel() == rows && mc.scalar_type() == at::kFloat,
-              "layer_norm_bwd: mean and rstd must be fp32 with one value per row");
   const int64_t chunks = std::max<int64_t>(1, (rows + kRowsPerChunk - 1) / kRowsPerChunk);
   at::Tensor dx = at::empty_like(xc);
   at::Tensor dw_partial = at::zeros({chunks, n}, x.options().dtype(at::kDouble));
   at::Tensor db_partial = at::zeros({chunks, n}, x.options().dtype(at::kDouble));
   GPT_DISPATCH_FLOAT_TYPES(x.scalar_type(), "layer_norm_bwd_cpu", [&] {
     backward_rows<scalar_t>(dyc.const_data_ptr<scalar_t>(), xc.const_data_ptr<scalar_t>(),
-                            wc.const_data_ptr<scalar_t>(), mc.const_data_ptr<float>(), rc.const_data_ptr<float>(),
+                            wc.const_data_ptr<scalar_t>(), rc.const_data_ptr<float>(),
                             dx.mutable_data_ptr<scalar_t>(), dw_partial.mutable_data_ptr<double>(),
                             db_partial.mutable_data_ptr<double>(), rows, n);
   });

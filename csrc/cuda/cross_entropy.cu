@@ -98,10 +98,8 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cuda(const at::Tensor& logi
 
 at::Tensor cross_entropy_bwd_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& targets,
                                   const at::Tensor& stats, int64_t ignore_index) {
-  check_cross_entropy(logits, targets);
+  check_cross_entropy_backward(grad_loss, logits, targets, stats);
   const int64_t rows = logits.size(0), vocab = logits.size(1);
-  TORCH_CHECK(grad_loss.numel() == rows && stats.numel() == 2 * rows,
-              "cross_entropy_bwd: grad_loss needs one value and stats two values per row");
   const c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor lc = logits.contiguous(), tc = targets.contiguous();
   const at::Tensor gc = grad_loss.to(at::kFloat).contiguous(), sc = stats.to(at::kFloat).contiguous();

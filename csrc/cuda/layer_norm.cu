@@ -1,4 +1,7 @@
 // LayerNorm on CUDA: one block per row, 16-byte vector loads, fp32 statistics.
+// Rows are centred as (x - x0) - mean(x - x0), x0 the row's first element, in the forward and
+// again in the backward (from x, not the stored mean), so nearly constant rows with a large
+// offset keep their precision.
 // Backward: dx per row, with dweight/dbias accumulated per block into its own row of an fp32
 // scratch buffer (no atomics) and summed over blocks in a fixed order: deterministic.
 #include <ATen/ATen.h>
@@ -21,6 +24,18 @@ int threads_for(int64_t n, int vec) {
   return threads;
 }
 
+// mean(x - x0) over one row, x0 = row[0]; every thread of the block gets it.
+template <typename T, int VEC>
+__device__ __forceinline__ float shifted_row_mean(const T* row, float shift, int64_t n, float* scratch) {
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
+    const Pack<T, VEC> p = load_pack<T, VEC>(row + j);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) sum += static_cast<float>(p.v[k]) - shift;
+  }
+  return block_sum(sum, scratch) / n;
+}
+
 template <typename T, int VEC>
 __global__ void layer_norm_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                                       T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
@@ -29,20 +44,15 @@ __global__ void layer_norm_fwd_kernel(const T* __restrict__ x, const T* __restri
   const int64_t row = blockIdx.x;
   const T* xr = x + row * n;
   T* yr = y + row * n;
-  // pass 1: mean; pass 2: variance about the mean (the row is L1/L2-resident for the re-reads)
-  float sum = 0.f;
-  for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
-    const Pack<T, VEC> p = load_pack<T, VEC>(xr + j);
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) sum += static_cast<float>(p.v[k]);
-  }
-  const float mu = block_sum(sum, scratch) / n;
+  // pass 1: mean; pass 2: variance about it; pass 3: y (the row is L1/L2-resident for the re-reads)
+  const float shift = static_cast<float>(xr[0]);
+  const float mu = shifted_row_mean<T, VEC>(xr, shift, n, scratch);  // of x - shift
   float sq = 0.f;
   for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
     const Pack<T, VEC> p = load_pack<T, VEC>(xr + j);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      const float d = static_cast<float>(p.v[k]) - mu;
+      const float d = (static_cast<float>(p.v[k]) - shift) - mu;
       sq += d * d;
     }
   }
@@ -55,24 +65,24 @@ __global__ void layer_norm_fwd_kernel(const T* __restrict__ x, const T* __restri
       const Pack<T, VEC> bp = load_pack<T, VEC>(b + j);
 #pragma unroll
       for (int k = 0; k < VEC; ++k)
-        out.v[k] = static_cast<T>((static_cast<float>(p.v[k]) - mu) * rs * static_cast<float>(wp.v[k]) +
+        out.v[k] = static_cast<T>(((static_cast<float>(p.v[k]) - shift) - mu) * rs * static_cast<float>(wp.v[k]) +
                                   static_cast<float>(bp.v[k]));
     } else {
 #pragma unroll
       for (int k = 0; k < VEC; ++k)
-        out.v[k] = static_cast<T>((static_cast<float>(p.v[k]) - mu) * rs * static_cast<float>(wp.v[k]));
+        out.v[k] = static_cast<T>(((static_cast<float>(p.v[k]) - shift) - mu) * rs * static_cast<float>(wp.v[k]));
     }
     store_pack<T, VEC>(yr + j, out);
   }
   if (threadIdx.x == 0) {
-    mean[row] = mu;
+    mean[row] = shift + mu;
     rstd[row] = rs;
   }
 }
 
 template <typename T, int VEC>
 __global__ void layer_norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ w,
-                                      const float* __restrict__ mean, const float* __restrict__ rstd,
+                                      const float* __restrict__ rstd,
                                       T* __restrict__ dx, float* __restrict__ dw_partial,
                                       float* __restrict__ db_partial, int64_t rows, int64_t n) {
   __shared__ float scratch[32];
@@ -81,14 +91,15 @@ __global__ void layer_norm_bwd_kernel(const T* __restrict__ dy, const T* __restr
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * n;
     const T* dyr = dy + row * n;
-    const float mu = mean[row], rs = rstd[row];
+    const float shift = static_cast<float>(xr[0]), rs = rstd[row];
+    const float mu = shifted_row_mean<T, VEC>(xr, shift, n, scratch);  // of x - shift
     float sum_wdy_xhat = 0.f, sum_wdy = 0.f;
     for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
       const Pack<T, VEC> xp = load_pack<T, VEC>(xr + j), gp = load_pack<T, VEC>(dyr + j), wp = load_pack<T, VEC>(w + j);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         const float wdy = static_cast<float>(wp.v[k]) * static_cast<float>(gp.v[k]);
-        sum_wdy_xhat += wdy * (static_cast<float>(xp.v[k]) - mu) * rs;
+        sum_wdy_xhat += wdy * ((static_cast<float>(xp.v[k]) - shift) - mu) * rs;
         sum_wdy += wdy;
       }
     }
@@ -99,7 +110,7 @@ __global__ void layer_norm_bwd_kernel(const T* __restrict__ dy, const T* __restr
       Pack<T, VEC> out;
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
-        const float xhat = (static_cast<float>(xp.v[k]) - mu) * rs;
+        const float xhat = ((static_cast<float>(xp.v[k]) - shift) - mu) * rs;
         const float g = static_cast<float>(gp.v[k]);
         out.v[k] = static_cast<T>((static_cast<float>(wp.v[k]) * g - (xhat * c1 + c2)) * rs);
         dw[j + k] += g * xhat;  // each column is owned by one thread of this block
@@ -128,9 +139,9 @@ void launch_fwd(const T* x, const T* w, const T* b, T* y, float* mean, float* rs
 }
 
 template <typename T, int VEC>
-void launch_bwd(const T* dy, const T* x, const T* w, const float* mean, const float* rstd, T* dx, float* dw_partial,
-                float* db_partial, int64_t rows, int64_t n, int blocks, cudaStream_t stream) {
-  layer_norm_bwd_kernel<T, VEC><<<blocks, threads_for(n, VEC), 0, stream>>>(dy, x, w, mean, rstd, dx, dw_partial,
+void launch_bwd(const T* dy, const T* x, const T* w, const float* rstd, T* dx, float* dw_partial, float* db_partial,
+                int64_t rows, int64_t n, int blocks, cudaStream_t stream) {
+  layer_norm_bwd_kernel<T, VEC><<<blocks, threads_for(n, VEC), 0, stream>>>(dy, x, w, rstd, dx, dw_partial,
                                                                              db_partial, rows, n);
   GPT_CHECK_LAUNCH();
 }
@@ -166,18 +177,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cuda(const at::Ten
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(const at::Tensor& dy, const at::Tensor& x,
-                                                                   const at::Tensor& weight, const at::Tensor& mean,
-                                                                   const at::Tensor& rstd) {
-  check_layer_norm(x, weight, c10::nullopt);
-  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
-              "layer_norm_bwd: dy must have x's shape and dtype");
+                                                                   const at::Tensor& weight, const at::Tensor& rstd) {
+  check_layer_norm_backward(dy, x, weight, rstd);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(-1);
   const at::Tensor xc = x.contiguous(), dyc = dy.contiguous(), wc = weight.contiguous();
-  const at::Tensor mc = mean.contiguous(), rc = rstd.contiguous();
+  const at::Tensor rc = rstd.contiguous();
   const int64_t rows = xc.numel() / n;
-  TORCH_CHECK(mc.numel() == rows && rc.numel() == rows && mc.scalar_type() == at::kFloat,
-              "layer_norm_bwd: mean and rstd must be fp32 with one value per row");
   const int sms = multiprocessor_count();
   const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rows, 2 * sms)));
   at::Tensor dx = at::empty_like(xc);
@@ -189,14 +195,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(const at::Ten
     const scalar_t *g = dyc.const_data_ptr<scalar_t>(), *xp = xc.const_data_ptr<scalar_t>();
     const scalar_t* wp = wc.const_data_ptr<scalar_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-    const float *m = mc.const_data_ptr<float>(), *r = rc.const_data_ptr<float>();
+    const float* r = rc.const_data_ptr<float>();
     float *dwp = dw_partial.mutable_data_ptr<float>(), *dbp = db_partial.mutable_data_ptr<float>();
     if (rows > 0) {
       const int vec = vector_width<scalar_t>(n, {g, xp, wp, dxp});
-      if (vec == 8) launch_bwd<scalar_t, 8>(g, xp, wp, m, r, dxp, dwp, dbp, rows, n, blocks, stream);
-      else if (vec == 4) launch_bwd<scalar_t, 4>(g, xp, wp, m, r, dxp, dwp, dbp, rows, n, blocks, stream);
-      else if (vec == 2) launch_bwd<scalar_t, 2>(g, xp, wp, m, r, dxp, dwp, dbp, rows, n, blocks, stream);
-      else launch_bwd<scalar_t, 1>(g, xp, wp, m, r, dxp, dwp, dbp, rows, n, blocks, stream);
+      if (vec == 8) launch_bwd<scalar_t, 8>(g, xp, wp, r, dxp, dwp, dbp, rows, n, blocks, stream);
+      else if (vec == 4) launch_bwd<scalar_t, 4>(g, xp, wp, r, dxp, dwp, dbp, rows, n, blocks, stream);
+      else if (vec == 2) launch_bwd<scalar_t, 2>(g, xp, wp, r, dxp, dwp, dbp, rows, n, blocks, stream);
+      else launch_bwd<scalar_t, 1>(g, xp, wp, r, dxp, dwp, dbp, rows, n, blocks, stream);
     }
     const int threads = 256;
     column_sum_kernel<scalar_t><<<ceil_div(n, threads), threads, 0, stream>>>(
