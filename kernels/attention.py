@@ -267,7 +267,17 @@ def _shape_args(q, k, causal):
                 CAUSAL=causal, HEAD_DIM=q.shape[3], PRECISION=_precision(q.dtype))
 
 
-def attention_forward(q, k, v, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _kernel(autotuned, config: tuple[int, int, int, int] | None):
+    """The autotuned kernel, or with config = (BLOCK_M, BLOCK_N, warps, stages) the plain kernel
+    pinned to it (bench/sweep.py times configurations this way)."""
+    if config is None:
+        return autotuned, {}
+    m, n, warps, stages = config
+    return autotuned.fn, dict(BLOCK_M=m, BLOCK_N=n, num_warps=warps, num_stages=stages)
+
+
+def attention_forward(q, k, v, causal: bool, scale: float,
+                      config: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
     B, H, T_Q, D = q.shape
     T_K = k.shape[2]
@@ -276,12 +286,15 @@ def attention_forward(q, k, v, causal: bool, scale: float) -> tuple[torch.Tensor
     if B * H == 0:  # an empty batch: nothing to launch
         return o, lse
     grid = lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)  # noqa: E731
-    _attention_fwd_kernel[grid](q, k, v, o, lse, scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-                                H, T_Q, T_K, **_shape_args(q, k, causal))
+    kernel, pinned = _kernel(_attention_fwd_kernel, config)
+    kernel[grid](q, k, v, o, lse, scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+                 H, T_Q, T_K, **_shape_args(q, k, causal), **pinned)
     return o, lse
 
 
-def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float):
+def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float,
+                       configs: tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None = None):
+    """dq, dk, dv; configs pins (dK/dV kernel config, dQ kernel config) instead of autotuning."""
     do, q, k, v = _unit_last_stride(do), _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
     B, H, T_Q, D = q.shape
     T_K = k.shape[2]
@@ -295,12 +308,14 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float):
     dk = torch.empty((B, H, T_K, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H, T_K, D), dtype=v.dtype, device=v.device)
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
-    _attention_bwd_dkdv_kernel[lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H)](
+    dkdv_kernel, dkdv_pinned = _kernel(_attention_bwd_dkdv_kernel, configs[0] if configs else None)
+    dkdv_kernel[lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H)](
         q, k, v, do, lse, delta, dk, dv, scale, *common, *_strides(dk), *_strides(dv),
-        H, T_Q, T_K, **_shape_args(q, k, causal))
-    _attention_bwd_dq_kernel[lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)](
+        H, T_Q, T_K, **_shape_args(q, k, causal), **dkdv_pinned)
+    dq_kernel, dq_pinned = _kernel(_attention_bwd_dq_kernel, configs[1] if configs else None)
+    dq_kernel[lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)](
         q, k, v, do, lse, delta, dq, scale, *common, *_strides(dq),
-        H, T_Q, T_K, **_shape_args(q, k, causal))
+        H, T_Q, T_K, **_shape_args(q, k, causal), **dq_pinned)
     return dq, dk, dv
 
 

@@ -130,8 +130,9 @@ def _backward_programs(x: torch.Tensor, m: int, block_m: int) -> int:
     return max(1, min(target, triton.cdiv(m, block_m)))
 
 
-def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                       eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
+                       launch: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """launch = (BLOCK_M, num_warps) overrides the choice from the width (bench/sweep.py)."""
     n = x.shape[-1]
     x2 = x.reshape(-1, n)
     if x2.stride(-1) != 1:
@@ -142,6 +143,7 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     if m > 0:
         block_m, block_n, num_warps = _launch_shape(n)
+        block_m, num_warps = launch or (block_m, num_warps)
         _layer_norm_fwd_kernel[(triton.cdiv(m, block_m),)](
             x2, y, weight, bias if bias is not None else weight, mean, rstd,
             x2.stride(0), y.stride(0), m, n, eps,
@@ -149,7 +151,8 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return y.view(x.shape), mean, rstd
 
 
-def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
+                        launch: tuple[int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = x.shape[-1]
     x2 = x.reshape(-1, n)
     dy2 = dy.reshape(-1, n)
@@ -161,6 +164,8 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dbias = torch.empty(n, dtype=weight.dtype, device=x.device)
     block_m, block_n, num_warps = _launch_shape(n)
     programs = _backward_programs(x2, m, block_m)
+    if launch is not None:  # (BLOCK_M, num_warps, programs): bench/sweep.py
+        block_m, num_warps, programs = launch[0], launch[1], max(1, min(launch[2], triton.cdiv(m, launch[0])))
     rows_per_program = triton.cdiv(triton.cdiv(max(m, 1), programs), block_m) * block_m
     dw_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
     db_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)

@@ -78,3 +78,16 @@ def test_unknown_stage_is_rejected(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu_check.main(["--out", str(tmp_path), "--dry-run", "--stages", "tests,deploy"])
     assert "unknown stages ['deploy']" in capsys.readouterr().err
+
+
+def test_sweep_dry_run(tmp_path):
+    """bench/sweep.py's logic on the CPU: ceilings, one configuration per kernel, each checked and timed."""
+    result = subprocess.run([sys.executable, "bench/sweep.py", "--out", str(tmp_path), "--dry-run"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    ops = {row["op"] for row in sweep["rows"]}
+    assert ops == {"attention forward", "attention backward, dK/dV kernel", "attention backward, dQ kernel",
+                   "layer_norm forward", "layer_norm backward"}
+    assert all(row["ok"] and row["ms"] > 0 for row in sweep["rows"]), sweep["rows"]
+    assert "| attention forward |" in (tmp_path / "sweep.md").read_text()
