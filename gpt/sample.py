@@ -18,7 +18,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--out_dir", "--out-dir", default="out-shakespeare-char", help="the training run's folder")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="which weights to load (falls back to last when there is no best)")
-    p.add_argument("--prompt", default="\n", help="start text, or @FILE to read it from a file")
+    p.add_argument("--prompt", default="\n", help="start text, or FILE:path (or @path) to read it from a file")
     p.add_argument("--num_samples", "--num-samples", type=int, default=3)
     p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=500)
     p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> list[str]:
         raise SystemExit("error: --num_samples must be >= 1 and --max_new_tokens >= 0")
     try:
         model, tokenizer = load_model(Path(args.out_dir), args.checkpoint, device, args.kernels)
-        prompt = Path(args.prompt[1:]).read_text(encoding="utf-8") if args.prompt.startswith("@") else args.prompt
+        prompt = args.prompt
+        for prefix in ("FILE:", "@"):
+            if prompt.startswith(prefix):
+                prompt = Path(prompt[len(prefix):]).read_text(encoding="utf-8")
+                break
         start = tokenizer.encode(prompt)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None

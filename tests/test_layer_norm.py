@@ -127,6 +127,18 @@ def test_triton_width_limit():
         kernels.layer_norm(torch.randn(2, 70000), torch.ones(70000))
 
 
+def test_import_selects_the_interpreter_without_touching_cuda():
+    import os
+    import subprocess
+    import sys
+
+    code = "import torch, kernels; assert not torch.cuda.is_initialized(); print(kernels.INTERPRETER)"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(not kernels._nvidia_driver_present())  # interpreter iff no NVIDIA driver
+
+
 def test_unknown_backend():
     with pytest.raises(ValueError, match="unknown backend 'fast' for kernels.layer_norm"):
         kernels.layer_norm(torch.randn(2, 4), torch.ones(4), backend="fast")

@@ -75,6 +75,19 @@ def test_sample_streams_text_from_a_checkpoint(tmp_path, shakespeare, data_cache
     assert again == samples
 
 
+def test_sample_prompt_from_a_file_and_bad_prompts(tmp_path, shakespeare, data_cache, capsys):
+    run(tmp_path, shakespeare, data_cache, "--max_iters", "1", "--eval_interval", "1")
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("JULIET:\n")
+    samples = sample.main(["--out_dir", str(tmp_path), "--prompt", f"FILE:{prompt}", "--num_samples", "1",
+                           "--max_new_tokens", "5"])
+    assert samples[0].startswith("JULIET:\n") and len(samples[0]) == 13
+    with pytest.raises(SystemExit, match="character '€' is not in this model's vocabulary"):
+        sample.main(["--out_dir", str(tmp_path), "--prompt", "€", "--max_new_tokens", "5"])
+    with pytest.raises(SystemExit, match="no checkpoint at"):
+        sample.main(["--out_dir", str(tmp_path / "nowhere")])
+
+
 def test_cli_flags_and_presets():
     cfg, preset = config_from_args(["--max-iters", "30", "--out_dir", "o", "--compile", "false"])
     assert preset == "shakespeare-char-cpu" and cfg.max_iters == 30 and cfg.out_dir == "o" and cfg.compile is False
