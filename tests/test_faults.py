@@ -154,7 +154,7 @@ def test_loading_never_executes_code_from_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "last.state.pt"
     with open(path, "wb") as f:
-        pickle.dump({"iter_num": Exploit()}, f)
+        pickle.dump({"iter_num": Exploit()}, f, protocol=2)
     with pytest.raises(ValueError, match="truncated or corrupted"):
         checkpoint.load_train_state(path)
     assert not (tmp_path / "exploited-by-checkpoint").exists()
