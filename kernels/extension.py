@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import checks
+from . import _autograd, checks
 
 try:
     from . import _C  # noqa: F401  (loading it registers the ops)
@@ -70,28 +70,9 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
 
 
 if LOAD_ERROR is None:
-    @torch.library.register_fake("gpt_ext::layer_norm_fwd")
-    def _(x, weight, bias, eps):
-        rows = x.numel() // x.shape[-1]
-        return (torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(rows, dtype=torch.float32),
-                x.new_empty(rows, dtype=torch.float32))
-
-    @torch.library.register_fake("gpt_ext::layer_norm_bwd")
-    def _(dy, x, weight, rstd):
-        return (torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight),
-                torch.empty_like(weight))
-
-    def _layer_norm_setup(ctx, inputs, output):
-        x, weight, bias, _ = inputs
-        ctx.save_for_backward(x, weight, output[2])
-        ctx.has_bias = bias is not None
-
-    def _layer_norm_backward(ctx, dy, _dmean, _drstd):
-        x, weight, rstd = ctx.saved_tensors
-        dx, dweight, dbias = torch.ops.gpt_ext.layer_norm_bwd(dy, x, weight, rstd)
-        return dx, dweight, dbias if ctx.has_bias else None, None
-
-    torch.library.register_autograd("gpt_ext::layer_norm_fwd", _layer_norm_backward, setup_context=_layer_norm_setup)
+    torch.library.register_fake("gpt_ext::layer_norm_fwd", _autograd.layer_norm_fwd_fake)
+    torch.library.register_fake("gpt_ext::layer_norm_bwd", _autograd.layer_norm_bwd_fake)
+    _autograd.register_layer_norm_autograd("gpt_ext::layer_norm_fwd", torch.ops.gpt_ext.layer_norm_bwd)
 
     @torch.library.register_fake("gpt_ext::cross_entropy_fwd")
     def _(logits, targets, ignore_index):

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import checks
+from . import _autograd, checks
 
 MAX_WIDTH = 65536
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -189,11 +189,7 @@ def layer_norm_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return layer_norm_forward(x, weight, bias, eps)
 
 
-@layer_norm_fwd.register_fake
-def _(x, weight, bias, eps):
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    stats = x.new_empty(rows, dtype=torch.float32)
-    return torch.empty_like(x, memory_format=torch.contiguous_format), stats, stats.clone()
+layer_norm_fwd.register_fake(_autograd.layer_norm_fwd_fake)
 
 
 @torch.library.custom_op("gpt_triton::layer_norm_bwd", mutates_args=())
@@ -202,24 +198,8 @@ def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     return layer_norm_backward(dy, x, weight, rstd)
 
 
-@layer_norm_bwd.register_fake
-def _(dy, x, weight, rstd):
-    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight), torch.empty_like(weight)
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, _ = inputs
-    ctx.save_for_backward(x, weight, output[2])
-    ctx.has_bias = bias is not None
-
-
-def _backward(ctx, dy, _dmean, _drstd):
-    x, weight, rstd = ctx.saved_tensors
-    dx, dweight, dbias = torch.ops.gpt_triton.layer_norm_bwd(dy, x, weight, rstd)
-    return dx, dweight, dbias if ctx.has_bias else None, None
-
-
-layer_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
+layer_norm_bwd.register_fake(_autograd.layer_norm_bwd_fake)
+_autograd.register_layer_norm_autograd("gpt_triton::layer_norm_fwd", torch.ops.gpt_triton.layer_norm_bwd)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -30,7 +30,7 @@ def test_dry_run_of_throughput_and_training(tmp_path, shakespeare, monkeypatch):
 
 
 def test_a_failing_stage_does_not_stop_the_others(tmp_path, monkeypatch):
-    def commands(stage, out, dry_run):
+    def commands(stage, out, dry_run, train_args):
         code = "raise SystemExit(3)" if stage == "tests" else "print('fine')"
         return [[sys.executable, "-c", code]], {}
 
