@@ -117,6 +117,26 @@ def test_bad_preset_and_boolean_are_rejected(capsys):
     assert "expected true or false" in capsys.readouterr().err
 
 
+def test_auto_kernels_use_measurements_only():
+    from gpt.config import resolve_auto_kernels
+
+    table = {"NVIDIA H100": {"ln": "cuda", "attn": "triton"}}
+    chosen, origin = resolve_auto_kernels("NVIDIA H100 80GB HBM3", table)
+    assert chosen == {"ln": "cuda", "attn": "triton", "loss": "torch"} and "measured on NVIDIA H100" in origin
+    chosen, origin = resolve_auto_kernels("NVIDIA A100-SXM4-80GB", table)
+    assert chosen == parse_kernels("torch") and "no measurements for NVIDIA A100" in origin
+    assert resolve_auto_kernels(None, table)[0] == parse_kernels("torch")
+    assert parse_kernels("auto") == {"ln": "auto", "attn": "auto", "loss": "auto"}
+
+
+def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, shakespeare, data_cache, capsys):
+    run(tmp_path, shakespeare, data_cache, "--max_iters", "1", "--eval_interval", "1", "--kernels", "auto")
+    out = capsys.readouterr().out
+    assert "kernels ln=torch attn=sdpa loss=torch (auto: the CPU uses PyTorch's ops)" in out
+    _, config, _ = load_weights(tmp_path / "last.safetensors")
+    assert (config.ln_backend, config.attn_backend, config.loss_backend) == ("torch", "sdpa", "torch")
+
+
 def test_parse_kernels():
     assert parse_kernels("torch") == {"ln": "torch", "attn": "sdpa", "loss": "torch"}
     assert parse_kernels("ln=triton,attn=torch") == {"ln": "triton", "attn": "torch", "loss": "torch"}
