@@ -249,16 +249,16 @@ class Trainer:
         if state["optimizer_format"] != expected:
             raise ValueError(f"cannot resume: the optimizer state was saved {'with' if not self.fsdp else 'without'} "
                              "FSDP; resume with the same --fsdp setting")
-        if state["optimizer"] is None:  # saved before the first step
-            pass
-        elif self.fsdp:
+        self.scaler.load_state_dict(state["scaler"])
+        if state["optimizer"] is None:  # saved before the first step: nothing to restore
+            return
+        if self.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
             set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
                                      options=StateDictOptions(full_state_dict=True))
         else:
             self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
 
     # ------------------------------------------------------------------ evaluation
 
