@@ -1,10 +1,12 @@
 """Training throughput: tokens/s, MFU, step time and peak memory per preset and provider.
 
-    python bench/train_throughput.py --presets shakespeare-char gpt2-124m --json throughput.json
+    python bench/train_throughput.py --presets shakespeare-char gpt2-124m --jsonl throughput.jsonl
 
 Providers: torch eager; torch + compile (nanoGPT's recipe: SDPA + torch.compile); ours + compile
-(the Triton and CUDA kernels). Synthetic tokens, so no text is needed. gpt2-124m runs T=1024
+(the kernels named by --ours). Synthetic tokens, so no text is needed. gpt2-124m runs T=1024
 with one micro-batch per step (its preset accumulates 40; throughput per token is the same).
+Each row is printed and appended to --jsonl as soon as it is measured, so a run stopped
+part-way still leaves the providers it finished.
 """
 
 from __future__ import annotations
@@ -21,18 +23,20 @@ import torch
 from gpt.config import PRESETS, TrainConfig
 from gpt.train import Trainer, learning_rate
 
+OURS = "ln=triton,attn=triton,loss=cuda"  # the kernels of "ours + compile" unless --ours names others
 PROVIDERS = {
     "torch eager": dict(kernels="torch", compile=False),
     "torch + compile": dict(kernels="torch", compile=True),
-    "ours (triton ln) + compile": dict(kernels="ln=triton,attn=triton,loss=cuda", compile=True),
-    "ours (cuda ln) + compile": dict(kernels="ln=cuda,attn=triton,loss=cuda", compile=True),
+    "ours + compile": dict(kernels=OURS, compile=True),
 }
 TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=2)  # the CPU smoke case
 
 
-def preset_config(preset: str, provider: str, out_dir: str, **overrides) -> TrainConfig:
+def preset_config(preset: str, provider: str, out_dir: str, ours: str = OURS, **overrides) -> TrainConfig:
     values = PRESETS[preset] | dict(gradient_accumulation_steps=1, synthetic_data=True, progress=False,
                                     out_dir=out_dir, dropout=0.0) | PROVIDERS[provider] | overrides
+    if provider == "ours + compile":
+        values["kernels"] = ours
     if preset == "gpt2-124m":
         values["tokenizer"] = "gpt2"
     return TrainConfig(**values)
@@ -81,19 +85,18 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict:
     return summarize(trainer, times, loss)
 
 
-def run(presets: list[str], providers: list[str], warmup: int, steps: int, tiny: bool = False) -> list[dict]:
-    results = []
+def run(presets: list[str], providers: list[str], warmup: int, steps: int, tiny: bool = False, ours: str = OURS):
+    """Yields one result row per (preset, provider), as soon as it is measured."""
     for preset in presets:
         for provider in providers:
             with tempfile.TemporaryDirectory() as out_dir:
-                cfg = preset_config(preset, provider, out_dir, **(TINY if tiny else {}))
+                cfg = preset_config(preset, provider, out_dir, ours, **(TINY if tiny else {}))
                 try:
                     row = measure(cfg, warmup, steps)
                 except Exception as err:  # one failing provider must not hide the others' numbers
                     row = {"error": f"{type(err).__name__}: {err}"}
-            results.append({"preset": preset, "provider": provider, "kernels": cfg.kernels} | row)
+            yield {"preset": preset, "provider": provider, "kernels": cfg.kernels} | row
             torch._dynamo.reset()
-    return results
 
 
 def table(results: list[dict]) -> str:
@@ -117,16 +120,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["shakespeare-char", "gpt2-124m"], choices=sorted(PRESETS))
     parser.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=list(PROVIDERS))
+    parser.add_argument("--ours", default=OURS, help=f"the --kernels of 'ours + compile' (default {OURS})")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--tiny", action="store_true", help="a tiny model: a smoke test for CPUs")
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--jsonl", help="append each result row here as a JSON line")
     args = parser.parse_args(argv)
-    results = run(args.presets, args.providers, args.warmup, args.steps, args.tiny)
+    results = []
+    for row in run(args.presets, args.providers, args.warmup, args.steps, args.tiny, args.ours):
+        results.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+        if args.jsonl:
+            with open(args.jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
     print(table(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
     return results
 
 

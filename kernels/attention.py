@@ -161,12 +161,14 @@ def _attention_bwd_dkdv_kernel(
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     k_ok = offs_n < T_K
-    # K and V are loaded transposed, (D, BLOCK_N), so that the scores are recomputed as
-    # dot(q, k^T) in the forward's orientation: the same rounding, so P matches the forward's.
-    kt = tl.load(K + b * stride_kb + h * stride_kh + offs_n[None, :] * stride_kt + offs_d[:, None],
-                 mask=k_ok[None, :], other=0.0)
-    vt = tl.load(V + b * stride_vb + h * stride_vh + offs_n[None, :] * stride_vt + offs_d[:, None],
-                 mask=k_ok[None, :], other=0.0)
+    # Every dot in this loop has the key tile's BLOCK_N rows (scores are recomputed transposed,
+    # S^T = K Q^T), as every dot of the dQ loop has the query tile's rows: one MMA shape per loop.
+    # With S = Q K^T here instead, the loop mixed BLOCK_M-row and BLOCK_N-row dots, and on the
+    # H100 at head dim 128 dK came out wrong in fp16/bf16 (the interpreter computed it right).
+    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :],
+                mask=k_ok[:, None], other=0.0)
+    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :],
+                mask=k_ok[:, None], other=0.0)
     dk = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
@@ -179,19 +181,19 @@ def _attention_bwd_dkdv_kernel(
     for start_m in range(first_m, T_Q, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         q_ok = offs_m < T_Q
-        q = tl.load(Q_head + offs_m[:, None] * stride_qt + offs_d[None, :], mask=q_ok[:, None], other=0.0)
+        qt = tl.load(Q_head + offs_m[None, :] * stride_qt + offs_d[:, None], mask=q_ok[None, :], other=0.0)
         do = tl.load(DO_head + offs_m[:, None] * stride_dot + offs_d[None, :], mask=q_ok[:, None], other=0.0)
         lse = tl.load(LSE + bh * T_Q + offs_m, mask=q_ok, other=0.0)
         delta = tl.load(Delta + bh * T_Q + offs_m, mask=q_ok, other=0.0)
-        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-        visible = q_ok[:, None] & k_ok[None, :]
+        st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M) = S^T
+        visible = k_ok[:, None] & q_ok[None, :]
         if CAUSAL:
-            visible = visible & (offs_m[:, None] + offset >= offs_n[None, :])
-        p = tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)
-        dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
-        dp = tl.dot(do, vt, input_precision=PRECISION)  # dO V^T
-        ds = p * (dp - delta[:, None])
-        dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
+            visible = visible & (offs_m[None, :] + offset >= offs_n[:, None])
+        pt = tl.where(visible, tl.exp2(st - lse[None, :]), 0.0)  # P^T
+        dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T
+        dst = pt * (dpt - delta[None, :])  # dS^T
+        dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)
     dk *= sm_scale
     tl.store(DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :],
              dk.to(DK.dtype.element_ty), mask=k_ok[:, None])

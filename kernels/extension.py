@@ -28,15 +28,16 @@ def available() -> bool:
     return LOAD_ERROR is None
 
 
-def has_cuda_kernels() -> bool:
-    return available() and torch._C._dispatch_has_kernel_for_dispatch_key("gpt_ext::layer_norm_fwd", "CUDA")
+# Decided once, when this module loads (a dispatcher query, not a CUDA call): the per-call check
+# below then reads two constants, which torch.compile folds away instead of breaking the graph on.
+HAS_CUDA_KERNELS = available() and torch._C._dispatch_has_kernel_for_dispatch_key("gpt_ext::layer_norm_fwd", "CUDA")
 
 
 def _require(device: torch.device) -> None:
     if LOAD_ERROR is not None:
         raise RuntimeError(f"backend 'cuda' needs the C++/CUDA extension kernels._C, which is not built "
                            f"({LOAD_ERROR}); {BUILD_HINT}")
-    if device.type == "cuda" and not has_cuda_kernels():
+    if device.type == "cuda" and not HAS_CUDA_KERNELS:
         raise RuntimeError(f"the extension kernels._C was built without CUDA kernels, so it cannot run on {device}; "
                            f"re-{BUILD_HINT}")
 

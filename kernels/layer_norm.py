@@ -173,7 +173,10 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
         _layer_norm_bwd_kernel[(programs,)](
             dy2, x2, weight, rstd, dx, dw_partial, db_partial,
             dy2.stride(0), x2.stride(0), dx.stride(0), m, n, rows_per_program,
-            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+            # No fused multiply-add: w*dy must round the same in dx as in its row sums, or a
+            # width-1 row (whose exact dx is 0) gets that rounding times rstd = 1/sqrt(eps).
+            enable_fp_fusion=False)
     sum_block_n = min(triton.next_power_of_2(n), 256)
     for partial, out in ((dw_partial, dweight), (db_partial, dbias)):
         _column_sum_kernel[(triton.cdiv(n, sum_block_n),)](

@@ -16,8 +16,8 @@ def make(n, v, dtype, device, scale=3.0, shift=0.0, ignore_every=0, seed=0):
     gen = torch.Generator().manual_seed(seed)
     logits = (torch.randn(n, v, generator=gen) * scale + shift).to(device=device, dtype=dtype)
     targets = torch.randint(v, (n,), generator=gen)
-    if ignore_every:
-        targets[::ignore_every] = -100
+    if ignore_every:  # rows 1, 1 + k, ...: never row 0, so every case keeps a row to compare
+        targets[1::ignore_every] = -100
     return logits, targets.to(device)
 
 
@@ -44,7 +44,7 @@ def check_parity(n, v, dtype, device, reduction="mean", **make_kwargs):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, v", CASES)
 def test_parity_cpu(n, v, dtype):
-    check_parity(n, v, dtype, "cpu", ignore_every=0)
+    check_parity(n, v, dtype, "cpu", ignore_every=7)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -53,6 +53,8 @@ def test_ignored_rows_and_reductions(reduction):
 
 
 def test_all_ignored_batch_is_zero_not_nan():
+    """By design: the mean over no targets is 0 with zero gradients (PyTorch's is NaN), so a
+    batch of padding cannot poison the weights."""
     logits, _ = make(4, 65, torch.float32, "cpu")
     targets = torch.full((4,), -100)
     loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="cuda"),

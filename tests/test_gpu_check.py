@@ -1,8 +1,11 @@
 """The one-shot GPU check's logic, on the CPU: a dry run of some stages, and the report's arithmetic."""
 
 import json
+import os
 import subprocess
 import sys
+import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -12,39 +15,62 @@ sys.path.insert(0, str(ROOT / "bench"))
 import gpu_check  # noqa: E402
 
 
-def test_dry_run_of_throughput_and_training(tmp_path, shakespeare, monkeypatch):
-    monkeypatch.setenv("GPT_SHAKESPEARE", str(shakespeare))
-    result = subprocess.run([sys.executable, "bench/gpu_check.py", "--out", str(tmp_path), "--dry-run",
-                             "--stages", "throughput,train,report", "--commit", "abc123"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
+def test_dry_run_of_the_whole_check(tmp_path, shakespeare):
+    """bench/gpu_check.sh --dry-run, as CI runs it: every stage, the report, and at most 8 files left."""
+    out = tmp_path / "out"
+    env = os.environ | {"GPT_SHAKESPEARE": str(shakespeare), "PYTHON": sys.executable, "GPT_COMMIT": "abc123"}
+    result = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run", str(out)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
     assert report["commit"] == "abc123" and report["dry_run"] is True
-    assert set(report["stages"]) == {"throughput", "train"}
-    assert all(stage["status"] == "ok" for stage in report["stages"].values())
+    assert set(report["stages"]) == {"install", "tests", "bench", "throughput", "train"}
+    assert all(stage["status"] == "ok" for stage in report["stages"].values()), report["stages"]
     assert report["throughput"][0]["tok_per_s"] > 0
+    assert {r["group"].split()[0] for r in report["kernels"]} == {"layer_norm", "attention", "cross_entropy"}
     assert [r["iter"] for r in report["training"]["curve"]] == [0, 10, 20]
-    markdown = (tmp_path / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
     assert "## Training throughput" in markdown and "val loss against wall time" in markdown
-    assert (tmp_path / "val_loss.png").stat().st_size > 1000
+    left = sorted(p.name for p in out.iterdir())
+    assert len(left) <= 8 and all(p.is_file() for p in out.iterdir()), left
+    with tarfile.open(out / gpu_check.ARCHIVE) as archive:
+        names = archive.getnames()
+    assert {"tests.log", "bench.log", "kernels.json", "throughput.jsonl", "nvidia-smi.txt"} <= set(names), names
 
 
-def test_a_failing_stage_does_not_stop_the_others(tmp_path, monkeypatch):
-    def commands(stage, out, dry_run, train_args):
+def test_a_failing_step_does_not_stop_the_others(tmp_path, monkeypatch):
+    def steps(stage, out, dry_run, train_args):
         code = "raise SystemExit(3)" if stage == "tests" else "print('fine')"
-        return [[sys.executable, "-c", code]], {}
+        return [gpu_check.Step([sys.executable, "-c", code], 30)]
 
-    monkeypatch.setattr(gpu_check, "stage_commands", commands)
-    statuses = {stage: gpu_check.run_stage(stage, tmp_path, True, budget=30)["status"]
-                for stage in ("install", "tests", "bench")}
+    monkeypatch.setattr(gpu_check, "stage_steps", steps)
+    statuses = {stage: gpu_check.run_stage(stage, tmp_path, True)["status"] for stage in ("install", "tests", "bench")}
     assert statuses == {"install": "ok", "tests": "failed (exit 3)", "bench": "ok"}
 
 
-def test_a_stage_past_its_budget_is_stopped(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_check, "stage_commands",
-                        lambda *a: ([[sys.executable, "-c", "import time; time.sleep(30)"]], {}))
-    result = gpu_check.run_stage("bench", tmp_path, True, budget=1)
-    assert result["status"] == "timed out after 1 s" and result["seconds"] < 10
+def test_a_step_past_its_budget_is_killed_with_its_children_and_keeps_its_output(tmp_path, monkeypatch):
+    """Like the throughput stage: each provider its own process and budget; one that hangs is killed
+    (its child processes too) and the rows printed before stay in the log and the report."""
+    child = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    monkeypatch.setattr(gpu_check, "stage_steps", lambda *a: [
+        gpu_check.Step([sys.executable, "-c", "print('row 1 measured')"], 30),
+        gpu_check.Step([sys.executable, "-c", child + "print('row 2 measured', flush=True); time.sleep(60)"], 2),
+        gpu_check.Step([sys.executable, "-c", "print('row 3 measured')"], 30)])
+    start = time.perf_counter()
+    result = gpu_check.run_stage("throughput", tmp_path, True)
+    assert time.perf_counter() - start < 20
+    assert result["status"] == "1 of 3 steps: timed out after 2 s"
+    log = (tmp_path / "throughput.log").read_text()
+    assert all(f"row {i} measured" in log for i in (1, 2, 3))
+    gpu_check.write_report(tmp_path, {"throughput": result}, "abc123", dry_run=True)
+    assert "row 2 measured" in (tmp_path / "report.md").read_text()  # the killed stage's tail
+
+
+def test_stage_budgets_fit_one_device_call():
+    assert sum(gpu_check.BUDGETS_S.values()) <= 540
+    assert sum(gpu_check.THROUGHPUT_BUDGETS_S.values()) == gpu_check.BUDGETS_S["throughput"]
+    steps = gpu_check.stage_steps("throughput", Path("/tmp"), dry_run=False)
+    assert [s.budget_s for s in steps] == list(gpu_check.THROUGHPUT_BUDGETS_S.values())
 
 
 ROWS = [

@@ -78,6 +78,24 @@ def test_non_contiguous_input(backend):
         torch.testing.assert_close(out, ref.float(), atol=1e-4, rtol=1e-4)
 
 
+def check_width_one_is_exact(backend, device):
+    """A normalised single element is 0 whatever x is: y = bias exactly and dx = 0 exactly."""
+    x, w, b, dy = make_inputs((127, 1), torch.float32, device)
+    y, dx, _, _ = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend), x, w, b, dy)
+    assert torch.equal(y, b.expand_as(y)) and torch.equal(dx, torch.zeros_like(dx))
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_width_one_is_exact(backend):
+    check_width_one_is_exact(backend, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_width_one_is_exact_gpu(backend):
+    check_width_one_is_exact(backend, "cuda")
+
+
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 def test_backward_is_deterministic(backend):
     x, w, b, dy = make_inputs((1000, 768), torch.float32, "cpu")
@@ -183,3 +201,25 @@ def test_compile_fullgraph_and_determinism_gpu(backend):
     compiled = torch.compile(fn, fullgraph=True)
     for a, c in zip(forward_backward(compiled, x, w, b, dy), forward_backward(fn, x, w, b, dy)):
         assert torch.equal(a, c)
+
+
+def test_extension_checks_on_a_cuda_device_compile_without_graph_breaks(monkeypatch):
+    """The CUDA-device branch of the extension's capability check, traced on a CPU machine.
+
+    On a GPU the check ran inside the compiled region and broke the graph (it queried the
+    dispatcher on every call); a CPU run never took that branch. Here it is taken with the
+    capability as a GPU build would report it, and must trace into a single graph."""
+    from kernels import extension
+
+    monkeypatch.setattr(extension, "HAS_CUDA_KERNELS", True)
+    torch._dynamo.reset()
+
+    def check_then_scale(x):
+        extension._require(torch.device("cuda"))
+        return x * 2
+
+    compiled = torch.compile(check_then_scale, fullgraph=True, backend="eager")
+    assert torch.equal(compiled(torch.ones(3)), torch.full((3,), 2.0))
+    monkeypatch.setattr(extension, "HAS_CUDA_KERNELS", False)
+    with pytest.raises(RuntimeError, match="built without CUDA kernels, so it cannot run on cuda"):
+        extension._require(torch.device("cuda"))

@@ -98,7 +98,7 @@ __global__ void layer_norm_bwd_kernel(const T* __restrict__ dy, const T* __restr
       const Pack<T, VEC> xp = load_pack<T, VEC>(xr + j), gp = load_pack<T, VEC>(dyr + j), wp = load_pack<T, VEC>(w + j);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
-        const float wdy = static_cast<float>(wp.v[k]) * static_cast<float>(gp.v[k]);
+        const float wdy = __fmul_rn(static_cast<float>(wp.v[k]), static_cast<float>(gp.v[k]));
         sum_wdy_xhat += wdy * ((static_cast<float>(xp.v[k]) - shift) - mu) * rs;
         sum_wdy += wdy;
       }
@@ -112,7 +112,9 @@ __global__ void layer_norm_bwd_kernel(const T* __restrict__ dy, const T* __restr
       for (int k = 0; k < VEC; ++k) {
         const float xhat = ((static_cast<float>(xp.v[k]) - shift) - mu) * rs;
         const float g = static_cast<float>(gp.v[k]);
-        out.v[k] = static_cast<T>((static_cast<float>(wp.v[k]) * g - (xhat * c1 + c2)) * rs);
+        // __fmul_rn is never fused into an FMA: w*dy rounds here exactly as in the sums above,
+        // so a width-1 row (xhat = 0, c2 = w*dy) gets dx = 0 exactly, as it must.
+        out.v[k] = static_cast<T>((__fmul_rn(static_cast<float>(wp.v[k]), g) - (xhat * c1 + c2)) * rs);
         dw[j + k] += g * xhat;  // each column is owned by one thread of this block
         db[j + k] += g;
       }
