@@ -1,4 +1,5 @@
-"""Causal attention: triton against SDPA's backends (flash, efficient, cuDNN) and a compiled naive attention.
+"""Causal attention: triton against torch (SDPA) with each of its backends (torch-flash, torch-efficient,
+torch-cudnn; torch-math on a CPU) and the compiled reference (reference-compiled).
 
 TFLOP/s from the standard count: forward 4*B*H*T*T*D, halved when causal; backward 2.5x forward.
 GPU: pytest bench/bench_attention.py --benchmark-enable --benchmark-json out.json
@@ -13,15 +14,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernels
 from common import DEVICE, ON_GPU, run, shapes
-from kernels import reference
+from kernels.ops.attention import reference
 
 # (B, H, T, D): GPT-2 heads at B*T = 16384 tokens, and the shakespeare-char model
 SHAPES = shapes(full=[(16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096)] + [(64, 6, 256, 64)],
                 quick=[(16, 12, 1024, 64), (8, 12, 2048, 64), (64, 6, 256, 64)], cpu=[(1, 2, 64, 16)])
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
-SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
-                 "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}
-PROVIDERS = ["triton"] + (list(SDPA_BACKENDS) if ON_GPU else ["sdpa-math"]) + ["compiled-naive"]
+SDPA_BACKENDS = {"torch-flash": SDPBackend.FLASH_ATTENTION, "torch-efficient": SDPBackend.EFFICIENT_ATTENTION,
+                 "torch-cudnn": SDPBackend.CUDNN_ATTENTION}
+PROVIDERS = ["triton"] + (list(SDPA_BACKENDS) if ON_GPU else ["torch-math"]) + ["reference-compiled"]
 _compiled_naive = None
 
 
@@ -29,7 +30,7 @@ def provider_call(provider, q, k, v):
     global _compiled_naive
     if provider == "triton":
         return lambda: kernels.attention(q, k, v, causal=True)
-    if provider == "compiled-naive":
+    if provider == "reference-compiled":
         if _compiled_naive is None:
             _compiled_naive = torch.compile(reference.attention)
         return lambda: _compiled_naive(q, k, v, True)

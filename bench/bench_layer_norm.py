@@ -1,4 +1,4 @@
-"""LayerNorm: triton (and cuda) against torch eager and torch.compile, forward / backward / both.
+"""LayerNorm: triton and ext against torch (eager) and torch-compiled, forward / backward / both.
 
 GB/s counts the bytes a fused kernel must move: forward reads x and writes y
 (2 x rows x width x element bytes); backward reads x and dy and writes dx (3x).
@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 import kernels
 from common import DEVICE, ON_GPU, copies_to_exceed_l2, run, shapes
-from kernels import reference
+from kernels.ops.layer_norm import reference
 
 SHAPES = shapes(full=[(16384, 768), (16384, 1024), (8192, 4096), (65536, 768)],
                 quick=[(16384, 768), (8192, 4096)], cpu=[(64, 128)])
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
-PROVIDERS = ["triton", "torch", "torch.compile"] + (["cuda"] if kernels.cuda_extension_available() else [])
+PROVIDERS = ["triton", "torch", "torch-compiled"] + (["ext"] if kernels.cuda_extension_available() else [])
 _compiled_layer_norm = None
 
 
@@ -24,7 +24,7 @@ def provider_fn(provider):
     global _compiled_layer_norm
     if provider == "torch":
         return lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b)
-    if provider == "torch.compile":
+    if provider == "torch-compiled":
         if _compiled_layer_norm is None:
             _compiled_layer_norm = torch.compile(lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b))
         return _compiled_layer_norm

@@ -9,14 +9,15 @@
    pinned; each variant's output first checked against the reference.
 3. LayerNorm (bf16): rows per program and warps for the forward; rows per program, warps and
    program count for the backward.
-The winners, with their speed against the ceilings, are what to commit as defaults
-(kernels/attention.py's configs, kernels/layer_norm.py's _launch_shape).
+Each configuration is timed by pinning it in the kernel module's PINNED table (the launchers
+keep one signature). The winners, with their speed against the ceilings, are what to commit as
+defaults (kernels/ops/attention/triton.py's configs, kernels/ops/layer_norm/triton.py's _launch).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
 import itertools
 import json
 import sys
@@ -29,17 +30,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kernels  # noqa: E402,F401  (selects the interpreter on a CPU before the kernels are defined)
-from kernels import reference  # noqa: E402
-
-# the modules, not the public functions of the same names that kernels/__init__.py exports
-attention_module = importlib.import_module("kernels.attention")
-layer_norm_module = importlib.import_module("kernels.layer_norm")
+from kernels.ops.attention import reference as attention_reference  # noqa: E402
+from kernels.ops.attention import triton as attention_module  # noqa: E402
+from kernels.ops.layer_norm import reference as layer_norm_reference  # noqa: E402
+from kernels.ops.layer_norm import triton as layer_norm_module  # noqa: E402
 
 ATTENTION_SHAPES = [(16, 12, 1024, 64), (8, 12, 2048, 64), (4, 12, 4096, 64)]
 LAYER_NORM_SHAPES = [(16384, 768), (8192, 4096)]
 FWD_GRID = list(itertools.product([64, 128], [32, 64, 128], [4, 8], [2, 3, 4]))
 BWD_GRID = list(itertools.product([32, 64, 128], [32, 64, 128], [4, 8], [1, 2, 3]))
 DRY = dict(attention=[(1, 2, 64, 16)], layer_norm=[(64, 128)], fwd=[(32, 32, 4, 1)], bwd=[(32, 32, 4, 1)])
+
+
+@contextlib.contextmanager
+def pinned(table: dict, **configs):
+    """Pin configurations in a kernel module's PINNED table for the duration of a measurement."""
+    table.update(configs)
+    try:
+        yield
+    finally:
+        for name in configs:
+            table.pop(name, None)
+
+
+def attention_config(config) -> "triton.Config":  # noqa: F821
+    import triton
+
+    m, n, warps, stages = config
+    return triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=warps, num_stages=stages)
 
 
 def timer(dry_run: bool):
@@ -73,34 +91,36 @@ def attention_sweep(measure, device, dtype, shapes, fwd_grid, bwd_grid) -> list[
         gen = torch.Generator().manual_seed(0)
         q, k, v, do = (torch.randn(b, h, t, d, generator=gen).to(device, dtype) for _ in range(4))
         scale = d ** -0.5
-        truth = reference.attention(q, k, v, True)
+        truth = attention_reference.attention(q, k, v, True)
         fwd_flops = 4 * b * h * t * t * d / 2
         o, lse = attention_module.attention_forward(q, k, v, True, scale)
         for config in fwd_grid:
             row = {"op": "attention forward", "shape": [b, h, t, d], "config": list(config)}
             try:
-                out, _ = attention_module.attention_forward(q, k, v, True, scale, config=config)
-                row["max_error"] = (out.float() - truth.float()).abs().max().item()
-                row["ok"] = row["max_error"] < 5e-2
-                ms = measure(lambda: attention_module.attention_forward(q, k, v, True, scale, config=config))
+                with pinned(attention_module.PINNED, forward=attention_config(config)):
+                    out, _ = attention_module.attention_forward(q, k, v, True, scale)
+                    row["max_error"] = (out.float() - truth.float()).abs().max().item()
+                    row["ok"] = row["max_error"] < 5e-2
+                    ms = measure(lambda: attention_module.attention_forward(q, k, v, True, scale))
                 row |= {"ms": ms, "TFLOP/s": fwd_flops / ms / 1e9}
             except Exception as err:  # out of shared memory or registers: record and go on
                 row |= {"ok": False, "error": f"{type(err).__name__}: {str(err)[:120]}"}
             rows.append(row)
         qd, kd, vd = (t_.detach().double().requires_grad_() for t_ in (q, k, v))
-        grads = torch.autograd.grad(reference.attention(qd, kd, vd, True), (qd, kd, vd), do.double())
+        grads = torch.autograd.grad(attention_reference.attention(qd, kd, vd, True), (qd, kd, vd), do.double())
         # The two backward kernels are swept one at a time, the other pinned to the grid's first entry.
-        pinned = bwd_grid[0]
+        first = attention_config(bwd_grid[0])
         for kernel, config in [("dK/dV", c) for c in bwd_grid] + [("dQ", c) for c in bwd_grid]:
-            configs = (config, pinned) if kernel == "dK/dV" else (pinned, config)
+            configs = dict(backward_dkdv=attention_config(config), backward_dq=first) if kernel == "dK/dV" else \
+                dict(backward_dkdv=first, backward_dq=attention_config(config))
             row = {"op": f"attention backward, {kernel} kernel", "shape": [b, h, t, d], "config": list(config)}
+            run = lambda: attention_module.attention_backward(do, q, k, v, o, lse, True, scale)  # noqa: E731
             try:
-                run = lambda: attention_module.attention_backward(do, q, k, v, o, lse, True, scale,  # noqa: E731
-                                                                   configs=configs)
-                ours = run()
-                row["max_error"] = max((a.double() - g).abs().max().item() for a, g in zip(ours, grads))
-                row["ok"] = row["max_error"] < 1e-1
-                ms = measure(run)
+                with pinned(attention_module.PINNED, **configs):
+                    ours = run()
+                    row["max_error"] = max((a.double() - g).abs().max().item() for a, g in zip(ours, grads))
+                    row["ok"] = row["max_error"] < 1e-1
+                    ms = measure(run)
                 row |= {"ms": ms, "TFLOP/s": 2.5 * fwd_flops / ms / 1e9}
             except Exception as err:
                 row |= {"ok": False, "error": f"{type(err).__name__}: {str(err)[:120]}"}
@@ -116,25 +136,27 @@ def layer_norm_sweep(measure, device, dtype, shapes, dry_run: bool) -> list[dict
         w, b = torch.ones(n, device=device, dtype=dtype), torch.zeros(n, device=device, dtype=dtype)
         dy = torch.randn(m, n, generator=gen).to(device, dtype)
         element = torch.finfo(dtype).bits // 8
-        truth = reference.layer_norm(x.float(), w.float(), b.float())
+        truth = layer_norm_reference.layer_norm(x.float(), w.float(), b.float())
+        launch = layer_norm_module.Launch
         _, _, rstd = layer_norm_module.layer_norm_forward(x, w, b, 1e-5)
         sms = torch.cuda.get_device_properties(0).multi_processor_count if device == "cuda" else 2
         for block_m, warps in itertools.product([1] if dry_run else [1, 2, 4, 8, 16], [4] if dry_run else [2, 4, 8, 16]):
             row = {"op": "layer_norm forward", "shape": [m, n], "config": [block_m, warps]}
-            y, _, _ = layer_norm_module.layer_norm_forward(x, w, b, 1e-5, launch=(block_m, warps))
-            row["max_error"] = (y.float() - truth).abs().max().item()
-            row["ok"] = row["max_error"] < 5e-2
-            ms = measure(lambda: layer_norm_module.layer_norm_forward(x, w, b, 1e-5, launch=(block_m, warps)))
+            with pinned(layer_norm_module.PINNED, forward=launch(block_m, warps)):
+                y, _, _ = layer_norm_module.layer_norm_forward(x, w, b, 1e-5)
+                row["max_error"] = (y.float() - truth).abs().max().item()
+                row["ok"] = row["max_error"] < 5e-2
+                ms = measure(lambda: layer_norm_module.layer_norm_forward(x, w, b, 1e-5))
             rows.append(row | {"ms": ms, "GB/s": 2 * m * n * element / ms / 1e6})
         for block_m, warps, per_sm in itertools.product([1] if dry_run else [1, 2, 4, 8],
                                                         [4] if dry_run else [4, 8, 16], [1] if dry_run else [1, 2, 4, 8]):
-            launch = (block_m, warps, per_sm * sms)
-            row = {"op": "layer_norm backward", "shape": [m, n], "config": list(launch)}
-            dx, _, _ = layer_norm_module.layer_norm_backward(dy, x, w, rstd, launch=launch)
+            row = {"op": "layer_norm backward", "shape": [m, n], "config": [block_m, warps, per_sm * sms]}
             reference_dx, _, _ = layer_norm_module.layer_norm_backward(dy, x, w, rstd)
-            row["max_error"] = (dx.float() - reference_dx.float()).abs().max().item()
-            row["ok"] = row["max_error"] < 5e-2
-            ms = measure(lambda: layer_norm_module.layer_norm_backward(dy, x, w, rstd, launch=launch))
+            with pinned(layer_norm_module.PINNED, backward=launch(block_m, warps, per_sm * sms)):
+                dx, _, _ = layer_norm_module.layer_norm_backward(dy, x, w, rstd)
+                row["max_error"] = (dx.float() - reference_dx.float()).abs().max().item()
+                row["ok"] = row["max_error"] < 5e-2
+                ms = measure(lambda: layer_norm_module.layer_norm_backward(dy, x, w, rstd))
             rows.append(row | {"ms": ms, "GB/s": 3 * m * n * element / ms / 1e6})
     return rows
 

@@ -23,7 +23,7 @@ import torch
 from gpt.config import PRESETS, TrainConfig
 from gpt.train import Trainer, learning_rate
 
-OURS = "ln=triton,attn=triton,loss=cuda"  # the kernels of "ours + compile" unless --ours names others
+OURS = "layer_norm=triton,attention=triton,cross_entropy=ext"  # "ours + compile" unless --ours names others
 PROVIDERS = {
     "torch eager": dict(kernels="torch", compile=False),
     "torch + compile": dict(kernels="torch", compile=True),
@@ -39,7 +39,7 @@ def preset_config(preset: str, provider: str, out_dir: str, ours: str = OURS, **
         values["kernels"] = ours
     if preset == "gpt2-124m":
         values["tokenizer"] = "gpt2"
-    return TrainConfig(**values)
+    return TrainConfig.from_flat(values)
 
 
 def prepare_steps(cfg: TrainConfig, warmup: int):

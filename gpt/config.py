@@ -1,6 +1,8 @@
-"""Typed configuration: the model's GPTConfig, the trainer's TrainConfig and named presets.
+"""Typed configuration: the model's GPTConfig, the trainer's TrainConfig (which carries a GPTConfig)
+and named presets.
 
-Every TrainConfig field is a command-line flag (`--max_iters 30`, dashes accepted too);
+Every field is a command-line flag with its documentation as help (`--max_iters 30`, dashes
+accepted too); booleans work bare and negated (`--resume`, `--compile false`, `--no-compile`).
 `--preset NAME` applies a preset first and explicit flags override it.
 """
 
@@ -8,49 +10,49 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, fields
+import sys
+from dataclasses import dataclass, field, fields
 
-# Which implementation each replaceable op uses (see kernels/__init__.py).
-LN_BACKENDS = ("torch", "triton", "cuda")
-ATTN_BACKENDS = ("sdpa", "torch", "triton")
-LOSS_BACKENDS = ("torch", "cuda")
-KERNEL_OPS = {"ln": LN_BACKENDS, "attn": ATTN_BACKENDS, "loss": LOSS_BACKENDS}
+import kernels
+
+
+def option(default, doc: str, **kwargs):
+    """A configuration field with its one-line documentation (the flag's help)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"doc": doc}, **kwargs)
+    return field(default=default, metadata={"doc": doc}, **kwargs)
 
 
 @dataclass
 class GPTConfig:
-    block_size: int = 1024
-    vocab_size: int = 50257
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
-    # The seam where kernels plug in: one backend per replaceable op.
-    ln_backend: str = "torch"
-    attn_backend: str = "sdpa"
-    loss_backend: str = "torch"
+    block_size: int = option(1024, "context length in tokens")
+    vocab_size: int = option(50257, "tokens in the vocabulary (the trainer takes it from the data)")
+    n_layer: int = option(12, "transformer blocks")
+    n_head: int = option(12, "attention heads per block")
+    n_embd: int = option(768, "embedding width")
+    dropout: float = option(0.0, "dropout probability (embeddings, attention probabilities, residuals)")
+    bias: bool = option(True, "biases in Linear and LayerNorm layers, as GPT-2")
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {getattr(self, name)}")
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}")
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) "
                 "so that every head has the same width"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for op, value in (("ln", self.ln_backend), ("attn", self.attn_backend), ("loss", self.loss_backend)):
-            if value not in KERNEL_OPS[op]:
-                raise ValueError(f"unknown {op} backend {value!r}; expected one of {KERNEL_OPS[op]}")
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "GPTConfig":
+        # Checkpoints of the first release stored each op's backend in the model config; the
+        # choice of kernels is not part of the model, so those fields are dropped.
+        values = {k: v for k, v in values.items() if k not in ("ln_backend", "attn_backend", "loss_backend")}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -58,102 +60,52 @@ class GPTConfig:
         return cls(**values)
 
 
-def parse_kernels(spec: str) -> dict[str, str]:
-    """Parse `--kernels`: 'torch', 'triton', 'cuda', 'auto' or a mapping like 'ln=cuda,attn=triton,loss=cuda'.
-
-    Returns {'ln': ..., 'attn': ..., 'loss': ...}. A single name applies to every op that has
-    that backend and leaves the others on PyTorch; 'torch' means PyTorch's own ops
-    (F.layer_norm, F.scaled_dot_product_attention, F.cross_entropy). 'auto' returns 'auto'
-    for every op; resolve_auto_kernels() turns it into measured choices for a device.
-    """
-    spec = spec.strip()
-    if spec == "auto":
-        return {"ln": "auto", "attn": "auto", "loss": "auto"}
-    if spec == "torch":
-        return {"ln": "torch", "attn": "sdpa", "loss": "torch"}
-    if spec == "triton":
-        return {"ln": "triton", "attn": "triton", "loss": "torch"}
-    if spec == "cuda":
-        return {"ln": "cuda", "attn": "sdpa", "loss": "cuda"}
-    chosen = {"ln": "torch", "attn": "sdpa", "loss": "torch"}
-    for item in spec.split(","):
-        op, sep, backend = item.partition("=")
-        op, backend = op.strip(), backend.strip()
-        if not sep or op not in KERNEL_OPS:
-            raise ValueError(
-                f"bad --kernels entry {item!r}: expected torch, triton, cuda, auto or a mapping "
-                f"like 'ln=cuda,attn=triton,loss=cuda' with ops {sorted(KERNEL_OPS)}"
-            )
-        if backend not in KERNEL_OPS[op]:
-            raise ValueError(f"unknown backend {backend!r} for op {op!r}; expected one of {KERNEL_OPS[op]}")
-        chosen[op] = backend
-    return chosen
-
-
-def resolve_auto_kernels(device_name: str | None, table: dict[str, dict[str, str]]) -> tuple[dict[str, str], str]:
-    """The fastest measured backend per op for a GPU, from `table` (GPU name -> {op: backend}).
-
-    device_name None (a CPU) or a GPU the table does not know gives PyTorch's ops. Returns the
-    choice and a line saying where it came from.
-    """
-    torch_ops = parse_kernels("torch")
-    if device_name is None:
-        return torch_ops, "auto: the CPU uses PyTorch's ops"
-    for gpu, choice in table.items():
-        if gpu in device_name:
-            return torch_ops | choice, f"auto: measured on {gpu} (kernels/auto_backends.json)"
-    return torch_ops, f"auto: no measurements for {device_name} in kernels/auto_backends.json; using PyTorch's ops"
+MODEL_FLAGS = tuple(f.name for f in fields(GPTConfig) if f.name != "vocab_size")  # the data decides the vocabulary
 
 
 @dataclass
 class TrainConfig:
     # I/O
-    out_dir: str = "out"
-    input: str = ""  # a local UTF-8 text file; empty: Tiny Shakespeare, downloaded and verified
-    tokenizer: str = "char"  # "char" or "gpt2"
-    data_cache: str = ""  # where prepared token files go; empty: ~/.cache/gpt-kernels
-    eval_interval: int = 250
-    log_interval: int = 10
-    eval_iters: int = 200
-    eval_only: bool = False
-    resume: bool = False
-    synthetic_data: bool = False  # random tokens instead of a text (throughput measurements)
+    out_dir: str = option("out", "folder for checkpoints, metrics.jsonl and loss.png")
+    input: str = option("", "a local UTF-8 text file; empty: Tiny Shakespeare, downloaded and verified")
+    tokenizer: str = option("char", "char (one token per character) or gpt2 (BPE through tiktoken)")
+    data_cache: str = option("", "where prepared token files go; empty: ~/.cache/gpt-kernels")
+    eval_interval: int = option(250, "iterations between evaluations (and checkpoints)")
+    log_interval: int = option(10, "iterations between log records")
+    eval_iters: int = option(200, "batches per split in each evaluation")
+    eval_only: bool = option(False, "evaluate once and stop")
+    resume: bool = option(False, "continue the run in out_dir from its last checkpoint")
+    synthetic_data: bool = option(False, "random tokens instead of a text (throughput measurements)")
     # model
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024
-    dropout: float = 0.0
-    bias: bool = False
-    kernels: str = "torch"
+    model: GPTConfig = option(GPTConfig, "the model's shape (its fields are flags of their own)")
+    kernels: str = option("auto", "which implementation each op uses; see --kernels in --help")
     # optimisation
-    batch_size: int = 12
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 6e-4
-    max_iters: int = 5000
-    weight_decay: float = 1e-1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # 0 disables clipping
-    decay_lr: bool = True
-    warmup_iters: int = 100
-    lr_decay_iters: int = 5000
-    min_lr: float = 6e-5
+    batch_size: int = option(12, "sequences per micro-batch")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step (split across processes)")
+    learning_rate: float = option(6e-4, "peak learning rate")
+    max_iters: int = option(5000, "optimizer steps in all")
+    weight_decay: float = option(1e-1, "AdamW weight decay of matrices")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.95, "AdamW beta2")
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0 disables clipping)")
+    decay_lr: bool = option(True, "warmup then cosine decay to min_lr (else a constant rate)")
+    warmup_iters: int = option(100, "linear warmup steps")
+    lr_decay_iters: int = option(5000, "step at which the cosine reaches min_lr")
+    min_lr: float = option(6e-5, "final learning rate")
     # system
-    device: str = ""  # empty: cuda if available, else cpu
-    dtype: str = ""  # empty: bfloat16 on CUDA when supported, float16 on other CUDA, float32 on CPU
-    compile: bool | None = None  # None: on for CUDA, off for CPU
-    seed: int = 1337
-    progress: bool = True  # the progress bar
-    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
+    device: str = option("", "cpu, cuda or cuda:N; empty: cuda if available, else cpu")
+    dtype: str = option("", "float32, bfloat16 or float16; empty: bfloat16 on CUDA (float16 without bf16), float32 on CPU")
+    compile: bool | None = option(None, "torch.compile the model; unset: on for CUDA, off for CPU")
+    seed: int = option(1337, "random seed")
+    progress: bool = option(True, "show the progress bar")
+    fsdp: bool = option(False, "under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
     # stopping and faults
-    max_seconds: float = 0.0  # wall-clock budget; at the first iteration past it: evaluate, save, stop (0: none)
-    target_val_loss: float = 0.0  # stop after an evaluation at or below this val loss (0: none)
-    nonfinite: str = "stop"  # a non-finite loss or gradient norm: "stop" (keep the last good checkpoint) or "skip"
+    max_seconds: float = option(0.0, "wall-clock budget; at the first iteration past it: evaluate, save, stop (0: none)")
+    target_val_loss: float = option(0.0, "stop after an evaluation at or below this val loss (0: none)")
+    nonfinite: str = option("stop", "a non-finite loss or gradient: stop (keep the last good checkpoint) or skip the step")
 
     def __post_init__(self) -> None:
-        positive = ("eval_interval", "log_interval", "eval_iters", "n_layer", "n_head", "n_embd",
-                    "block_size", "batch_size", "gradient_accumulation_steps")
+        positive = ("eval_interval", "log_interval", "eval_iters", "batch_size", "gradient_accumulation_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}")
@@ -174,13 +126,17 @@ class TrainConfig:
             raise ValueError("--max_seconds and --target_val_loss must be >= 0 (0 disables them)")
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        parse_kernels(self.kernels)  # raises on a bad spec
-        GPTConfig(n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
-                  block_size=self.block_size, dropout=self.dropout)  # model-shape checks
+        kernels.registry.parse_spec(self.kernels)  # raises on a bad spec, naming the choices
+
+    @classmethod
+    def from_flat(cls, values: dict) -> "TrainConfig":
+        """A TrainConfig from one flat mapping (presets, flags): the model's fields go to .model."""
+        model = {k: values[k] for k in MODEL_FLAGS if k in values}
+        return cls(**{k: v for k, v in values.items() if k not in model}, model=GPTConfig(**model))
 
     @property
     def tokens_per_iter(self) -> int:
-        return self.gradient_accumulation_steps * self.batch_size * self.block_size
+        return self.gradient_accumulation_steps * self.batch_size * self.model.block_size
 
 
 PRESETS: dict[str, dict] = {
@@ -209,7 +165,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -218,41 +174,65 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _field_type(f: dataclasses.Field):
-    # Annotations are strings under `from __future__ import annotations`.
-    kind = str(f.type)
-    if kind.startswith("bool"):
-        return _parse_bool
-    if kind == "int":
-        return int
-    if kind == "float":
-        return float
-    return str
+def _flag_fields() -> list[dataclasses.Field]:
+    """Every flag's field: the trainer's, with the model's (but its vocabulary) in place of `model`."""
+    model_fields = [f for f in fields(GPTConfig) if f.name in MODEL_FLAGS]
+    return [g for f in fields(TrainConfig) for g in (model_fields if f.name == "model" else [f])]
 
 
-def build_arg_parser(description: str = "Train a GPT.") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+class CommandLineError(SystemExit):
+    """Exit status 2 (a usage error), with the one-line message as the exception's text."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Errors in one line naming the command and the fix, without the usage block."""
+
+    def error(self, message: str):
+        line = f"{self.prog}: error: {message} (see {self.prog} --help)"
+        print(line, file=sys.stderr)
+        raise CommandLineError(line)
+
+
+def build_arg_parser(prog: str = "python -m gpt.train") -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog=prog, description="Train a GPT. Every field of the configuration is a flag.")
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="named configuration applied before the other flags "
                              "(default: shakespeare-char on CUDA, shakespeare-char-cpu otherwise)")
-    for f in fields(TrainConfig):
+    for f in _flag_fields():
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        parser.add_argument(*flags, dest=f.name, type=_field_type(f), default=None,
-                            metavar=f.name.upper(), help=f"default: {f.default!r}")
+        doc = kernels.registry.spec_help() if f.name == "kernels" else f.metadata["doc"]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if str(f.type).startswith("bool"):
+            parser.add_argument(*flags, dest=f.name, type=parse_bool, nargs="?", const=True, default=None,
+                                metavar="true|false", help=f"{doc} (default: {default})")
+            parser.add_argument(f"--no-{f.name.replace('_', '-')}", *([f"--no_{f.name}"] if "_" in f.name else []),
+                                dest=f.name, action="store_false", default=None, help=argparse.SUPPRESS)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(*flags, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
+                                help=f"{doc} (default: {default!r})")
     return parser
 
 
-def config_from_args(argv: list[str] | None = None, *, cuda_available: bool = False) -> tuple[TrainConfig, str]:
-    """Parse argv into a TrainConfig; returns it with the preset name that was applied."""
-    args = build_arg_parser().parse_args(argv)
+def config_from_args(argv: list[str] | None = None, *, cuda_available: bool = False) -> tuple[TrainConfig, str, set[str]]:
+    """Parse argv into a TrainConfig; returns it, the preset applied and the flags given explicitly."""
+    parser = build_arg_parser()
+    args = parser.parse_args(argv)
     preset = args.preset or ("shakespeare-char" if cuda_available else "shakespeare-char-cpu")
-    values = dict(PRESETS[preset])
-    values.update({name: value for name, value in vars(args).items() if name != "preset" and value is not None})
+    explicit = {name for name, value in vars(args).items() if name != "preset" and value is not None}
+    values = dict(PRESETS[preset]) | {name: getattr(args, name) for name in explicit}
     try:
-        return TrainConfig(**values), preset
+        return TrainConfig.from_flat(values), preset, explicit
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        parser.error(str(err))
 
 
-__all__ = ["GPTConfig", "TrainConfig", "PRESETS", "parse_kernels", "config_from_args", "build_arg_parser",
-           "LN_BACKENDS", "ATTN_BACKENDS", "LOSS_BACKENDS", "KERNEL_OPS"]
+__all__ = ["GPTConfig", "TrainConfig", "PRESETS", "MODEL_FLAGS", "ArgumentParser", "config_from_args",
+           "build_arg_parser"]

@@ -1,7 +1,8 @@
 """A GPT-2 family decoder, plain PyTorch, read top to bottom (after nanoGPT's model.py).
 
-The ops that fused kernels replace -- layer norm, causal attention, the loss -- go through
-`kernels` with the backend named in GPTConfig (ln_backend, attn_backend, loss_backend).
+The ops that fused kernels replace -- layer norm, causal attention, the loss -- are the
+implementations in a `kernels.Kernels`, resolved once before the model is built
+(`kernels.resolve("auto", device)`); PyTorch's own ops when none is given.
 """
 
 from __future__ import annotations
@@ -11,24 +12,26 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
-from torch.nn import functional as F
 
 import kernels
+from kernels import Kernels
 
 from .config import GPTConfig
 
+TORCH_KERNELS = kernels.resolve("torch")
+
 
 class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1 and no backend choice)."""
+    """LayerNorm with an optional bias, computed by the layer_norm implementation it is given."""
 
-    def __init__(self, ndim: int, bias: bool, backend: str):
+    def __init__(self, ndim: int, bias: bool, layer_norm):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
-        self.backend = backend
+        self.layer_norm = layer_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return kernels.layer_norm(x, self.weight, self.bias, 1e-5, backend=self.backend)
+        return self.layer_norm(x, self.weight, self.bias, 1e-5)
 
 
 class KVCache:
@@ -51,7 +54,7 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig, layer: int):
+    def __init__(self, config: GPTConfig, layer: int, attention):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -59,7 +62,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
-        self.backend = config.attn_backend
+        self.attention = attention
         self.layer = layer
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -70,12 +73,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.append(self.layer, k, v)  # (B, nh, T_past + T, hs)
-        if self.backend == "sdpa" and self.training and self.dropout > 0:
-            # Dropout on the attention probabilities exists only in PyTorch's SDPA; the fused
-            # kernels skip it (the residual and embedding dropouts still apply).
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout, is_causal=True)
-        else:
-            y = kernels.attention(q, k, v, causal=True, backend=self.backend)  # (B, nh, T, hs)
+        y = self.attention(q, k, v, True, None, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -93,11 +91,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig, layer: int):
+    def __init__(self, config: GPTConfig, layer: int, ops: Kernels):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, config.bias, config.ln_backend)
-        self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = LayerNorm(config.n_embd, config.bias, config.ln_backend)
+        self.ln_1 = LayerNorm(config.n_embd, config.bias, ops["layer_norm"])
+        self.attn = CausalSelfAttention(config, layer, ops["attention"])
+        self.ln_2 = LayerNorm(config.n_embd, config.bias, ops["layer_norm"])
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -107,15 +105,17 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, ops: Kernels = TORCH_KERNELS):
         super().__init__()
         self.config = config
+        self.ops = ops
+        self.cross_entropy = ops["cross_entropy"]
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=LayerNorm(config.n_embd, config.bias, config.ln_backend),
+            h=nn.ModuleList([Block(config, i, ops) for i in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, config.bias, ops["layer_norm"]),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying
@@ -159,8 +159,7 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = kernels.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
-                                     backend=self.config.loss_backend)
+        loss = self.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), -1, "mean")
         return logits, loss
 
     def configure_optimizer(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
@@ -220,11 +219,12 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------ pretrained GPT-2
 
     @classmethod
-    def from_pretrained(cls, model_type: str = "gpt2", hf_model=None, **overrides) -> "GPT":
+    def from_pretrained(cls, model_type: str = "gpt2", hf_model=None, ops: Kernels = TORCH_KERNELS,
+                        **overrides) -> "GPT":
         """GPT-2 weights from Hugging Face transformers (`pip install .[hf]`).
 
         model_type: gpt2, gpt2-medium, gpt2-large, gpt2-xl; or pass an already built
-        transformers GPT2LMHeadModel as hf_model. overrides: dropout and the backends.
+        transformers GPT2LMHeadModel as hf_model. overrides: e.g. dropout.
         """
         if hf_model is None:
             from transformers import GPT2LMHeadModel
@@ -233,7 +233,7 @@ class GPT(nn.Module):
         hf = hf_model.config
         config = GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer,
                            n_head=hf.n_head, n_embd=hf.n_embd, bias=True, **overrides)
-        model = cls(config)
+        model = cls(config, ops)
         ours = model.state_dict()
         theirs = {k: v for k, v in hf_model.state_dict().items()
                   if not k.endswith((".attn.masked_bias", ".attn.bias"))}  # buffers, not weights

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import torch
 
+import kernels
+
 from . import checkpoint
+from .config import ArgumentParser
 from .data import tokenizer_from_meta
 from .model import GPT
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Generate text from a checkpoint folder written by gpt.train.")
+    p = ArgumentParser(prog="python -m gpt.sample", description="Generate text from a checkpoint folder written by gpt.train.")
     p.add_argument("--out_dir", "--out-dir", default="out-shakespeare-char", help="the training run's folder")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="which weights to load (falls back to last when there is no best)")
@@ -26,30 +29,32 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_p", "--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="", help="default: cuda if available, else cpu")
-    p.add_argument("--kernels", default="", help="override the attention/layernorm backends, e.g. 'triton'")
+    p.add_argument("--kernels", default="auto", help=kernels.registry.spec_help())
     return p
 
 
-def load_model(out_dir: Path, which: str, device: torch.device, kernels: str = "") -> tuple[GPT, object]:
+def load_model(out_dir: Path, which: str, device: torch.device, spec: str = "auto") -> tuple[GPT, object]:
+    ops = kernels.resolve(spec, device)  # before loading anything: a backend that cannot run here fails now
     path = out_dir / f"{which}.safetensors"
     if which == "best" and not path.exists():
         path = out_dir / "last.safetensors"
     state, config, tokenizer_meta = checkpoint.load_weights(path, device)
-    if kernels:
-        from .config import parse_kernels
-
-        chosen = parse_kernels(kernels)
-        config.ln_backend, config.attn_backend, config.loss_backend = chosen["ln"], chosen["attn"], chosen["loss"]
-    model = GPT(config)
+    model = GPT(config, ops)
     model.load_state_dict(state)
     return model.to(device).eval(), tokenizer_from_meta(tokenizer_meta)
 
 
 def main(argv: list[str] | None = None) -> list[str]:
-    args = build_arg_parser().parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    parser = build_arg_parser()
+    args = parser.parse_args(argv)
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as err:
+        parser.error(f"--device {args.device!r}: {err}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
     if args.num_samples < 1 or args.max_new_tokens < 0:
-        raise SystemExit("error: --num_samples must be >= 1 and --max_new_tokens >= 0")
+        parser.error("--num_samples must be >= 1 and --max_new_tokens >= 0")
     try:
         model, tokenizer = load_model(Path(args.out_dir), args.checkpoint, device, args.kernels)
         prompt = args.prompt
@@ -59,9 +64,9 @@ def main(argv: list[str] | None = None) -> list[str]:
                 break
         start = tokenizer.encode(prompt)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(f"{parser.prog}: error: {err}") from None
     if not start:
-        raise SystemExit("error: the prompt is empty after tokenization; give at least one token")
+        parser.error("the prompt is empty after tokenization; give at least one token")
     generator = torch.Generator(device=device).manual_seed(args.seed)
     samples = []
     for _ in range(args.num_samples):
@@ -83,4 +88,8 @@ def main(argv: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C ends sampling quietly
+        sys.stdout.write("\n")
+        sys.exit(130)

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import kernels
 
 from . import checkpoint
-from .config import GPTConfig, TrainConfig, config_from_args, parse_kernels, resolve_auto_kernels
+from .config import GPTConfig, TrainConfig, config_from_args
 from .data import BatchSampler, SyntheticSampler, prepare
 from .model import GPT
 
@@ -124,27 +124,19 @@ class Trainer:
             vocab_size = 50257 if cfg.tokenizer == "gpt2" else 65
             self.tokenizer_meta = {"kind": "synthetic", "vocab_size": vocab_size}
             self.make_sampler = lambda split, seed, rank=0, size=1: SyntheticSampler(  # noqa: E731
-                vocab_size, cfg.block_size, cfg.batch_size, self.device, seed, rank, size)
+                vocab_size, cfg.model.block_size, cfg.batch_size, self.device, seed, rank, size)
         else:
             data = prepare(cfg.input or None, cfg.tokenizer, cfg.data_cache or None)
             self.tokenizer_meta = data.meta
             vocab_size = data.vocab_size
             self.make_sampler = lambda split, seed, rank=0, size=1: BatchSampler(  # noqa: E731
-                data.tokens(split), cfg.block_size, cfg.batch_size, self.device, seed, split, rank, size)
+                data.tokens(split), cfg.model.block_size, cfg.batch_size, self.device, seed, split, rank, size)
             self.make_sampler("val", 0)  # fail now, not at the first evaluation, if val is too short
         self.train_batches = self.make_sampler("train", cfg.seed, rank, size)
 
-        backends = parse_kernels(cfg.kernels)
-        origin = ""
-        if "auto" in backends.values():
-            table = json.loads((Path(kernels.__file__).parent / "auto_backends.json").read_text())
-            gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
-            backends, origin = resolve_auto_kernels(gpu, table)
-        self.model_config = GPTConfig(
-            block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-            n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
-            ln_backend=backends["ln"], attn_backend=backends["attn"], loss_backend=backends["loss"])
-        self.model = GPT(self.model_config).to(self.device)
+        self.ops = kernels.resolve(cfg.kernels, self.device)  # decided once: the model holds the functions
+        self.model_config = dataclasses.replace(cfg.model, vocab_size=vocab_size)
+        self.model = GPT(self.model_config, self.ops).to(self.device)
         torch.manual_seed(cfg.seed + self.world.rank)  # per-rank dropout streams
         self.iter_num, self.best_val_loss = 0, float("inf")
         saved = self.load_last() if cfg.resume else None
@@ -174,8 +166,9 @@ class Trainer:
         self.stop_signal: int | None = None
         mode = f"{'FSDP' if self.fsdp else 'DDP'} x{self.world.world_size} | " if self.world.enabled else ""
         self.log(f"preset {preset or '-'} | {mode}device {self.device} {str(self.dtype).removeprefix('torch.')} | "
-                 f"compile {use_compile} | kernels ln={backends['ln']} attn={backends['attn']} loss={backends['loss']}"
-                 + (f" ({origin})" if origin else ""))
+                 f"compile {use_compile} | kernels {self.ops.spec()}" + (f" ({self.ops.origin})" if self.ops.origin else ""))
+        for note in self.ops.notes:
+            self.log(f"note: {note}")
         self.log(f"{self.model.num_params() / 1e6:.2f}M parameters | vocab {vocab_size} | "
                  f"{cfg.tokens_per_iter:,} tokens per iteration")
 
@@ -214,7 +207,8 @@ class Trainer:
                     "iter_num": self.iter_num, "best_val_loss": self.best_val_loss, "optimizer": optimizer,
                     "optimizer_format": "fsdp-full" if self.fsdp else "plain", "scaler": self.scaler.state_dict(),
                     "train_batches": self.train_batches.state_dict(), "rng": rngs,
-                    "train_config": dataclasses.asdict(self.cfg), "gpt_config": self.model_config.to_dict()})
+                    "train_config": dataclasses.asdict(self.cfg), "gpt_config": self.model_config.to_dict(),
+                    "kernels": self.ops.spec()})
         if self.world.enabled:
             dist.barrier()
 
@@ -222,7 +216,7 @@ class Trainer:
         """Load last.safetensors into the (not yet sharded) model; return the training state."""
         state = checkpoint.load_train_state(self.out_dir / "last.state.pt")
         weights, saved_config, saved_tokenizer = checkpoint.load_weights(self.out_dir / "last.safetensors", self.device)
-        shape_fields = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
+        shape_fields = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "dropout"]
         mismatched = [f"{name}: checkpoint {getattr(saved_config, name)}, now {getattr(self.model_config, name)}"
                       for name in shape_fields if getattr(saved_config, name) != getattr(self.model_config, name)]
         if mismatched:
@@ -449,13 +443,13 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg, preset = config_from_args(argv, cuda_available=torch.cuda.is_available())
+    cfg, preset, _ = config_from_args(argv, cuda_available=torch.cuda.is_available())
     world = init_distributed()
     try:
         trainer = Trainer(cfg, preset, world)
         summary = trainer.run()
     except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as err:
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(f"python -m gpt.train: error: {err}") from None
     finally:
         if world.enabled:
             dist.destroy_process_group()

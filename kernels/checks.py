@@ -39,9 +39,12 @@ def check_layer_norm_args(x, weight, bias, dtypes, max_width: int, eps: float = 
     check_same_device_and_dtype("layer_norm", x=x, weight=weight, bias=bias)
 
 
-def check_attention_args(q, k, v, causal: bool, dtypes, head_dims, scale: float | None = None) -> None:
+def check_attention_args(q, k, v, causal: bool, dtypes, head_dims, scale: float | None = None,
+                         dropout_p: float = 0.0) -> None:
     if scale is not None and not math.isfinite(scale):
         raise ValueError(f"attention: scale must be a finite number, got {scale}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise ValueError(f"attention: {name} has shape {tuple(t.shape)}; expected 4 dimensions (B, H, T, D)")

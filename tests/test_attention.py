@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kernels
-from kernels import reference
+from kernels.ops.attention import reference
 from tolerance import assert_close_to_reference
 
 BATCH_HEADS = [(1, 1), (2, 3), (1, 3), (2, 1)]
@@ -35,7 +35,7 @@ def forward_backward(fn, q, k, v, do):
 def check_parity(b, h, t_q, t_k, d, causal, dtype, device, scale=None):
     q, k, v, do = make_qkv(b, h, t_q, t_k, d, dtype, device)
     ours = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, scale=scale), q, k, v, do)
-    sdpa = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, scale=scale, backend="sdpa"),
+    sdpa = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, scale=scale, backend="torch"),
                             q, k, v, do)
     truth = forward_backward(lambda q, k, v: reference.attention(q, k, v, causal, scale),
                              q.double(), k.double(), v.double(), do.double())
@@ -65,7 +65,7 @@ def test_custom_scale_and_strided_inputs():
 
 def test_sdpa_backend_aligns_cache_queries_bottom_right():
     q, k, v, _ = make_qkv(1, 2, 3, 10, 16, torch.float32, "cpu")
-    torch.testing.assert_close(kernels.attention(q, k, v, backend="sdpa"), reference.attention(q, k, v))
+    torch.testing.assert_close(kernels.attention(q, k, v, backend="torch"), reference.attention(q, k, v))
 
 
 def test_backward_is_deterministic():
@@ -115,11 +115,14 @@ def test_bad_scale_and_empty_batch():
 
 def test_opcheck():
     q, k, v, do = make_qkv(1, 2, 20, 20, 16, torch.float32, "cpu")
-    for causal in (True, False):
-        torch.library.opcheck(torch.ops.gpt_triton.attention_fwd,
-                              (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), causal, 0.25))
-    o, lse = torch.ops.gpt_triton.attention_fwd(q.detach(), k.detach(), v.detach(), True, 0.25)
-    torch.library.opcheck(torch.ops.gpt_triton.attention_bwd, (do, q.detach(), k.detach(), v.detach(), o, lse, True, 0.25))
+    seed = torch.tensor([1234])
+    for causal, dropout_p, dropout_seed in ((True, 0.0, None), (False, 0.0, None), (True, 0.25, seed)):
+        args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), causal, 0.25, dropout_p, dropout_seed)
+        torch.library.opcheck(torch.ops.gpt_triton.attention_fwd, args)
+        o, lse = torch.ops.gpt_triton.attention_fwd(q.detach(), k.detach(), v.detach(), causal, 0.25, dropout_p,
+                                                    dropout_seed)
+        torch.library.opcheck(torch.ops.gpt_triton.attention_bwd,
+                              (do, q.detach(), k.detach(), v.detach(), o, lse, causal, 0.25, dropout_p, dropout_seed))
 
 
 def test_compile_fullgraph_has_no_graph_breaks():
@@ -150,3 +153,63 @@ def test_compile_fullgraph_gpu():
     compiled = torch.compile(kernels.attention, fullgraph=True)
     for a, c in zip(forward_backward(compiled, q, k, v, do), forward_backward(kernels.attention, q, k, v, do)):
         assert torch.equal(a, c)
+
+
+def attention_with_mask(q, k, v, keep, dropout_p, causal):
+    """The reference attention with a given dropout mask applied to its probabilities."""
+    scale = q.shape[-1] ** -0.5
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if causal:
+        scores = scores.masked_fill(~reference.causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
+    return (torch.softmax(scores, dim=-1) * keep / (1 - dropout_p)) @ v
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_dropout_matches_the_reference_with_the_kernels_own_mask(causal):
+    """The forward's mask, read back through v = I, explains its output, and the backward
+    regenerates that same mask: every gradient matches the masked reference."""
+    b, h, t, d, p = 2, 2, 48, 64, 0.3
+    q, k, v, do = make_qkv(b, h, t, t, d, torch.float32, "cpu")
+    identity = torch.eye(t, d).expand(b, h, t, d)
+    torch.manual_seed(7)
+    probs_kept = kernels.attention(q, k, identity, causal=causal, dropout_p=p)[..., :t]  # P * keep / (1 - p)
+    probs = kernels.attention(q, k, identity, causal=causal)[..., :t]
+    keep = probs_kept != 0
+    visible = probs > 0
+    assert 0.65 < keep[visible].float().mean().item() < 0.75  # about 1 - p of the probabilities survive
+    torch.manual_seed(7)  # the same seed: the same mask
+    ours = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, dropout_p=p), q, k, v, do)
+    truth = forward_backward(lambda q, k, v: attention_with_mask(q, k, v, keep.double(), p, causal),
+                             q.double(), k.double(), v.double(), do.double())
+    for name, out, ref in zip(("o", "dq", "dk", "dv"), ours, truth):
+        torch.testing.assert_close(out, ref.float(), atol=1e-5, rtol=1e-4, msg=name)
+    torch.manual_seed(8)
+    assert not torch.equal(kernels.attention(q, k, identity, causal=causal, dropout_p=p)[..., :t], probs_kept)
+
+
+def test_dropout_in_the_model_trains_through_every_attention_backend():
+    """dropout_p reaches every backend the same way; the model no longer special-cases SDPA."""
+    q, k, v, do = make_qkv(1, 2, 16, 16, 16, torch.float32, "cpu")
+    for backend in ("torch", "reference", "triton"):
+        torch.manual_seed(0)
+        out = forward_backward(lambda q, k, v: kernels.attention(q, k, v, dropout_p=0.5, backend=backend),
+                               q, k, v, do)
+        dropped = (out[0] - kernels.attention(q, k, v, backend=backend)).abs().max().item()
+        assert dropped > 1e-3 and all(torch.isfinite(t).all() for t in out), backend
+    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\), got 1.0"):
+        kernels.attention(q, k, v, dropout_p=1.0)
+
+
+@pytest.mark.gpu
+def test_dropout_gpu():
+    b, h, t, d, p = 2, 4, 128, 128, 0.2
+    q, k, v, do = make_qkv(b, h, t, t, d, torch.bfloat16, "cuda")
+    identity = torch.eye(t, d, device="cuda", dtype=torch.bfloat16).expand(b, h, t, d)
+    torch.manual_seed(3)
+    keep = kernels.attention(q, k, identity, dropout_p=p)[..., :t] != 0
+    torch.manual_seed(3)
+    ours = forward_backward(lambda q, k, v: kernels.attention(q, k, v, dropout_p=p), q, k, v, do)
+    truth = forward_backward(lambda q, k, v: attention_with_mask(q, k, v, keep.double(), p, True),
+                             q.double(), k.double(), v.double(), do.double())
+    for name, out, ref in zip(("o", "dq", "dk", "dv"), ours, truth):
+        assert_close_to_reference(f"dropout {name}", out, out, ref, atol=3e-2 * max(1.0, ref.abs().max().item()))

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import reference
+from kernels.ops.cross_entropy import reference
 from tolerance import assert_close_to_reference
 
 CASES = [(n, v) for n in (1, 3, 1000) for v in (1, 7, 65, 50257)]
@@ -31,7 +31,7 @@ def loss_and_grad(fn, logits, targets, reduction="mean"):
 
 def check_parity(n, v, dtype, device, reduction="mean", **make_kwargs):
     logits, targets = make(n, v, dtype, device, **make_kwargs)
-    ours = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="cuda"), logits, targets,
+    ours = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="ext"), logits, targets,
                          reduction)
     same_dtype = loss_and_grad(lambda l, t, r: F.cross_entropy(l, t, reduction=r), logits, targets, reduction)
     truth = loss_and_grad(lambda l, t, r: reference.cross_entropy(l, t, reduction=r), logits.double(), targets,
@@ -57,7 +57,7 @@ def test_all_ignored_batch_is_zero_not_nan():
     batch of padding cannot poison the weights."""
     logits, _ = make(4, 65, torch.float32, "cpu")
     targets = torch.full((4,), -100)
-    loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="cuda"),
+    loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="ext"),
                                logits, targets)
     assert loss.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))
 
@@ -66,7 +66,7 @@ def test_all_ignored_batch_is_zero_not_nan():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_extreme_logits_do_not_overflow(shift, dtype):
     logits, targets = make(64, 1000, dtype, "cpu", scale=100.0, shift=shift)
-    loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="cuda"),
+    loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="ext"),
                                logits, targets)
     truth = loss_and_grad(lambda l, t, r: reference.cross_entropy(l, t, reduction=r), logits.double(), targets)
     assert torch.isfinite(loss) and torch.isfinite(grad).all()
@@ -76,7 +76,7 @@ def test_extreme_logits_do_not_overflow(shift, dtype):
 def test_custom_ignore_index():
     logits, targets = make(10, 7, torch.float32, "cpu")
     targets[2] = -1
-    ours = kernels.cross_entropy(logits, targets, ignore_index=-1, backend="cuda")
+    ours = kernels.cross_entropy(logits, targets, ignore_index=-1, backend="ext")
     torch.testing.assert_close(ours, F.cross_entropy(logits, targets, ignore_index=-1))
 
 
@@ -91,12 +91,12 @@ def test_custom_ignore_index():
 def test_errors(make_args, error, message):
     logits, targets = make_args()
     with pytest.raises(error, match=message):
-        kernels.cross_entropy(logits, targets, backend="cuda")
+        kernels.cross_entropy(logits, targets, backend="ext")
 
 
 def test_bad_reduction():
     with pytest.raises(ValueError, match="reduction 'avg'"):
-        kernels.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), reduction="avg", backend="cuda")
+        kernels.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), reduction="avg", backend="ext")
 
 
 def test_opcheck():
@@ -109,7 +109,7 @@ def test_opcheck():
 def test_compile_fullgraph_has_no_graph_breaks():
     torch._dynamo.reset()
     logits, targets = make(32, 65, torch.float32, "cpu", ignore_every=5)
-    fn = lambda l, t, r: kernels.cross_entropy(l * 2, t, reduction=r, backend="cuda")  # noqa: E731
+    fn = lambda l, t, r: kernels.cross_entropy(l * 2, t, reduction=r, backend="ext")  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     for a, c in zip(loss_and_grad(compiled, logits, targets), loss_and_grad(fn, logits, targets)):
         torch.testing.assert_close(a, c)
@@ -125,9 +125,9 @@ def test_parity_gpu(n, v, dtype):
 @pytest.mark.gpu
 def test_all_ignored_and_extremes_gpu():
     logits, _ = make(4, 50257, torch.bfloat16, "cuda", scale=100.0, shift=1e4)
-    loss = kernels.cross_entropy(logits, torch.full((4,), -100, device="cuda"), backend="cuda")
+    loss = kernels.cross_entropy(logits, torch.full((4,), -100, device="cuda"), backend="ext")
     assert loss.item() == 0.0
     targets = torch.randint(50257, (4,), device="cuda")
-    loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="cuda"),
+    loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="ext"),
                                logits, targets)
     assert torch.isfinite(loss) and torch.isfinite(grad).all()

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--batch_size", "4",
-        "--gradient_accumulation_steps", "2", "--eval_interval", "5", "--eval_iters", "2", "--log_interval", "1",
-        "--progress", "false", "--dropout", "0.0"]
+from tiny import tiny_flags
+
+TINY = [*tiny_flags(batch_size=4, eval_iters=2), "--gradient_accumulation_steps", "2", "--eval_interval", "5"]
 
 
 def train(out_dir, shakespeare, data_cache, *extra, processes=1):

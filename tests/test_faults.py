@@ -14,9 +14,9 @@ import torch
 
 from gpt import checkpoint, train
 from gpt.config import GPTConfig, config_from_args
+from tiny import tiny_flags
 
-TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--batch_size", "4",
-        "--eval_iters", "2", "--log_interval", "1", "--progress", "false"]
+TINY = tiny_flags(batch_size=4, eval_iters=2)
 
 
 def base_args(tmp_path, shakespeare, data_cache):

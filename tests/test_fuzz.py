@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kernels
-from kernels import reference
+from kernels.ops.attention import reference as attention_reference
+from kernels.ops.cross_entropy import reference as cross_entropy_reference
+from kernels.ops.layer_norm import reference as layer_norm_reference
 from tolerance import assert_close_to_reference
 
 CI = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
@@ -55,7 +57,7 @@ def check_layer_norm(case, backend):
     ours = run(lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend), x, w, b)
     same = run(lambda x, w, b: F.layer_norm(x, (shape[-1],), w, b), x, w, b)
     up = lambda t: None if t is None else t.double()  # noqa: E731
-    truth = run(reference.layer_norm, up(x), up(w), up(b))
+    truth = run(layer_norm_reference.layer_norm, up(x), up(w), up(b))
     for name, o, s, t in zip(("y", "dx", "dw", "db"), ours, same, truth):
         assert_close_to_reference(f"{backend} layer_norm {name} {case}", o, s, t)
 
@@ -96,8 +98,8 @@ def check_attention(case):
 
     causal = case["causal"]
     ours = run(lambda q, k, v: kernels.attention(q, k, v, causal=causal), q, k, v)
-    same = run(lambda q, k, v: kernels.attention(q, k, v, causal=causal, backend="sdpa"), q, k, v)
-    truth = run(lambda q, k, v: reference.attention(q, k, v, causal), q.double(), k.double(), v.double())
+    same = run(lambda q, k, v: kernels.attention(q, k, v, causal=causal, backend="torch"), q, k, v)
+    truth = run(lambda q, k, v: attention_reference.attention(q, k, v, causal), q.double(), k.double(), v.double())
     for name, o, s, t in zip(("o", "dq", "dk", "dv"), ours, same, truth):
         assert_close_to_reference(f"attention {name} {case}", o, s, t)
 
@@ -128,9 +130,9 @@ def check_cross_entropy(case):
         return loss, torch.autograd.grad(loss, leaf, torch.ones_like(loss))[0]
 
     r = case["reduction"]
-    ours = run(lambda l: kernels.cross_entropy(l, targets, reduction=r, backend="cuda"), logits)
+    ours = run(lambda l: kernels.cross_entropy(l, targets, reduction=r, backend="ext"), logits)
     same = run(lambda l: F.cross_entropy(l, targets, reduction=r), logits)
-    truth = run(lambda l: reference.cross_entropy(l, targets, reduction=r), logits.double())
+    truth = run(lambda l: cross_entropy_reference.cross_entropy(l, targets, reduction=r), logits.double())
     # the loss is fp32 whatever the logits' dtype; PyTorch's own same-dtype loss is the yardstick
     assert_close_to_reference(f"cross_entropy loss {case}", ours[0], same[0], truth[0],
                               atol=1e-5 * max(1.0, truth[0].abs().max().item()))
@@ -150,7 +152,7 @@ def test_layer_norm_triton(case):
 @CI
 @given(layer_norm_cases(LN_EXTENSION_DTYPES))
 def test_layer_norm_extension(case):
-    check_layer_norm(case, "cuda")
+    check_layer_norm(case, "ext")
 
 
 @CI
@@ -176,7 +178,7 @@ def test_layer_norm_triton_long(case):
 @LONG
 @given(layer_norm_cases(LN_EXTENSION_DTYPES))
 def test_layer_norm_extension_long(case):
-    check_layer_norm(case, "cuda")
+    check_layer_norm(case, "ext")
 
 
 @pytest.mark.slow

@@ -76,28 +76,28 @@ def test_stage_budgets_fit_one_device_call():
 ROWS = [
     {"group": "layer_norm 16384x768 bfloat16 forward+backward", "provider": p, "median_ms": ms, "GB/s": None,
      "TFLOP/s": None, "peak_memory_MiB": None}
-    for p, ms in [("triton", 0.10), ("cuda", 0.12), ("torch", 0.30), ("torch.compile", 0.20)]
+    for p, ms in [("triton", 0.10), ("ext", 0.12), ("torch", 0.30), ("torch-compiled", 0.20)]
 ] + [
     {"group": "attention B16 H12 T1024 D64 bfloat16 causal forward+backward", "provider": p, "median_ms": ms,
      "GB/s": None, "TFLOP/s": 1.0, "peak_memory_MiB": None}
-    for p, ms in [("triton", 2.0), ("sdpa-flash", 1.5), ("sdpa-cudnn", 1.8)]
+    for p, ms in [("triton", 2.0), ("torch-flash", 1.5), ("torch-cudnn", 1.8)]
 ] + [
     {"group": "cross_entropy 8192x50257 bfloat16 forward+backward", "provider": p, "median_ms": ms, "GB/s": None,
      "TFLOP/s": None, "peak_memory_MiB": 10.0}
-    for p, ms in [("cuda", 3.0), ("torch", 9.0), ("torch.compile", 4.0)]
+    for p, ms in [("ext", 3.0), ("torch", 9.0), ("torch-compiled", 4.0)]
 ]
 
 
 def test_auto_backends_pick_the_fastest_model_backend():
     assert gpu_check.auto_backends(ROWS, "NVIDIA H100 80GB HBM3") == {
-        "NVIDIA H100 80GB HBM3": {"ln": "triton", "attn": "sdpa", "loss": "cuda"}}
+        "NVIDIA H100 80GB HBM3": {"layer_norm": "triton", "attention": "torch", "cross_entropy": "ext"}}
 
 
 def test_kernel_tables_give_speed_up_against_the_best_baseline():
     lines = gpu_check.kernel_tables(ROWS)
     triton_ln = next(line for line in lines if line.startswith("| triton | 0.100"))
-    assert triton_ln.endswith("| 2.00x |")  # against torch.compile's 0.20 ms
-    assert any(line.startswith("| sdpa-flash | 1.500") and line.endswith("| 1.00x |") for line in lines)
+    assert triton_ln.endswith("| 2.00x |")  # against torch-compiled's 0.20 ms
+    assert any(line.startswith("| torch-flash | 1.500") and line.endswith("| 1.00x |") for line in lines)
 
 
 def test_unknown_stage_is_rejected(tmp_path, capsys):

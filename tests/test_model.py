@@ -3,11 +3,11 @@ import torch
 
 from gpt.config import PRESETS, GPTConfig
 from gpt.model import GPT, sample_next
+from tiny import TINY_MODEL
 
 
 def tiny_config(**overrides) -> GPTConfig:
-    values = dict(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
-    return GPTConfig(**(values | overrides))
+    return GPTConfig(**(TINY_MODEL | dict(block_size=16, vocab_size=37) | overrides))
 
 
 def test_shakespeare_char_parameter_count():
@@ -87,8 +87,11 @@ def test_sampling_filters():
 def test_config_errors():
     with pytest.raises(ValueError, match="divisible by n_head"):
         GPTConfig(n_embd=100, n_head=3)
-    with pytest.raises(ValueError, match="unknown attn backend"):
-        GPTConfig(attn_backend="flash")
+    with pytest.raises(ValueError, match=r"unknown GPTConfig fields \['n_experts'\]"):
+        GPTConfig.from_dict(GPTConfig().to_dict() | {"n_experts": 8})
+    # checkpoints of the first release named each op's backend in the model config: still loadable
+    legacy = GPTConfig().to_dict() | {"ln_backend": "cuda", "attn_backend": "sdpa", "loss_backend": "cuda"}
+    assert GPTConfig.from_dict(legacy) == GPTConfig()
     model = GPT(tiny_config())
     with pytest.raises(ValueError, match="block_size is only 16"):
         model(torch.zeros(1, 17, dtype=torch.long))

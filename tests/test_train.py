@@ -5,12 +5,13 @@ import torch
 from safetensors.torch import load_file
 
 from gpt import sample, train
-from gpt.config import PRESETS, config_from_args, parse_kernels
-from gpt.model import GPT
+import kernels
 from gpt.checkpoint import load_weights
+from gpt.config import PRESETS, GPTConfig, build_arg_parser, config_from_args
+from gpt.model import GPT
+from tiny import TINY_MODEL, tiny_flags
 
-TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--batch_size", "8",
-        "--eval_iters", "4", "--log_interval", "1", "--progress", "false", "--warmup_iters", "5"]
+TINY = [*tiny_flags(batch_size=8, eval_iters=4), "--warmup_iters", "5"]
 
 
 def run(tmp_path, shakespeare, data_cache, *extra) -> list[dict]:
@@ -88,12 +89,23 @@ def test_sample_prompt_from_a_file_and_bad_prompts(tmp_path, shakespeare, data_c
         sample.main(["--out_dir", str(tmp_path / "nowhere")])
 
 
+def test_sample_resolves_every_kernels_value(tmp_path, shakespeare, data_cache, capsys):
+    """`gpt.sample --kernels auto` (the default) resolves before the model is built, as training does."""
+    run(tmp_path, shakespeare, data_cache, "--max_iters", "1", "--eval_interval", "1")
+    for spec in ("auto", "reference", "layer_norm=ext,attention=triton,cross_entropy=ext"):
+        samples = sample.main(["--out_dir", str(tmp_path), "--prompt", "ROMEO:", "--num_samples", "1",
+                               "--max_new_tokens", "4", "--kernels", spec])
+        assert len(samples[0]) == len("ROMEO:") + 4, spec
+    with pytest.raises(SystemExit, match="unknown --kernels value 'fast'"):
+        sample.main(["--out_dir", str(tmp_path), "--kernels", "fast"])
+
+
 def test_cli_flags_and_presets():
-    cfg, preset = config_from_args(["--max-iters", "30", "--out_dir", "o", "--compile", "false"])
+    cfg, preset, _ = config_from_args(["--max-iters", "30", "--out_dir", "o", "--compile", "false"])
     assert preset == "shakespeare-char-cpu" and cfg.max_iters == 30 and cfg.out_dir == "o" and cfg.compile is False
-    assert cfg.n_layer == 4 and cfg.block_size == 64 and cfg.batch_size == 12
-    cfg, preset = config_from_args([], cuda_available=True)
-    assert preset == "shakespeare-char" and (cfg.n_layer, cfg.n_embd, cfg.dropout) == (6, 384, 0.2)
+    assert cfg.model.n_layer == 4 and cfg.model.block_size == 64 and cfg.batch_size == 12
+    cfg, preset, _ = config_from_args([], cuda_available=True)
+    assert preset == "shakespeare-char" and (cfg.model.n_layer, cfg.model.n_embd, cfg.model.dropout) == (6, 384, 0.2)
     assert set(PRESETS) == {"shakespeare-char", "shakespeare-char-cpu", "gpt2-124m"}
 
 
@@ -101,7 +113,9 @@ def test_cli_flags_and_presets():
     (["--n_embd", "100", "--n_head", "3"], "divisible by n_head"),
     (["--learning_rate", "-1"], "learning_rate must be positive"),
     (["--batch_size", "0"], "batch_size must be a positive integer"),
-    (["--kernels", "ln=fast"], "unknown backend 'fast' for op 'ln'"),
+    (["--kernels", "layer_norm=fast"], r"unknown backend 'fast' for layer_norm; expected one of \['torch', 'reference'"),
+    (["--kernels", "ln=triton"], r"bad --kernels entry 'ln=triton': expected op=backend with op one of"),
+    (["--kernels", "cuda"], "unknown --kernels value 'cuda'"),
 ])
 def test_bad_configs_are_rejected(argv, message):
     with pytest.raises(SystemExit, match=message):
@@ -117,29 +131,70 @@ def test_bad_preset_and_boolean_are_rejected(capsys):
     assert "expected true or false" in capsys.readouterr().err
 
 
-def test_auto_kernels_use_measurements_only():
-    from gpt.config import resolve_auto_kernels
-
-    table = {"NVIDIA H100": {"ln": "cuda", "attn": "triton"}}
-    chosen, origin = resolve_auto_kernels("NVIDIA H100 80GB HBM3", table)
-    assert chosen == {"ln": "cuda", "attn": "triton", "loss": "torch"} and "measured on NVIDIA H100" in origin
-    chosen, origin = resolve_auto_kernels("NVIDIA A100-SXM4-80GB", table)
-    assert chosen == parse_kernels("torch") and "no measurements for NVIDIA A100" in origin
-    assert resolve_auto_kernels(None, table)[0] == parse_kernels("torch")
-    assert parse_kernels("auto") == {"ln": "auto", "attn": "auto", "loss": "auto"}
+def test_auto_kernels_use_measurements_only(monkeypatch):
+    table = {"NVIDIA H100": {"layer_norm": "ext", "attention": "triton"}}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
+    assert chosen == {"layer_norm": "ext", "attention": "triton", "cross_entropy": "torch"}
+    assert "measured on NVIDIA H100" in origin
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
+    assert set(chosen.values()) == {"torch"} and "no measurements for NVIDIA A100" in origin
+    assert set(kernels.registry.auto_choice(torch.device("cpu"), table)[0].values()) == {"torch"}
 
 
 def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, shakespeare, data_cache, capsys):
     run(tmp_path, shakespeare, data_cache, "--max_iters", "1", "--eval_interval", "1", "--kernels", "auto")
     out = capsys.readouterr().out
-    assert "kernels ln=torch attn=sdpa loss=torch (auto: the CPU uses PyTorch's ops)" in out
-    _, config, _ = load_weights(tmp_path / "last.safetensors")
-    assert (config.ln_backend, config.attn_backend, config.loss_backend) == ("torch", "sdpa", "torch")
+    assert "kernels layer_norm=torch,attention=torch,cross_entropy=torch (auto: PyTorch's ops on the CPU)" in out
+    state = torch.load(tmp_path / "last.state.pt", weights_only=True)
+    assert state["kernels"] == "layer_norm=torch,attention=torch,cross_entropy=torch"
 
 
-def test_parse_kernels():
-    assert parse_kernels("torch") == {"ln": "torch", "attn": "sdpa", "loss": "torch"}
-    assert parse_kernels("ln=triton,attn=torch") == {"ln": "triton", "attn": "torch", "loss": "torch"}
+def test_one_vocabulary_of_ops_and_backends():
+    """The same op keys and backend names on the command line, in the registry and in the benchmarks."""
+    parse = kernels.registry.parse_spec
+    assert parse("torch") == {"layer_norm": "torch", "attention": "torch", "cross_entropy": "torch"}
+    assert parse("ext") == {"layer_norm": "ext", "attention": "torch", "cross_entropy": "ext"}
+    assert parse("attention=triton") == {"layer_norm": "torch", "attention": "triton", "cross_entropy": "torch"}
+    assert kernels.resolve("layer_norm=triton,cross_entropy=ext").spec() == (
+        "layer_norm=triton,attention=torch,cross_entropy=ext")
+    assert kernels.registry.provider_backend("torch-compiled") == "torch"
+    help_text = kernels.registry.spec_help()
+    for op, names in kernels.registry.BACKENDS.items():
+        assert f"{op}: {', '.join(names)}" in help_text
+
+
+def test_model_modules_hold_resolved_functions():
+    ops = kernels.resolve("layer_norm=ext,attention=reference,cross_entropy=ext")
+    model = GPT(GPTConfig(vocab_size=65, **TINY_MODEL), ops)
+    assert model.transformer.h[0].ln_1.layer_norm is ops["layer_norm"]
+    assert model.transformer.h[0].attn.attention is ops["attention"]
+    assert model.cross_entropy is ops["cross_entropy"]
+
+
+def test_boolean_flags_work_bare_and_negated():
+    cfg, _, _ = config_from_args(["--resume", "--no-compile", "--no-decay-lr"])
+    assert cfg.resume is True and cfg.compile is False and cfg.decay_lr is False
+    cfg, _, _ = config_from_args(["--resume", "false", "--compile", "true", "--decay-lr", "yes"])
+    assert cfg.resume is False and cfg.compile is True and cfg.decay_lr is True
+    cfg, _, _ = config_from_args(["--compile"])
+    assert cfg.compile is True
+
+
+def test_every_flag_has_help_and_kernels_lists_its_choices():
+    parser = build_arg_parser()
+    flags = [a for a in parser._actions if a.help != "==SUPPRESS==" and a.dest != "help"]
+    assert len(flags) > 30 and all(a.help and "\n" not in a.help for a in flags)
+    kernels_help = next(a.help for a in flags if a.dest == "kernels")
+    assert "layer_norm: torch, reference, triton, ext" in kernels_help
+
+
+def test_cli_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit):
+        config_from_args(["--n_embd", "100", "--n_head", "3"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m gpt.train: error: n_embd (100) must be divisible")
 
 
 def test_mfu_needs_a_known_peak():
@@ -147,7 +202,7 @@ def test_mfu_needs_a_known_peak():
 
 
 def test_learning_rate_schedule():
-    cfg, _ = config_from_args([])
+    cfg, _, _ = config_from_args([])
     lrs = [train.learning_rate(i, cfg) for i in range(cfg.max_iters + 1)]
     assert lrs[0] < lrs[cfg.warmup_iters - 1] < cfg.learning_rate
     assert max(lrs) == pytest.approx(cfg.learning_rate, rel=1e-3)

@@ -100,6 +100,17 @@ at::Tensor cross_entropy_bwd_cpu(const at::Tensor& grad_loss, const at::Tensor& 
 
 }  // namespace
 
+// The schemas of this op (its CUDA kernels register in csrc/cuda/cross_entropy.cu; fakes and
+// autograd in kernels/ops/cross_entropy/ext.py).
+TORCH_LIBRARY_FRAGMENT(gpt_ext, m) {
+  // Per-row loss (N,) fp32 (0 where target == ignore_index) and stats (N, 2) fp32 of logits (N, V):
+  // the row max and log(sum(exp(x - max))). Kept apart (not summed into one logsumexp) so that
+  // large logits lose no precision: loss = log_sum - (x[target] - max).
+  m.def("cross_entropy_fwd(Tensor logits, Tensor targets, int ignore_index) -> (Tensor, Tensor)");
+  // dlogits = (softmax(logits) - onehot(target)) * grad_loss[row], 0 on ignored rows; logits' dtype.
+  m.def("cross_entropy_bwd(Tensor grad_loss, Tensor logits, Tensor targets, Tensor stats, int ignore_index) -> Tensor");
+}
+
 TORCH_LIBRARY_IMPL(gpt_ext, CPU, m) {
   m.impl("cross_entropy_fwd", &cross_entropy_fwd_cpu);
   m.impl("cross_entropy_bwd", &cross_entropy_bwd_cpu);

@@ -124,6 +124,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(const at::Tens
 
 }  // namespace
 
+// The schemas of this op (its CUDA kernels register in csrc/cuda/layer_norm.cu; fakes and autograd
+// in kernels/ops/layer_norm/ext.py).
+TORCH_LIBRARY_FRAGMENT(gpt_ext, m) {
+  // y (same shape and dtype as x), mean and rstd (rows,) fp32; normalises over the last dim.
+  m.def("layer_norm_fwd(Tensor x, Tensor weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
+  // dx, dweight, dbias from dy and the forward's saved x and rstd. The rows are centred again
+  // from x (as (x - x0) - mean(x - x0)), not with the stored fp32 mean, to keep nearly constant
+  // rows precise.
+  m.def("layer_norm_bwd(Tensor dy, Tensor x, Tensor weight, Tensor rstd) -> (Tensor, Tensor, Tensor)");
+}
+
 TORCH_LIBRARY_IMPL(gpt_ext, CPU, m) {
   m.impl("layer_norm_fwd", &layer_norm_fwd_cpu);
   m.impl("layer_norm_bwd", &layer_norm_bwd_cpu);

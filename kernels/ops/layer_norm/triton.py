@@ -12,11 +12,16 @@ offset keeps its precision instead of losing it to the rounding of the mean.
 
 from __future__ import annotations
 
-import torch
-import triton
-import triton.language as tl
+from dataclasses import dataclass
 
-from . import _autograd, checks
+import torch
+
+from ... import runtime  # noqa: F401  (selects the interpreter on a CPU before triton is imported)
+import triton  # noqa: E402,I001
+import triton.language as tl  # noqa: E402
+
+from ... import checks  # noqa: E402
+from . import autograd  # noqa: E402
 
 MAX_WIDTH = 65536
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -113,26 +118,38 @@ def _column_sum_kernel(
     tl.store(Out + cols, tl.sum(acc, axis=0).to(Out.dtype.element_ty), mask=cols < N)
 
 
-def _launch_shape(n: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) for a width n: whole rows in registers, several narrow rows per program."""
+@dataclass(frozen=True)
+class Launch:
+    block_m: int  # rows per tile
+    num_warps: int
+    programs: int = 0  # backward only: programs that split the rows (0: enough to fill the GPU)
+
+
+# A launch pinned per kernel ("forward", "backward") instead of the rule below: bench/sweep.py times
+# configurations by setting it; empty in normal use.
+PINNED: dict[str, Launch] = {}
+
+
+def _launch(kernel: str, n: int) -> tuple[Launch, int]:
+    """The launch for width n (whole rows in registers, several narrow rows per program) and BLOCK_N."""
     block_n = triton.next_power_of_2(n)
-    block_m = max(1, min(16, 4096 // block_n))
-    num_warps = 16 if block_n >= 8192 else 8 if block_n >= 2048 else 4
-    return block_m, block_n, num_warps
+    rule = Launch(block_m=max(1, min(16, 4096 // block_n)), num_warps=16 if block_n >= 8192 else 8 if block_n >= 2048 else 4)
+    return PINNED.get(kernel, rule), block_n
 
 
-def _backward_programs(x: torch.Tensor, m: int, block_m: int) -> int:
+def _backward_programs(x: torch.Tensor, m: int, launch: Launch) -> int:
     """Enough programs to fill the GPU a few times over; each owns a run of rows."""
-    if x.device.type == "cuda":
+    if launch.programs:
+        target = launch.programs
+    elif x.device.type == "cuda":
         target = 4 * torch.cuda.get_device_properties(x.device).multi_processor_count
     else:
         target = 4  # the interpreter: fewer, larger programs run faster
-    return max(1, min(target, triton.cdiv(m, block_m)))
+    return max(1, min(target, triton.cdiv(m, launch.block_m)))
 
 
-def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
-                       launch: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """launch = (BLOCK_M, num_warps) overrides the choice from the width (bench/sweep.py)."""
+def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = x.shape[-1]
     x2 = x.reshape(-1, n)
     if x2.stride(-1) != 1:
@@ -142,17 +159,16 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     mean = torch.empty(m, dtype=torch.float32, device=x.device)
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     if m > 0:
-        block_m, block_n, num_warps = _launch_shape(n)
-        block_m, num_warps = launch or (block_m, num_warps)
-        _layer_norm_fwd_kernel[(triton.cdiv(m, block_m),)](
+        launch, block_n = _launch("forward", n)
+        _layer_norm_fwd_kernel[(triton.cdiv(m, launch.block_m),)](
             x2, y, weight, bias if bias is not None else weight, mean, rstd,
             x2.stride(0), y.stride(0), m, n, eps,
-            HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)
+            HAS_BIAS=bias is not None, BLOCK_M=launch.block_m, BLOCK_N=block_n, num_warps=launch.num_warps)
     return y.view(x.shape), mean, rstd
 
 
-def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
-                        launch: tuple[int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                        rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = x.shape[-1]
     x2 = x.reshape(-1, n)
     dy2 = dy.reshape(-1, n)
@@ -162,18 +178,16 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
     dweight = torch.empty(n, dtype=weight.dtype, device=x.device)
     dbias = torch.empty(n, dtype=weight.dtype, device=x.device)
-    block_m, block_n, num_warps = _launch_shape(n)
-    programs = _backward_programs(x2, m, block_m)
-    if launch is not None:  # (BLOCK_M, num_warps, programs): bench/sweep.py
-        block_m, num_warps, programs = launch[0], launch[1], max(1, min(launch[2], triton.cdiv(m, launch[0])))
-    rows_per_program = triton.cdiv(triton.cdiv(max(m, 1), programs), block_m) * block_m
+    launch, block_n = _launch("backward", n)
+    programs = _backward_programs(x2, m, launch)
+    rows_per_program = triton.cdiv(triton.cdiv(max(m, 1), programs), launch.block_m) * launch.block_m
     dw_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
     db_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
     if m > 0:
         _layer_norm_bwd_kernel[(programs,)](
             dy2, x2, weight, rstd, dx, dw_partial, db_partial,
             dy2.stride(0), x2.stride(0), dx.stride(0), m, n, rows_per_program,
-            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+            BLOCK_M=launch.block_m, BLOCK_N=block_n, num_warps=launch.num_warps,
             # No fused multiply-add: w*dy must round the same in dx as in its row sums, or a
             # width-1 row (whose exact dx is 0) gets that rounding times rstd = 1/sqrt(eps).
             enable_fp_fusion=False)
@@ -192,7 +206,7 @@ def layer_norm_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return layer_norm_forward(x, weight, bias, eps)
 
 
-layer_norm_fwd.register_fake(_autograd.layer_norm_fwd_fake)
+layer_norm_fwd.register_fake(autograd.layer_norm_fwd_fake)
 
 
 @torch.library.custom_op("gpt_triton::layer_norm_bwd", mutates_args=())
@@ -201,8 +215,8 @@ def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     return layer_norm_backward(dy, x, weight, rstd)
 
 
-layer_norm_bwd.register_fake(_autograd.layer_norm_bwd_fake)
-_autograd.register_layer_norm_autograd("gpt_triton::layer_norm_fwd", torch.ops.gpt_triton.layer_norm_bwd)
+layer_norm_bwd.register_fake(autograd.layer_norm_bwd_fake)
+autograd.register_layer_norm_autograd("gpt_triton::layer_norm_fwd", torch.ops.gpt_triton.layer_norm_bwd)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

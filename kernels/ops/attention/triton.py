@@ -11,6 +11,8 @@ units of scaled scores) for the backward.
 Backward: delta = rowsum(dO * O); one kernel per key tile accumulates dK and dV over the
 queries that see it, another per query tile accumulates dQ over its keys. Nothing is shared
 between programs, so there are no atomics and gradients are deterministic.
+Dropout on the attention probabilities (FlashAttention's design): a Philox draw per (head,
+query, key) from a seed tensor, regenerated in the backward instead of storing a mask.
 
 Queries continuing a KV cache (Tq < Tk) are aligned bottom-right: query i sees keys up to
 i + Tk - Tq, which serves generation with the same kernel.
@@ -22,10 +24,12 @@ import math
 import os
 
 import torch
-import triton
-import triton.language as tl
 
-from . import INTERPRETER, checks
+from ...runtime import INTERPRETER  # selects the interpreter on a CPU before triton is imported
+import triton  # noqa: E402,I001
+import triton.language as tl  # noqa: E402
+
+from ... import checks  # noqa: E402
 
 HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -49,10 +53,20 @@ AUTOTUNE_KEY = ["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "CAUSAL"]
 
 
 @triton.jit
+def _dropout_keep(seed, bh, queries, keys, T_Q, T_K, dropout_p):
+    """Whether attention probability (query, key) of head bh survives dropout: a Philox draw per
+    element, so the backward regenerates exactly the forward's mask from the same seed."""
+    return tl.rand(seed, (bh * T_Q + queries).to(tl.int64) * T_K + keys) >= dropout_p
+
+
+@triton.jit
 def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n, offs_d,
-                         start, end, qk_scale, offset, T_K,
-                         MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-    """Online softmax over the key tiles [start, end); MASK applies the key-bound and causal masks."""
+                         start, end, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                         MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                         DROPOUT: tl.constexpr):
+    """Online softmax over the key tiles [start, end); MASK applies the key-bound and causal masks.
+    With DROPOUT the normaliser l_i sums every probability; only the kept ones, scaled by
+    1 / (1 - dropout_p), reach the output."""
     for start_n in range(start, end, BLOCK_N):
         keys = start_n + offs_n
         if MASK:
@@ -73,6 +87,9 @@ def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt,
         p = tl.exp2(s - m_safe[:, None])
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, axis=1)
+        if DROPOUT:
+            keep = _dropout_keep(seed, bh, offs_m[:, None], keys[None, :], T_Q, T_K, dropout_p)
+            p = tl.where(keep, p / (1.0 - dropout_p), 0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -82,12 +99,14 @@ def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt,
 @triton.jit
 def _attention_fwd_kernel(
     Q, K, V, O, LSE,  # q (B, H, Tq, D), k/v (B, H, Tk, D), o (B, H, Tq, D), lse (B, H, Tq) fp32
+    SEED,  # (1,) int64 dropout seed (read only with DROPOUT)
     sm_scale,  # softmax scale, 1/sqrt(D) by default
+    dropout_p,  # probability of dropping an attention probability
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,  # last dims are contiguous
     H, T_Q, T_K,  # heads, query and key lengths
     Q_BUCKET, K_BUCKET,  # powers of two of T_Q and T_K: the autotuning key, so lengths share tunings
-    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     start_m = tl.program_id(0) * BLOCK_M
@@ -106,6 +125,7 @@ def _attention_fwd_kernel(
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+    seed = tl.load(SEED) if DROPOUT else 0
     if CAUSAL:
         # keys every row of this tile sees, in whole tiles; then the diagonal tiles, masked
         full_end = ((start_m + offset + 1) // BLOCK_N) * BLOCK_N
@@ -114,11 +134,11 @@ def _attention_fwd_kernel(
         full_end = (T_K // BLOCK_N) * BLOCK_N
         end = T_K
     acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
-                                         offs_d, 0, full_end, qk_scale, offset, T_K,
-                                         False, CAUSAL, BLOCK_N, PRECISION)
+                                         offs_d, 0, full_end, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                                         False, CAUSAL, BLOCK_N, PRECISION, DROPOUT)
     acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
-                                         offs_d, full_end, end, qk_scale, offset, T_K,
-                                         True, CAUSAL, BLOCK_N, PRECISION)
+                                         offs_d, full_end, end, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                                         True, CAUSAL, BLOCK_N, PRECISION, DROPOUT)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_safe[:, None]
     tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
@@ -148,11 +168,11 @@ def _attention_bwd_preprocess_kernel(
 @triton.jit
 def _attention_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, Delta, DK, DV,  # dk/dv (B, H, Tk, D) outputs; lse/delta (B, H, Tq) fp32
-    sm_scale,
+    SEED, sm_scale, dropout_p,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_dob, stride_doh, stride_dot, stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
     H, T_Q, T_K, Q_BUCKET, K_BUCKET,
-    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     start_n = tl.program_id(0) * BLOCK_N
@@ -175,6 +195,7 @@ def _attention_bwd_dkdv_kernel(
     offset = T_K - T_Q
     Q_head = Q + b * stride_qb + h * stride_qh
     DO_head = DO + b * stride_dob + h * stride_doh
+    seed = tl.load(SEED) if DROPOUT else 0
     first_m = 0
     if CAUSAL:  # the first query that sees key start_n is start_n - offset
         first_m = (tl.maximum(start_n - offset, 0) // BLOCK_M) * BLOCK_M
@@ -190,8 +211,13 @@ def _attention_bwd_dkdv_kernel(
         if CAUSAL:
             visible = visible & (offs_m[None, :] + offset >= offs_n[:, None])
         pt = tl.where(visible, tl.exp2(st - lse[None, :]), 0.0)  # P^T
-        dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
-        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T: the gradient of the dropped P
+        if DROPOUT:  # O = Z V with Z = P * keep / (1 - p): dV = Z^T dO, dP = dZ * keep / (1 - p)
+            keep = _dropout_keep(seed, bh, offs_m[None, :], offs_n[:, None], T_Q, T_K, dropout_p)
+            dv += tl.dot(tl.where(keep, pt / (1.0 - dropout_p), 0.0).to(do.dtype), do, input_precision=PRECISION)
+            dpt = tl.where(keep, dpt / (1.0 - dropout_p), 0.0)
+        else:
+            dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
         dst = pt * (dpt - delta[None, :])  # dS^T
         dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)
     dk *= sm_scale
@@ -205,11 +231,11 @@ def _attention_bwd_dkdv_kernel(
 @triton.jit
 def _attention_bwd_dq_kernel(
     Q, K, V, DO, LSE, Delta, DQ,  # dq (B, H, Tq, D) output
-    sm_scale,
+    SEED, sm_scale, dropout_p,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
     H, T_Q, T_K, Q_BUCKET, K_BUCKET,
-    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     start_m = tl.program_id(0) * BLOCK_M
@@ -229,6 +255,7 @@ def _attention_bwd_dq_kernel(
     offset = T_K - T_Q
     K_head = K + b * stride_kb + h * stride_kh
     V_head = V + b * stride_vb + h * stride_vh
+    seed = tl.load(SEED) if DROPOUT else 0
     end = T_K
     if CAUSAL:
         end = tl.minimum(start_m + BLOCK_M + offset, T_K)
@@ -243,6 +270,9 @@ def _attention_bwd_dq_kernel(
             visible = visible & (offs_m[:, None] + offset >= offs_n[None, :])
         p = tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, vt, input_precision=PRECISION)
+        if DROPOUT:
+            keep = _dropout_keep(seed, bh, offs_m[:, None], offs_n[None, :], T_Q, T_K, dropout_p)
+            dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
     dq *= sm_scale
@@ -264,22 +294,27 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"  # fp32 inputs keep full-precision products
 
 
-def _shape_args(q, k, causal):
+def _shape_args(q, k, causal, dropout_p):
     return dict(Q_BUCKET=triton.next_power_of_2(q.shape[2]), K_BUCKET=triton.next_power_of_2(k.shape[2]),
-                CAUSAL=causal, HEAD_DIM=q.shape[3], PRECISION=_precision(q.dtype))
+                CAUSAL=causal, HEAD_DIM=q.shape[3], PRECISION=_precision(q.dtype), DROPOUT=dropout_p > 0)
 
 
-def _kernel(autotuned, config: tuple[int, int, int, int] | None):
-    """The autotuned kernel, or with config = (BLOCK_M, BLOCK_N, warps, stages) the plain kernel
-    pinned to it (bench/sweep.py times configurations this way)."""
+# A configuration pinned per kernel ("forward", "backward_dkdv", "backward_dq") instead of autotuning:
+# bench/sweep.py times configurations by setting it; empty in normal use.
+PINNED: dict[str, triton.Config] = {}
+
+
+def _kernel(autotuned, name: str):
+    """The autotuned kernel, or the plain kernel with the configuration pinned for name."""
+    config = PINNED.get(name)
     if config is None:
         return autotuned, {}
-    m, n, warps, stages = config
-    return autotuned.fn, dict(BLOCK_M=m, BLOCK_N=n, num_warps=warps, num_stages=stages)
+    return autotuned.fn, dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
-def attention_forward(q, k, v, causal: bool, scale: float,
-                      config: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.0,
+                      seed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """o and the logsumexp; with dropout_p > 0, seed is a (1,) int64 tensor on q's device."""
     q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
     B, H, T_Q, D = q.shape
     T_K = k.shape[2]
@@ -288,15 +323,16 @@ def attention_forward(q, k, v, causal: bool, scale: float,
     if B * H == 0:  # an empty batch: nothing to launch
         return o, lse
     grid = lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)  # noqa: E731
-    kernel, pinned = _kernel(_attention_fwd_kernel, config)
-    kernel[grid](q, k, v, o, lse, scale, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-                 H, T_Q, T_K, **_shape_args(q, k, causal), **pinned)
+    kernel, pinned = _kernel(_attention_fwd_kernel, "forward")
+    kernel[grid](q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
+                 *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+                 H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
     return o, lse
 
 
-def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float,
-                       configs: tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None = None):
-    """dq, dk, dv; configs pins (dK/dV kernel config, dQ kernel config) instead of autotuning."""
+def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_p: float = 0.0,
+                       seed: torch.Tensor | None = None):
+    """dq, dk, dv; dropout_p and seed as the forward had them."""
     do, q, k, v = _unit_last_stride(do), _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
     B, H, T_Q, D = q.shape
     T_K = k.shape[2]
@@ -310,60 +346,66 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float,
     dk = torch.empty((B, H, T_K, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H, T_K, D), dtype=v.dtype, device=v.device)
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
-    dkdv_kernel, dkdv_pinned = _kernel(_attention_bwd_dkdv_kernel, configs[0] if configs else None)
+    dkdv_kernel, dkdv_pinned = _kernel(_attention_bwd_dkdv_kernel, "backward_dkdv")
     dkdv_kernel[lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H)](
-        q, k, v, do, lse, delta, dk, dv, scale, *common, *_strides(dk), *_strides(dv),
-        H, T_Q, T_K, **_shape_args(q, k, causal), **dkdv_pinned)
-    dq_kernel, dq_pinned = _kernel(_attention_bwd_dq_kernel, configs[1] if configs else None)
+        q, k, v, do, lse, delta, dk, dv, seed if seed is not None else lse, scale, dropout_p,
+        *common, *_strides(dk), *_strides(dv),
+        H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **dkdv_pinned)
+    dq_kernel, dq_pinned = _kernel(_attention_bwd_dq_kernel, "backward_dq")
     dq_kernel[lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)](
-        q, k, v, do, lse, delta, dq, scale, *common, *_strides(dq),
-        H, T_Q, T_K, **_shape_args(q, k, causal), **dq_pinned)
+        q, k, v, do, lse, delta, dq, seed if seed is not None else lse, scale, dropout_p,
+        *common, *_strides(dq),
+        H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **dq_pinned)
     return dq, dk, dv
 
 
 # ----------------------------------------------------------------------------- registration
 
 @torch.library.custom_op("gpt_triton::attention_fwd", mutates_args=())
-def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-                  scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return attention_forward(q, k, v, causal, scale)
+def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float, dropout_p: float,
+                  seed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    return attention_forward(q, k, v, causal, scale, dropout_p, seed)
 
 
 @attention_fwd.register_fake
-def _(q, k, v, causal, scale):
+def _(q, k, v, causal, scale, dropout_p, seed):
     B, H, T_Q, D = q.shape
     return q.new_empty((B, H, T_Q, D)), q.new_empty((B, H, T_Q), dtype=torch.float32)
 
 
 @torch.library.custom_op("gpt_triton::attention_bwd", mutates_args=())
 def attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
-                  lse: torch.Tensor, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return attention_backward(do, q, k, v, o, lse, causal, scale)
+                  lse: torch.Tensor, causal: bool, scale: float, dropout_p: float,
+                  seed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return attention_backward(do, q, k, v, o, lse, causal, scale, dropout_p, seed)
 
 
 @attention_bwd.register_fake
-def _(do, q, k, v, o, lse, causal, scale):
+def _(do, q, k, v, o, lse, causal, scale, dropout_p, seed):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, causal, scale = inputs
+    q, k, v, causal, scale, dropout_p, seed = inputs
     o, lse = output
-    ctx.save_for_backward(q, k, v, o, lse)
-    ctx.causal, ctx.scale = causal, scale
+    ctx.save_for_backward(q, k, v, o, lse, seed)
+    ctx.causal, ctx.scale, ctx.dropout_p = causal, scale, dropout_p
 
 
 def _backward(ctx, do, _dlse):
-    q, k, v, o, lse = ctx.saved_tensors
-    dq, dk, dv = torch.ops.gpt_triton.attention_bwd(do, q, k, v, o, lse, ctx.causal, ctx.scale)
-    return dq, dk, dv, None, None
+    q, k, v, o, lse, seed = ctx.saved_tensors
+    dq, dk, dv = torch.ops.gpt_triton.attention_bwd(do, q, k, v, o, lse, ctx.causal, ctx.scale, ctx.dropout_p, seed)
+    return dq, dk, dv, None, None, None, None
 
 
 attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
-              scale: float | None = None) -> torch.Tensor:
-    checks.check_attention_args(q, k, v, causal, SUPPORTED_DTYPES, HEAD_DIMS, scale)
+              scale: float | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    checks.check_attention_args(q, k, v, causal, SUPPORTED_DTYPES, HEAD_DIMS, scale, dropout_p)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return torch.ops.gpt_triton.attention_fwd(q, k, v, causal, scale)[0]
+    # The seed is drawn from the device's generator as a tensor: no host sync, traceable by
+    # torch.compile, and reproducible under torch.manual_seed.
+    seed = torch.randint(0, 2**62, (1,), device=q.device) if dropout_p > 0 else None
+    return torch.ops.gpt_triton.attention_fwd(q, k, v, causal, scale, float(dropout_p), seed)[0]

@@ -1,0 +1,137 @@
+"""The one place that knows the backends: per op, each backend's name and implementation.
+
+Op keys and backend names are one vocabulary, used alike on the command line (`--kernels`),
+in checkpoints, in the benchmarks (a provider is a backend name, or `<backend>-<variant>` for a
+variant of it, e.g. `torch-compiled`) and in the reports:
+
+    torch      PyTorch's own op (F.layer_norm, F.scaled_dot_product_attention, F.cross_entropy)
+    reference  the pure-PyTorch reference of kernels/ops/<op>/reference.py (fp32 or better)
+    triton     this project's Triton kernel
+    ext        this project's C++/CUDA extension (kernels._C): CPU and CUDA kernels alike
+
+resolve(spec, device) turns a `--kernels` value into concrete implementations once, before a
+model is built; the model holds the functions it was given and never re-dispatches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+AUTO_TABLE = Path(__file__).with_name("auto_backends.json")
+OURS = ("triton", "ext")  # the project's kernels; the other backends are PyTorch's
+
+
+@dataclass(frozen=True)
+class Backend:
+    op: str
+    name: str
+    fn: Callable
+    summary: str  # one line: what runs
+    # Why this backend cannot run on a device here (None when it can). Asked once, by resolve().
+    unavailable: Callable[[torch.device], str | None] = lambda device: None
+    # A note worth printing when it is chosen for a device (e.g. the Triton interpreter on a CPU).
+    note: Callable[[torch.device], str | None] = lambda device: None
+
+
+BACKENDS: dict[str, dict[str, Backend]] = {}  # op -> backend name -> Backend, in registration order
+
+
+def register(op: str, name: str, fn: Callable, summary: str, **checks) -> None:
+    BACKENDS.setdefault(op, {})[name] = Backend(op, name, fn, summary, **checks)
+
+
+def backend(op: str, name: str) -> Backend:
+    """The registered backend, or a ValueError that lists the choices."""
+    if op not in BACKENDS:
+        raise ValueError(f"unknown op {op!r}; expected one of {list(BACKENDS)}")
+    if name not in BACKENDS[op]:
+        raise ValueError(f"unknown backend {name!r} for {op}; expected one of {list(BACKENDS[op])}")
+    return BACKENDS[op][name]
+
+
+def provider_backend(provider: str) -> str:
+    """The backend a benchmark provider measures: `torch-compiled` -> `torch`."""
+    return provider.split("-", 1)[0]
+
+
+def spec_help() -> str:
+    """The `--kernels` help text: the forms and every op's backend names."""
+    ops = "; ".join(f"{op}: {', '.join(names)}" for op, names in BACKENDS.items())
+    return ("torch, reference, triton, ext, auto (the fastest measured on this GPU; PyTorch's ops elsewhere), "
+            f"or per op like 'layer_norm=ext,attention=triton' (others torch). Backends per op: {ops}")
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The resolved implementation of every op, and how it was chosen."""
+    chosen: dict[str, Backend]
+    origin: str = ""  # for auto: where the choice came from
+    notes: tuple[str, ...] = ()  # worth printing before a run starts
+
+    def __getitem__(self, op: str) -> Callable:
+        return self.chosen[op].fn
+
+    def names(self) -> dict[str, str]:
+        return {op: b.name for op, b in self.chosen.items()}
+
+    def spec(self) -> str:
+        """The canonical `--kernels` value of this choice: 'layer_norm=torch,attention=triton,...'."""
+        return ",".join(f"{op}={b.name}" for op, b in self.chosen.items())
+
+
+def parse_spec(spec: str) -> dict[str, str]:
+    """op -> backend name or "auto" for a `--kernels` value; raises ValueError naming the choices."""
+    spec = spec.strip()
+    if "=" not in spec:
+        names = {name for backends in BACKENDS.values() for name in backends} | {"auto"}
+        if spec not in names:
+            raise ValueError(f"unknown --kernels value {spec!r}; expected {spec_help()}")
+        return {op: spec if spec == "auto" or spec in backends else "torch" for op, backends in BACKENDS.items()}
+    chosen = {op: "torch" for op in BACKENDS}
+    for item in spec.split(","):
+        op, sep, name = (part.strip() for part in item.partition("="))
+        if not sep or op not in BACKENDS:
+            raise ValueError(f"bad --kernels entry {item!r}: expected op=backend with op one of {list(BACKENDS)}")
+        if name != "auto":
+            backend(op, name)  # raises on an unknown name
+        chosen[op] = name
+    return chosen
+
+
+def auto_choice(device: torch.device, table: dict | None = None) -> tuple[dict[str, str], str]:
+    """The fastest measured backend per op for this device's GPU (kernels/auto_backends.json), or
+    PyTorch's ops on a CPU or an unmeasured GPU; with a line saying where the choice came from."""
+    torch_ops = {op: "torch" for op in BACKENDS}
+    if device.type != "cuda":
+        return torch_ops, "auto: PyTorch's ops on the CPU"
+    table = json.loads(AUTO_TABLE.read_text()) if table is None else table
+    gpu = torch.cuda.get_device_name(device)
+    for measured_gpu, choice in table.items():
+        if measured_gpu in gpu:
+            return torch_ops | choice, f"auto: measured on {measured_gpu} ({AUTO_TABLE.name})"
+    return torch_ops, f"auto: no measurements for {gpu} in {AUTO_TABLE.name}; PyTorch's ops"
+
+
+def resolve(spec: str, device: torch.device | str = "cpu", auto_table: dict | None = None) -> Kernels:
+    """The implementations a `--kernels` value names, checked to run on device, decided once.
+
+    A backend that cannot run here (the extension not built, or built without CUDA kernels; no
+    triton) is a ValueError that says how to fix it, raised before any model is built.
+    """
+    device = torch.device(device)
+    names = parse_spec(spec)
+    origin = ""
+    if "auto" in names.values():
+        measured, origin = auto_choice(device, auto_table)
+        names = {op: measured[op] if name == "auto" else name for op, name in names.items()}
+    chosen = {op: backend(op, name) for op, name in names.items()}
+    problems = [f"{op}={b.name}: {why}" for op, b in chosen.items() if (why := b.unavailable(device))]
+    if problems:
+        raise ValueError(f"--kernels {spec!r} cannot run on {device}: " + "; ".join(problems))
+    notes = tuple(dict.fromkeys(note for b in chosen.values() if (note := b.note(device))))
+    return Kernels(chosen, origin, notes)
