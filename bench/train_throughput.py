@@ -12,6 +12,7 @@ part-way still leaves the providers it finished.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -85,33 +86,35 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict:
     return summarize(trainer, times, loss)
 
 
-def run(presets: list[str], providers: list[str], warmup: int, steps: int, tiny: bool = False, ours: str = OURS):
-    """Yields one result row per (preset, provider), as soon as it is measured."""
-    for preset in presets:
-        for provider in providers:
-            with tempfile.TemporaryDirectory() as out_dir:
-                cfg = preset_config(preset, provider, out_dir, ours, **(TINY if tiny else {}))
-                try:
-                    row = measure(cfg, warmup, steps)
-                except Exception as err:  # one failing provider must not hide the others' numbers
-                    row = {"error": f"{type(err).__name__}: {err}"}
-            yield {"preset": preset, "provider": provider, "kernels": cfg.kernels} | row
-            torch._dynamo.reset()
+def run(presets: list[str], providers: list[str], warmup: int, steps: int, tiny: bool = False, ours: str = OURS,
+        compile_mode: str = "default", batch_sizes: tuple[int | None, ...] = (None,)):
+    """Yields one result row per (preset, batch size, provider), as soon as it is measured."""
+    for preset, batch_size, provider in itertools.product(presets, batch_sizes, providers):
+        overrides = (TINY if tiny else {}) | ({"batch_size": batch_size} if batch_size else {})
+        with tempfile.TemporaryDirectory() as out_dir:
+            cfg = preset_config(preset, provider, out_dir, ours, compile_mode=compile_mode, **overrides)
+            try:
+                row = measure(cfg, warmup, steps)
+            except Exception as err:  # one failing provider must not hide the others' numbers
+                row = {"error": f"{type(err).__name__}: {err}"}
+        yield {"preset": preset, "batch_size": cfg.batch_size, "provider": provider, "kernels": cfg.kernels,
+               "compile_mode": compile_mode} | row
+        torch._dynamo.reset()
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| preset | provider | tokens/s | vs torch+compile | MFU | step ms | peak GiB |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    baseline = {r["preset"]: r.get("tok_per_s") for r in results if r["provider"] == "torch + compile"}
+    lines = ["| preset | batch | provider | tokens/s | vs torch+compile | MFU | step ms | peak GiB |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    baseline = {(r["preset"], r.get("batch_size")): r.get("tok_per_s") for r in results if r["provider"] == "torch + compile"}
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['preset']} | {r['provider']} | failed: {r['error'][:80]} | | | | |")
+            lines.append(f"| {r['preset']} | {r.get('batch_size', '-')} | {r['provider']} | failed: {r['error'][:80]} | | | | |")
             continue
-        base = baseline.get(r["preset"])
+        base = baseline.get((r["preset"], r.get("batch_size")))
         ratio = f"{r['tok_per_s'] / base:.2f}x" if base else "-"
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         peak = f"{r['peak_memory_GiB']:.2f}" if r["peak_memory_GiB"] is not None else "-"
-        lines.append(f"| {r['preset']} | {r['provider']} | {r['tok_per_s']:,.0f} | {ratio} | {mfu} | "
+        lines.append(f"| {r['preset']} | {r.get('batch_size', '-')} | {r['provider']} | {r['tok_per_s']:,.0f} | {ratio} | {mfu} | "
                      f"{r['step_ms']:.1f} | {peak} |")
     return "\n".join(lines)
 
@@ -121,13 +124,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--presets", nargs="+", default=["shakespeare-char", "gpt2-124m"], choices=sorted(PRESETS))
     parser.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=list(PROVIDERS))
     parser.add_argument("--ours", default=OURS, help=f"the --kernels of 'ours + compile' (default {OURS})")
+    parser.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile mode of every compiled provider, the same for all")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[None], help="default: each preset's own")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--tiny", action="store_true", help="a tiny model: a smoke test for CPUs")
     parser.add_argument("--jsonl", help="append each result row here as a JSON line")
     args = parser.parse_args(argv)
     results = []
-    for row in run(args.presets, args.providers, args.warmup, args.steps, args.tiny, args.ours):
+    for row in run(args.presets, args.providers, args.warmup, args.steps, args.tiny, args.ours, args.compile_mode,
+                   tuple(args.batch_sizes)):
         results.append(row)
         print(table([row]).splitlines()[-1], flush=True)
         if args.jsonl:

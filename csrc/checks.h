@@ -27,12 +27,24 @@ inline void check_layer_norm(const at::Tensor& x, const at::Tensor& weight, cons
 }
 
 inline void check_layer_norm_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& weight,
-                                      const at::Tensor& rstd) {
+                                      const at::Tensor& rstd, const c10::optional<at::Tensor>& ds) {
   check_layer_norm(x, weight, c10::nullopt);
   TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
               "layer_norm_bwd: dy must have x's shape and dtype");
   TORCH_CHECK(rstd.numel() == x.numel() / x.size(-1) && rstd.scalar_type() == at::kFloat,
               "layer_norm_bwd: rstd must be fp32 with one value per row");
+  if (ds.has_value()) {
+    TORCH_CHECK(ds->sizes() == x.sizes() && ds->scalar_type() == x.scalar_type() && ds->device() == x.device(),
+                "layer_norm_bwd: ds must have x's shape, dtype and device");
+  }
+}
+
+inline void check_add_layer_norm(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                                 const c10::optional<at::Tensor>& bias) {
+  check_layer_norm(x, weight, bias);
+  check_float_input(residual, "add_layer_norm", "residual");
+  TORCH_CHECK(residual.sizes() == x.sizes() && residual.device() == x.device(), "add_layer_norm: residual has shape ",
+              residual.sizes(), " on ", residual.device(), "; expected x's shape ", x.sizes(), " on ", x.device());
 }
 
 inline void check_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {

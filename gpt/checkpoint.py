@@ -4,13 +4,16 @@
 wrapper's key names) with the model config and tokenizer in its metadata, so it loads
 without this project. The tied output head is stored once, as transformer.wte.weight.
 `<out_dir>/<tag>.state.pt` holds what resuming needs: optimizer, step, RNG states, config.
-Both are written to a temporary file, fsynced and renamed, so a crash never leaves a torn file.
+Both are written to a temporary file, fsynced and renamed, so a crash never leaves a torn file
+and a failed save never replaces the previous good one. Both carry a CRC32 of every tensor,
+checked on load: damage inside a file is an error naming the file and the tensor.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 
 import torch
@@ -37,12 +40,48 @@ def atomic_write(path: Path, write) -> None:
         os.close(dir_fd)
 
 
-def save_weights(path: Path, state_dict: dict, config: GPTConfig, tokenizer_meta: dict) -> None:
-    """state_dict: the plain model's (not a compiled or DDP wrapper's) full, unsharded weights."""
+def checksum(t: torch.Tensor) -> str:
+    """CRC32 of a tensor's bytes (a check against damage, not against tampering)."""
+    flat = t.detach().reshape(-1).cpu().contiguous()
+    return f"{zlib.crc32(flat.view(torch.uint8).numpy()) if flat.numel() else 0:08x}"
+
+
+def _tensors(tree, prefix: str = ""):
+    """(path, tensor) for every tensor in nested dicts, lists and tuples."""
+    if isinstance(tree, torch.Tensor):
+        yield prefix, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _tensors(value, f"{prefix}/{key}")
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _tensors(value, f"{prefix}/{i}")
+
+
+def _damaged(expected: dict[str, str], tensors) -> list[str]:
+    actual = {name: checksum(t) for name, t in tensors}
+    return [name for name, crc in expected.items() if actual.get(name) != crc]
+
+
+def save_weights(path: Path, state_dict: dict, config: GPTConfig, tokenizer_meta: dict,
+                 train_config: dict | None = None) -> None:
+    """state_dict: the plain model's (not a compiled or DDP wrapper's) full, unsharded weights.
+    train_config (the run's TrainConfig) lets a resumed run find its own data again."""
     state = {k: v.detach().contiguous() for k, v in state_dict.items() if k not in TIED}
     metadata = {"gpt_config": json.dumps(config.to_dict()), "tokenizer": json.dumps(tokenizer_meta),
-                "tied": json.dumps(TIED)}
+                "tied": json.dumps(TIED), "checksums": json.dumps({k: checksum(v) for k, v in state.items()})}
+    if train_config is not None:
+        metadata["train_config"] = json.dumps(train_config)
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def saved_train_config(path: Path) -> dict | None:
+    """The TrainConfig a weights file was written by (its header only), or None."""
+    try:
+        value = read_metadata(path).get("train_config")
+    except Exception:  # unreadable: load_weights reports it properly later
+        return None
+    return json.loads(value) if value else None
 
 
 def read_metadata(path: Path) -> dict:
@@ -65,6 +104,10 @@ def load_weights(path: Path, device: str | torch.device = "cpu") -> tuple[dict, 
     if "gpt_config" not in metadata or "tokenizer" not in metadata:
         raise ValueError(f"checkpoint {path} has no model config in its metadata; was it written by gpt.train?")
     config = GPTConfig.from_dict(json.loads(metadata["gpt_config"]))
+    damaged = _damaged(json.loads(metadata.get("checksums", "{}")), state.items())
+    if damaged:
+        raise ValueError(f"checkpoint {path} is corrupted: {len(damaged)} tensor(s) do not match the checksums "
+                         f"written with them ({', '.join(damaged[:3])}); use another checkpoint, e.g. best.safetensors")
     for head, source in TIED.items():
         if source in state:
             state[head] = state[source]
@@ -72,7 +115,8 @@ def load_weights(path: Path, device: str | torch.device = "cpu") -> tuple[dict, 
 
 
 def save_train_state(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    checksums = {name: checksum(t) for name, t in _tensors(state)}
+    atomic_write(path, lambda tmp: torch.save(state | {"checksums": checksums}, tmp))
 
 
 def load_train_state(path: Path) -> dict:
@@ -80,6 +124,12 @@ def load_train_state(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no training state at {path}; nothing to resume")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
     except Exception as err:  # torch raises several types for damaged zip/pickle data
         raise ValueError(f"training state {path} is truncated or corrupted and cannot be read: {err}") from None
+    checksums = state.pop("checksums", {})
+    damaged = _damaged(checksums, _tensors(state))
+    if damaged:
+        raise ValueError(f"training state {path} is corrupted: {len(damaged)} tensor(s) do not match the checksums "
+                         f"written with them ({', '.join(damaged[:3])}); it cannot be resumed from")
+    return state

@@ -60,6 +60,7 @@ class GPTConfig:
         return cls(**values)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 MODEL_FLAGS = tuple(f.name for f in fields(GPTConfig) if f.name != "vocab_size")  # the data decides the vocabulary
 
 
@@ -74,7 +75,8 @@ class TrainConfig:
     log_interval: int = option(10, "iterations between log records")
     eval_iters: int = option(200, "batches per split in each evaluation")
     eval_only: bool = option(False, "evaluate once and stop")
-    resume: bool = option(False, "continue the run in out_dir from its last checkpoint")
+    resume: bool = option(False, "continue the run in out_dir from its last checkpoint (on its own data unless --input is given)")
+    overwrite: bool = option(False, "start afresh in an out_dir that holds another run, deleting that run's files")
     synthetic_data: bool = option(False, "random tokens instead of a text (throughput measurements)")
     # model
     model: GPTConfig = option(GPTConfig, "the model's shape (its fields are flags of their own)")
@@ -96,6 +98,7 @@ class TrainConfig:
     device: str = option("", "cpu, cuda or cuda:N; empty: cuda if available, else cpu")
     dtype: str = option("", "float32, bfloat16 or float16; empty: bfloat16 on CUDA (float16 without bf16), float32 on CPU")
     compile: bool | None = option(None, "torch.compile the model; unset: on for CUDA, off for CPU")
+    compile_mode: str = option("default", "torch.compile mode: default, reduce-overhead (CUDA graphs) or max-autotune")
     seed: int = option(1337, "random seed")
     progress: bool = option(True, "show the progress bar")
     fsdp: bool = option(False, "under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
@@ -124,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"--nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.max_seconds < 0 or self.target_val_loss < 0:
             raise ValueError("--max_seconds and --target_val_loss must be >= 0 (0 disables them)")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"--compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         kernels.registry.parse_spec(self.kernels)  # raises on a bad spec, naming the choices

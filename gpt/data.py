@@ -41,6 +41,7 @@ def download_shakespeare(cache_dir: Path) -> Path:
     path = Path(cache_dir) / "tinyshakespeare" / "input.txt"
     if path.exists() and sha256_of(path) == SHAKESPEARE_SHA256:
         return path
+    created = [p for p in (path.parent.parent, path.parent) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
     try:
@@ -48,6 +49,8 @@ def download_shakespeare(cache_dir: Path) -> Path:
             f.write(response.read())
     except (urllib.error.URLError, OSError) as err:
         partial.unlink(missing_ok=True)
+        for folder in reversed(created):  # leave no empty cache folders behind
+            folder.rmdir()
         raise ConnectionError(
             f"could not download Tiny Shakespeare from {SHAKESPEARE_URL} ({err}). "
             f"Offline? Put a copy at {path}, or train on a local text file with --input PATH."

@@ -22,16 +22,21 @@ TORCH_KERNELS = kernels.resolve("torch")
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias, computed by the layer_norm implementation it is given."""
+    """LayerNorm with an optional bias. Given a sublayer's output not yet added to the residual
+    stream, it adds it first, in the same kernel: returns (the new stream, its normalisation)."""
 
-    def __init__(self, ndim: int, bias: bool, layer_norm):
+    def __init__(self, ndim: int, bias: bool, ops: Kernels):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
-        self.layer_norm = layer_norm
+        self.layer_norm = ops["layer_norm"]
+        self.add_layer_norm = ops["add_layer_norm"]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer_norm(x, self.weight, self.bias, 1e-5)
+    def forward(self, x: torch.Tensor, pending: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if pending is None:
+            return x, self.layer_norm(x, self.weight, self.bias, 1e-5)
+        y, x = self.add_layer_norm(x, pending, self.weight, self.bias, 1e-5)  # x + pending, then its LayerNorm
+        return x, y
 
 
 class KVCache:
@@ -93,15 +98,19 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer: int, ops: Kernels):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, config.bias, ops["layer_norm"])
+        self.ln_1 = LayerNorm(config.n_embd, config.bias, ops)
         self.attn = CausalSelfAttention(config, layer, ops["attention"])
-        self.ln_2 = LayerNorm(config.n_embd, config.bias, ops["layer_norm"])
+        self.ln_2 = LayerNorm(config.n_embd, config.bias, ops)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+    def forward(self, x: torch.Tensor, pending: torch.Tensor | None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-LN: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), with every residual add fused into the
+        LayerNorm that follows it. pending is the previous block's MLP output, not yet added (None
+        in the first block); this block's MLP output is returned pending in turn."""
+        x, h = self.ln_1(x, pending)  # (B, T, C) stream and its normalisation
+        x, h = self.ln_2(x, self.attn(h, cache))
+        return x, self.mlp(h)
 
 
 class GPT(nn.Module):
@@ -115,7 +124,7 @@ class GPT(nn.Module):
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, i, ops) for i in range(config.n_layer)]),
-            ln_f=LayerNorm(config.n_embd, config.bias, ops["layer_norm"]),
+            ln_f=LayerNorm(config.n_embd, config.bias, ops),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying
@@ -151,9 +160,10 @@ class GPT(nn.Module):
             raise ValueError(f"cannot process position {start + T - 1}: block_size is only {self.config.block_size}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        pending = None
         for block in self.transformer.h:
-            x = block(x, cache)
-        x = self.transformer.ln_f(x)
+            x, pending = block(x, pending, cache)
+        _, x = self.transformer.ln_f(x, pending)  # the last residual add, fused with the final LayerNorm
         if last_logits_only:
             return self.lm_head(x[:, [-1], :]), None  # (B, 1, V)
         logits = self.lm_head(x)  # (B, T, V)

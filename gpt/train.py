@@ -89,7 +89,12 @@ def init_distributed() -> Distributed:
 
 def resolve_device_dtype(cfg: TrainConfig, world: Distributed) -> tuple[torch.device, torch.dtype]:
     if cfg.device:
-        device = torch.device(cfg.device)
+        try:
+            device = torch.device(cfg.device)
+        except RuntimeError:
+            device = None
+        if device is None or device.type not in ("cpu", "cuda"):
+            raise ValueError(f"--device {cfg.device!r} is not supported; expected cpu, cuda or cuda:N")
     elif torch.cuda.is_available():
         device = torch.device("cuda", world.local_rank)
     else:
@@ -107,12 +112,70 @@ def resolve_device_dtype(cfg: TrainConfig, world: Distributed) -> tuple[torch.de
     return device, dtype
 
 
+def activation_bytes(cfg: TrainConfig, vocab_size: int, dtype: torch.dtype, attention: str) -> int:
+    """Memory one micro-batch's forward and backward need, roughly (Korthikanti et al. 2022: 34bsh + 5as^2b
+    bytes per layer in 16-bit; the s^2 term only where attention materialises its scores), plus the
+    logits and their gradient, plus weights, gradients and AdamW's two moments in fp32."""
+    m, b = cfg.model, cfg.batch_size
+    scale = torch.finfo(dtype).bits / 16
+    per_layer = 34 * b * m.block_size * m.n_embd
+    if attention == "reference":
+        per_layer += 5 * m.n_head * m.block_size ** 2 * b
+    params = 12 * m.n_layer * m.n_embd ** 2 + (vocab_size + m.block_size) * m.n_embd
+    return int(scale * m.n_layer * per_layer + 3 * b * m.block_size * vocab_size * 4 + 16 * params)
+
+
+def device_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: torch.dtype, attention: str) -> None:
+    need, have = activation_bytes(cfg, vocab_size, dtype, attention), device_memory(device)
+    if need > have:
+        raise ValueError(f"this configuration needs about {need / 2**30:.1f} GiB for one micro-batch (block_size "
+                         f"{cfg.model.block_size}, batch_size {cfg.batch_size}, n_layer {cfg.model.n_layer}, n_embd "
+                         f"{cfg.model.n_embd}) but {device} has {have / 2**30:.1f} GiB: lower --batch_size or --block_size")
+
+
+RUN_FILES = ("last.safetensors", "last.state.pt", "best.safetensors", "metrics.jsonl", "loss.png")
+
+
+def claim_out_dir(out_dir: Path, cfg: TrainConfig) -> None:
+    """A new run never replaces another run's files by accident: it needs --overwrite true for that."""
+    if cfg.resume:
+        return
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if not found:
+        return
+    if not cfg.overwrite:
+        raise ValueError(f"--out_dir {out_dir} holds another run ({', '.join(found)}): continue it with "
+                         "--resume true, replace it with --overwrite true, or choose another --out_dir")
+    for name in found:
+        (out_dir / name).unlink()
+
+
+def with_the_runs_own_data(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """--resume continues on the data the run was started with, unless the command names other data."""
+    if not cfg.resume or explicit & {"input", "tokenizer"}:
+        return cfg
+    saved = checkpoint.saved_train_config(Path(cfg.out_dir) / "last.safetensors")
+    if not saved:
+        return cfg
+    cache = cfg.data_cache if "data_cache" in explicit else saved["data_cache"]
+    return dataclasses.replace(cfg, input=saved["input"], tokenizer=saved["tokenizer"], data_cache=cache)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, preset: str = "", world: Distributed | None = None):
         self.cfg = cfg
         self.world = world or Distributed()
         self.device, self.dtype = resolve_device_dtype(cfg, self.world)
+        self.ops = kernels.resolve(cfg.kernels, self.device)  # decided once, before anything runs
         self.out_dir = Path(cfg.out_dir)
+        if self.world.is_main:
+            claim_out_dir(self.out_dir, cfg)
         if cfg.gradient_accumulation_steps % self.world.world_size:
             raise ValueError(f"--gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be divisible "
                              f"by the number of processes ({self.world.world_size}) to keep the global batch")
@@ -133,8 +196,8 @@ class Trainer:
                 data.tokens(split), cfg.model.block_size, cfg.batch_size, self.device, seed, split, rank, size)
             self.make_sampler("val", 0)  # fail now, not at the first evaluation, if val is too short
         self.train_batches = self.make_sampler("train", cfg.seed, rank, size)
+        check_fits(cfg, vocab_size, self.device, self.dtype, self.ops.chosen["attention"].name)
 
-        self.ops = kernels.resolve(cfg.kernels, self.device)  # decided once: the model holds the functions
         self.model_config = dataclasses.replace(cfg.model, vocab_size=vocab_size)
         self.model = GPT(self.model_config, self.ops).to(self.device)
         torch.manual_seed(cfg.seed + self.world.rank)  # per-rank dropout streams
@@ -155,7 +218,7 @@ class Trainer:
         self.autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                          else contextlib.nullcontext())
         use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
-        self.forward = torch.compile(self.model) if use_compile else self.model
+        self.forward = torch.compile(self.model, mode=cfg.compile_mode) if use_compile else self.model
         if self.world.enabled and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -166,7 +229,7 @@ class Trainer:
         self.stop_signal: int | None = None
         mode = f"{'FSDP' if self.fsdp else 'DDP'} x{self.world.world_size} | " if self.world.enabled else ""
         self.log(f"preset {preset or '-'} | {mode}device {self.device} {str(self.dtype).removeprefix('torch.')} | "
-                 f"compile {use_compile} | kernels {self.ops.spec()}" + (f" ({self.ops.origin})" if self.ops.origin else ""))
+                 f"compile {cfg.compile_mode if use_compile else False} | kernels {self.ops.spec()}" + (f" ({self.ops.origin})" if self.ops.origin else ""))
         for note in self.ops.notes:
             self.log(f"note: {note}")
         self.log(f"{self.model.num_params() / 1e6:.2f}M parameters | vocab {vocab_size} | "
@@ -201,7 +264,7 @@ class Trainer:
         if self.world.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.save_weights(self.out_dir / f"{tag}.safetensors", weights, self.model_config,
-                                    self.tokenizer_meta)
+                                    self.tokenizer_meta, dataclasses.asdict(self.cfg))
             if tag == "last":
                 checkpoint.save_train_state(self.out_dir / "last.state.pt", {
                     "iter_num": self.iter_num, "best_val_loss": self.best_val_loss, "optimizer": optimizer,
@@ -312,13 +375,37 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def _install_signal_handlers(self):
+        """The first SIGINT or SIGTERM finishes the step, saves and exits; a second one exits at once.
+
+        The second is caught by a thread reading the interpreter's signal wake-up pipe, so it works
+        even while the main thread is inside one long kernel call."""
         def request_stop(signum, _frame):
             self.stop_signal = signum
 
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, request_stop)
-        return previous
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+        def second_signal_exits():
+            seen = 0
+            while byte := os.read(read_end, 1):
+                if byte[0] in (signal.SIGINT, signal.SIGTERM):
+                    seen += 1
+                if seen >= 2:
+                    os.write(2, f"\n{signal.Signals(byte[0]).name} again: stopping now, without saving\n".encode())
+                    os._exit(128 + byte[0])
+            os.close(read_end)
+
+        threading.Thread(target=second_signal_exits, daemon=True).start()
+
+        def restore():
+            signal.set_wakeup_fd(previous_wakeup)
+            os.close(write_end)  # the thread reads end-of-file and ends
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
 
     def _stop_requested(self) -> bool:
         flag = torch.tensor(int(self.stop_signal is not None))
@@ -338,7 +425,7 @@ class Trainer:
             metrics_path.write_text("".join(line + "\n" for line in kept))
         metrics = open(metrics_path, "a") if self.world.is_main else None
         in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers need it
-        previous_handlers = self._install_signal_handlers() if in_main_thread else {}
+        restore_signal_handlers = self._install_signal_handlers() if in_main_thread else None
         start, t0 = self.iter_num, time.perf_counter()
         progress = _progress_bar(cfg.max_iters, start, cfg.progress and self.world.is_main)
         last_log_time, last_log_iter = t0, start
@@ -375,7 +462,12 @@ class Trainer:
                         summary["stopped_by"] = "time budget" if out_of_time else "target val loss"
                     return summary
                 lr = learning_rate(it, cfg)
+                step_start = time.perf_counter()
                 loss, grad_norm, applied = self.train_step(lr)
+                if it == start and self.device.type == "cpu" and "triton" in self.ops.names().values():
+                    seconds = time.perf_counter() - step_start
+                    self.log(f"note: the Triton interpreter took {seconds:.1f} s for this iteration: "
+                             f"{cfg.max_iters - it} iterations would take about {seconds * (cfg.max_iters - it) / 3600:.1f} h")
                 if not applied:
                     message = (f"non-finite loss or gradient at iteration {it} (loss {loss.item():.4g}, "
                                f"grad norm {grad_norm.item():.4g})")
@@ -406,8 +498,8 @@ class Trainer:
                 progress.update(1)
         finally:
             progress.close()
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
+            if restore_signal_handlers:
+                restore_signal_handlers()
             if metrics:
                 metrics.close()
                 plot_losses(metrics_path, self.out_dir / "loss.png")
@@ -443,7 +535,8 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg, preset, _ = config_from_args(argv, cuda_available=torch.cuda.is_available())
+    cfg, preset, explicit = config_from_args(argv, cuda_available=torch.cuda.is_available())
+    cfg = with_the_runs_own_data(cfg, explicit)
     world = init_distributed()
     try:
         trainer = Trainer(cfg, preset, world)

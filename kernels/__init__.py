@@ -1,6 +1,7 @@
 """The project's kernels: one package per op under kernels/ops/, one registry of backends.
 
     kernels.layer_norm(x, weight, bias=None, eps=1e-5, *, backend="triton")
+    kernels.add_layer_norm(x, residual, weight, bias=None, eps=1e-5, *, backend="triton") -> (y, x + residual)
     kernels.attention(q, k, v, *, causal=True, scale=None, dropout_p=0.0, backend="triton")
     kernels.cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean", backend="ext")
     kernels.resolve("auto", device)  -> the implementation of every op, decided once (see registry.py)
@@ -13,9 +14,11 @@ NVIDIA driver it selects the Triton interpreter (kernels/runtime.py).
 from __future__ import annotations
 
 from . import ext, registry, runtime
-from .ops.attention import attention
-from .ops.cross_entropy import cross_entropy
-from .ops.layer_norm import layer_norm
+# Registration order is the order ops appear in specs and reports: the model's, bottom to top.
+from .ops.layer_norm import layer_norm  # isort: skip
+from .ops.add_layer_norm import add_layer_norm  # isort: skip
+from .ops.attention import attention  # isort: skip
+from .ops.cross_entropy import cross_entropy  # isort: skip
 from .registry import Kernels, resolve
 
 INTERPRETER = runtime.INTERPRETER
@@ -26,5 +29,5 @@ def cuda_extension_available() -> bool:
     return ext.available()
 
 
-__all__ = ["layer_norm", "attention", "cross_entropy", "resolve", "Kernels", "registry", "INTERPRETER",
+__all__ = ["layer_norm", "add_layer_norm", "attention", "cross_entropy", "resolve", "Kernels", "registry", "INTERPRETER",
            "cuda_extension_available"]

@@ -39,6 +39,16 @@ def check_layer_norm_args(x, weight, bias, dtypes, max_width: int, eps: float = 
     check_same_device_and_dtype("layer_norm", x=x, weight=weight, bias=bias)
 
 
+def check_add_layer_norm_args(x, residual, weight, bias, dtypes, max_width: int, eps: float = 1e-5) -> None:
+    check_layer_norm_args(x, weight, bias, dtypes, max_width, eps)
+    if residual.dtype not in dtypes:
+        raise TypeError(f"add_layer_norm: residual has dtype {residual.dtype}; expected one of {_dtype_names(dtypes)}")
+    if residual.shape != x.shape:
+        raise ValueError(f"add_layer_norm: residual has shape {tuple(residual.shape)}; expected x's {tuple(x.shape)}")
+    if residual.device != x.device:
+        raise ValueError(f"add_layer_norm: residual is on {residual.device} but x is on {x.device}")
+
+
 def check_attention_args(q, k, v, causal: bool, dtypes, head_dims, scale: float | None = None,
                          dropout_p: float = 0.0) -> None:
     if scale is not None and not math.isfinite(scale):

@@ -8,6 +8,9 @@ raises an error that says how to build it.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 try:
@@ -19,6 +22,11 @@ except ImportError as err:
 
 BUILD_HINT = ("build it with `pip install -e .` (CUDA kernels need a CUDA build of torch and the CUDA toolkit; "
               "set CUDA_HOME to the toolkit if it is not found)")
+
+
+_BUILD_INFO_PATH = Path(__file__).with_name("_build_info.json")
+# What setup.py built and why (absent when it built nothing, e.g. without torch at install time).
+BUILD_INFO: dict = json.loads(_BUILD_INFO_PATH.read_text()) if _BUILD_INFO_PATH.exists() else {}
 
 
 def available() -> bool:
@@ -35,7 +43,8 @@ def unavailable(device: torch.device) -> str | None:
     if LOAD_ERROR is not None:
         return f"the C++/CUDA extension kernels._C is not built ({LOAD_ERROR}); {BUILD_HINT}"
     if device.type == "cuda" and not HAS_CUDA_KERNELS:
-        return f"the extension kernels._C was built without CUDA kernels, so it cannot run on {device}; re-{BUILD_HINT}"
+        why = f" ({BUILD_INFO['summary']})" if "summary" in BUILD_INFO else ""
+        return f"the extension kernels._C was built without CUDA kernels{why}, so it cannot run on {device}; re-{BUILD_HINT}"
     if device.type not in ("cpu", "cuda"):
         return f"the extension has CPU and CUDA kernels only, not {device.type}"
     return None

@@ -62,8 +62,9 @@ def provider_backend(provider: str) -> str:
 def spec_help() -> str:
     """The `--kernels` help text: the forms and every op's backend names."""
     ops = "; ".join(f"{op}: {', '.join(names)}" for op, names in BACKENDS.items())
-    return ("torch, reference, triton, ext, auto (the fastest measured on this GPU; PyTorch's ops elsewhere), "
-            f"or per op like 'layer_norm=ext,attention=triton' (others torch). Backends per op: {ops}")
+    return ("torch, reference, triton, ext or auto (the fastest measured on this GPU; PyTorch's ops elsewhere) for "
+            "every op that has it, then per-op overrides: 'attention=triton' (others torch), "
+            f"'triton,cross_entropy=ext'. Backends per op: {ops}")
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,21 @@ class Kernels:
 
 
 def parse_spec(spec: str) -> dict[str, str]:
-    """op -> backend name or "auto" for a `--kernels` value; raises ValueError naming the choices."""
-    spec = spec.strip()
-    if "=" not in spec:
-        names = {name for backends in BACKENDS.values() for name in backends} | {"auto"}
-        if spec not in names:
-            raise ValueError(f"unknown --kernels value {spec!r}; expected {spec_help()}")
-        return {op: spec if spec == "auto" or spec in backends else "torch" for op, backends in BACKENDS.items()}
+    """op -> backend name or "auto" for a `--kernels` value; raises ValueError naming the choices.
+
+    A bare name applies to every op that has that backend (the others use torch); op=name entries
+    then override single ops: 'triton', 'attention=triton', 'triton,cross_entropy=ext'.
+    """
     chosen = {op: "torch" for op in BACKENDS}
-    for item in spec.split(","):
+    names = {name for backends in BACKENDS.values() for name in backends} | {"auto"}
+    for item in (part.strip() for part in spec.split(",")):
         op, sep, name = (part.strip() for part in item.partition("="))
-        if not sep or op not in BACKENDS:
+        if not sep:
+            if item not in names:
+                raise ValueError(f"unknown --kernels value {item!r}; expected {spec_help()}")
+            chosen = {op: item if item == "auto" or item in backends else "torch" for op, backends in BACKENDS.items()}
+            continue
+        if op not in BACKENDS:
             raise ValueError(f"bad --kernels entry {item!r}: expected op=backend with op one of {list(BACKENDS)}")
         if name != "auto":
             backend(op, name)  # raises on an unknown name

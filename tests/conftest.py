@@ -1,4 +1,4 @@
-"""Shared fixtures: seeds, the GPU marker, the Tiny Shakespeare text."""
+"""Shared fixtures: seeds, the GPU marker, a generated text, and the real Tiny Shakespeare where present."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import kernels  # noqa: F401  (selects the Triton interpreter on GPU-less machines before any kernel is defined)
+from corpus import write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -38,13 +39,19 @@ def data_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shakespeare(data_cache) -> Path:
-    """Tiny Shakespeare: $GPT_SHAKESPEARE, the copy in ../shared beside the repository, or downloaded."""
+def corpus(tmp_path_factory) -> Path:
+    """A play-shaped text the project writes itself (tests/corpus.py): no download needed."""
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "play.txt")
+
+
+@pytest.fixture(scope="session")
+def shakespeare() -> Path:
+    """The real Tiny Shakespeare, for the few tests that need its exact bytes: $GPT_SHAKESPEARE,
+    or the copy in ../shared beside the repository; without either the test is skipped."""
     explicit = os.environ.get("GPT_SHAKESPEARE")
     if explicit:
         return Path(explicit)
     if LOCAL_SHAKESPEARE.exists():
         return LOCAL_SHAKESPEARE
-    from gpt.data import download_shakespeare
-
-    return download_shakespeare(data_cache)
+    pytest.skip("needs Tiny Shakespeare: set GPT_SHAKESPEARE=/path/to/input.txt (sha256 86c4e6aa...), "
+                "e.g. a copy downloaded by `python -m gpt.train`")

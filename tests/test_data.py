@@ -77,8 +77,8 @@ def test_offline_download_says_how_to_provide_the_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
     with pytest.raises(ConnectionError, match="--input PATH"):
-        data.download_shakespeare(tmp_path)
-    assert not list(tmp_path.rglob("*.part"))
+        data.download_shakespeare(tmp_path / "cache")
+    assert not list(tmp_path.iterdir())  # no partial file, no empty cache folder left behind
 
 
 def test_download_is_verified(tmp_path, monkeypatch, shakespeare):

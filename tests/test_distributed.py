@@ -11,10 +11,10 @@ from tiny import tiny_flags
 TINY = [*tiny_flags(batch_size=4, eval_iters=2), "--gradient_accumulation_steps", "2", "--eval_interval", "5"]
 
 
-def train(out_dir, shakespeare, data_cache, *extra, processes=1):
+def train(out_dir, corpus, data_cache, *extra, processes=1):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)] \
         if processes > 1 else [sys.executable]
-    command = [*launcher, "-m", "gpt.train", "--input", str(shakespeare), "--data_cache", str(data_cache),
+    command = [*launcher, "-m", "gpt.train", "--input", str(corpus), "--data_cache", str(data_cache),
                "--out_dir", str(out_dir), *TINY, *extra]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -27,15 +27,15 @@ def losses(out_dir):
 
 
 @pytest.fixture(scope="module")
-def single_process(tmp_path_factory, shakespeare, data_cache):
+def single_process(tmp_path_factory, corpus, data_cache):
     out = tmp_path_factory.mktemp("single")
-    train(out, shakespeare, data_cache, "--max_iters", "10")
+    train(out, corpus, data_cache, "--max_iters", "10")
     return losses(out)
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_follow_one(tmp_path, shakespeare, data_cache, single_process, mode):
-    stdout = train(tmp_path, shakespeare, data_cache, "--max_iters", "10", "--fsdp", str(mode == "fsdp"), processes=2)
+def test_two_processes_follow_one(tmp_path, corpus, data_cache, single_process, mode):
+    stdout = train(tmp_path, corpus, data_cache, "--max_iters", "10", "--fsdp", str(mode == "fsdp"), processes=2)
     assert f"{mode.upper()} x2" in stdout and stdout.count("done:") == 1  # rank 0 alone reports
     ours = losses(tmp_path)
     assert [i for i, _ in ours] == [i for i, _ in single_process] == list(range(10))
@@ -44,18 +44,18 @@ def test_two_processes_follow_one(tmp_path, shakespeare, data_cache, single_proc
     assert single_process[-1][1] < single_process[0][1]
 
 
-def test_fsdp_checkpoint_resumes_the_same_trajectory(tmp_path, shakespeare, data_cache, single_process):
-    train(tmp_path, shakespeare, data_cache, "--max_iters", "5", "--fsdp", "true", processes=2)
-    train(tmp_path, shakespeare, data_cache, "--max_iters", "10", "--fsdp", "true", "--resume", "true", processes=2)
+def test_fsdp_checkpoint_resumes_the_same_trajectory(tmp_path, corpus, data_cache, single_process):
+    train(tmp_path, corpus, data_cache, "--max_iters", "5", "--fsdp", "true", processes=2)
+    train(tmp_path, corpus, data_cache, "--max_iters", "10", "--fsdp", "true", "--resume", "true", processes=2)
     ours = losses(tmp_path)
     assert [i for i, _ in ours] == list(range(10))
     for (_, a), (_, b) in zip(ours, single_process):
         assert a == pytest.approx(b, rel=1e-5)
 
 
-def test_accumulation_must_divide_among_processes(tmp_path, shakespeare, data_cache):
+def test_accumulation_must_divide_among_processes(tmp_path, corpus, data_cache):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gpt.train",
-               "--input", str(shakespeare), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
+               "--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
                *TINY, "--gradient_accumulation_steps", "3", "--max_iters", "2"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0

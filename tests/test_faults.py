@@ -1,6 +1,7 @@
 """Faults a long unattended run meets: a kill mid-save, a signal, a non-finite loss, damaged or foreign checkpoints."""
 
 import json
+import re
 import os
 import pickle
 import signal
@@ -19,8 +20,8 @@ from tiny import tiny_flags
 TINY = tiny_flags(batch_size=4, eval_iters=2)
 
 
-def base_args(tmp_path, shakespeare, data_cache):
-    return ["--input", str(shakespeare), "--data_cache", str(data_cache), "--out_dir", str(tmp_path), *TINY]
+def base_args(tmp_path, corpus, data_cache):
+    return ["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path), *TINY]
 
 
 def losses(out_dir):
@@ -52,13 +53,13 @@ def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
         assert values.numel() == 10_000_000 and torch.all(values == values[0])
 
 
-def test_sigterm_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path, shakespeare, data_cache):
+def test_sigterm_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path, corpus, data_cache):
     common = ["--max_iters", "300", "--eval_interval", "1000", "--dropout", "0.1"]
     full = tmp_path / "full"
-    train.main(base_args(full, shakespeare, data_cache) + common)
+    train.main(base_args(full, corpus, data_cache) + common)
 
     parts = tmp_path / "parts"
-    command = [sys.executable, "-m", "gpt.train", *base_args(parts, shakespeare, data_cache), *common]
+    command = [sys.executable, "-m", "gpt.train", *base_args(parts, corpus, data_cache), *common]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = parts / "metrics.jsonl"
     deadline = time.time() + 120
@@ -71,7 +72,7 @@ def test_sigterm_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path, sha
     stopped_at = len(losses(parts))
     assert 20 <= stopped_at < 300
 
-    train.main(base_args(parts, shakespeare, data_cache) + common + ["--resume", "true"])
+    train.main(base_args(parts, corpus, data_cache) + common + ["--resume", "true"])
     assert losses(parts) == losses(full)  # bitwise: data order, dropout masks, optimizer state
 
 
@@ -84,7 +85,7 @@ def nan_at_iteration(monkeypatch):
     def poisoned(self, lr):
         calls["n"] += 1
         if calls["n"] == 8:
-            handle = self.model.transformer.ln_f.register_forward_hook(lambda m, i, out: out * float("nan"))
+            handle = self.model.lm_head.register_forward_hook(lambda m, i, out: out * float("nan"))
             try:
                 return original(self, lr)
             finally:
@@ -94,17 +95,17 @@ def nan_at_iteration(monkeypatch):
     monkeypatch.setattr(train.Trainer, "train_step", poisoned)
 
 
-def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shakespeare, data_cache, nan_at_iteration):
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, data_cache, nan_at_iteration):
     with pytest.raises(SystemExit, match="non-finite loss or gradient at iteration 7.*stopped"):
-        train.main(base_args(tmp_path, shakespeare, data_cache) + ["--max_iters", "20", "--eval_interval", "5"])
+        train.main(base_args(tmp_path, corpus, data_cache) + ["--max_iters", "20", "--eval_interval", "5"])
     state = checkpoint.load_train_state(tmp_path / "last.state.pt")
     assert state["iter_num"] == 5
     weights, _, _ = checkpoint.load_weights(tmp_path / "last.safetensors")
     assert all(torch.isfinite(t).all() for t in weights.values())
 
 
-def test_nonfinite_loss_can_be_skipped(tmp_path, shakespeare, data_cache, nan_at_iteration):
-    train.main(base_args(tmp_path, shakespeare, data_cache) + ["--max_iters", "12", "--eval_interval", "6",
+def test_nonfinite_loss_can_be_skipped(tmp_path, corpus, data_cache, nan_at_iteration):
+    train.main(base_args(tmp_path, corpus, data_cache) + ["--max_iters", "12", "--eval_interval", "6",
                                                                 "--nonfinite", "skip"])
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     skipped = [r["iter"] for r in records if r.get("skipped")]
@@ -115,18 +116,18 @@ def test_nonfinite_loss_can_be_skipped(tmp_path, shakespeare, data_cache, nan_at
 
 
 @pytest.fixture
-def trained(tmp_path, shakespeare, data_cache):
-    train.main(base_args(tmp_path, shakespeare, data_cache) + ["--max_iters", "2", "--eval_interval", "2"])
+def trained(tmp_path, corpus, data_cache):
+    train.main(base_args(tmp_path, corpus, data_cache) + ["--max_iters", "2", "--eval_interval", "2"])
     return tmp_path
 
 
-def test_truncated_weights_give_a_clear_error(trained, shakespeare, data_cache):
+def test_truncated_weights_give_a_clear_error(trained, corpus, data_cache):
     path = trained / "last.safetensors"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match="truncated or corrupted"):
         checkpoint.load_weights(path)
     with pytest.raises(SystemExit, match="truncated or corrupted"):
-        train.main(base_args(trained, shakespeare, data_cache) + ["--max_iters", "4", "--resume", "true"])
+        train.main(base_args(trained, corpus, data_cache) + ["--max_iters", "4", "--resume", "true"])
 
 
 def test_corrupted_header_gives_a_clear_error(trained):
@@ -138,11 +139,11 @@ def test_corrupted_header_gives_a_clear_error(trained):
         checkpoint.load_weights(path)
 
 
-def test_truncated_training_state_gives_a_clear_error(trained, shakespeare, data_cache):
+def test_truncated_training_state_gives_a_clear_error(trained, corpus, data_cache):
     path = trained / "last.state.pt"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(SystemExit, match="training state .* is truncated or corrupted"):
-        train.main(base_args(trained, shakespeare, data_cache) + ["--max_iters", "4", "--resume", "true"])
+        train.main(base_args(trained, corpus, data_cache) + ["--max_iters", "4", "--resume", "true"])
 
 
 class Exploit:
@@ -167,9 +168,9 @@ def test_resume_with_another_vocabulary_is_rejected(trained, tmp_path, data_cach
         train.main(base_args(trained, other, data_cache) + ["--max_iters", "4", "--resume", "true"])
 
 
-def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, shakespeare, data_cache):
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, corpus, data_cache):
     with pytest.raises(SystemExit, match="no training state at .*nothing to resume"):
-        train.main(base_args(tmp_path / "empty", shakespeare, data_cache) + ["--resume", "true"])
+        train.main(base_args(tmp_path / "empty", corpus, data_cache) + ["--resume", "true"])
 
 
 def test_block_size_larger_than_the_data_allows(tmp_path, data_cache):
@@ -200,3 +201,85 @@ def test_weights_load_without_this_project(trained):
         config = json.loads(f.metadata()["gpt_config"])
         keys = set(f.keys())
     assert GPTConfig(**config).n_layer == 2 and "lm_head.weight" not in keys and "transformer.wte.weight" in keys
+
+
+def test_a_new_run_never_replaces_another_runs_files(trained, corpus, data_cache):
+    """A run into a finished run's folder stops with the two ways forward; --overwrite true is one."""
+    before = {name: (trained / name).read_bytes() for name in ("best.safetensors", "metrics.jsonl")}
+    with pytest.raises(SystemExit, match="holds another run .*--resume true.*--overwrite true"):
+        train.main(base_args(trained, corpus, data_cache) + ["--max_iters", "1"])
+    assert {name: (trained / name).read_bytes() for name in before} == before
+    train.main(base_args(trained, corpus, data_cache) + ["--max_iters", "1", "--eval_interval", "1", "--overwrite"])
+    assert [r["iter"] for r in map(json.loads, (trained / "metrics.jsonl").read_text().splitlines())] == [0, 1]
+
+
+def test_resume_uses_the_runs_own_data(trained, data_cache, capsys):
+    """No --input: the run continues on the text it was started with (offline, the default would download)."""
+    train.main(["--out_dir", str(trained), "--data_cache", str(data_cache), *TINY, "--max_iters", "4",
+                "--eval_interval", "2", "--resume"])
+    assert "resuming from" in capsys.readouterr().out
+    assert [r["iter"] for r in map(json.loads, (trained / "metrics.jsonl").read_text().splitlines())][-1] == 4
+
+
+@pytest.mark.parametrize("name", ["last.state.pt", "last.safetensors"])
+def test_damage_inside_a_checkpoint_is_found(trained, corpus, data_cache, name):
+    """4 KB zeroed in the middle of the file: the checksums written with every tensor catch it."""
+    path = trained / name
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+    with pytest.raises(SystemExit, match=f"{name} is (truncated or )?corrupted"):
+        train.main(base_args(trained, corpus, data_cache) + ["--max_iters", "4", "--resume", "true"])
+
+
+def test_a_configuration_that_cannot_fit_is_refused_up_front(tmp_path, corpus, data_cache):
+    with pytest.raises(SystemExit, match=r"needs about [\d.]+ GiB for one micro-batch .* but cpu has [\d.]+ GiB"):
+        train.main(base_args(tmp_path, corpus, data_cache) + ["--batch_size", "10000000"])
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_triton_on_the_cpu_says_how_long_a_run_would_take(tmp_path, corpus, data_cache, capsys):
+    train.main(base_args(tmp_path, corpus, data_cache) + ["--kernels", "triton", "--max_iters", "1",
+                                                           "--eval_interval", "1", "--eval_iters", "1"])
+    out = capsys.readouterr().out
+    assert "note: backend 'triton' on a CPU runs the Triton interpreter" in out
+    assert re.search(r"the Triton interpreter took [\d.]+ s for this iteration: 1 iterations would take about", out)
+
+
+def test_a_second_signal_stops_at_once(tmp_path, corpus, data_cache):
+    """The first SIGTERM waits for the step (here seconds: the Triton interpreter); the second does not."""
+    command = [sys.executable, "-m", "gpt.train", *base_args(tmp_path, corpus, data_cache), "--kernels", "triton",
+               "--max_iters", "1000", "--eval_interval", "1000", "--eval_iters", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    signalled = time.time()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "SIGTERM again: stopping now, without saving" in stderr and "Traceback" not in stderr
+    assert time.time() - signalled < 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "tpu"], "--device 'tpu' is not supported; expected cpu, cuda or cuda:N"),
+    (["--device", "cuda:banana"], "--device 'cuda:banana' is not supported"),
+])
+def test_bad_devices_are_one_line_errors(tmp_path, corpus, data_cache, argv, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        train.main(base_args(tmp_path, corpus, data_cache) + argv)
+
+
+def test_ctrl_c_in_sampling_ends_quietly(trained):
+    command = [sys.executable, "-m", "gpt.sample", "--out_dir", str(trained), "--max_new_tokens", "100000",
+               "--num_samples", "1", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.read(20)  # sampling has begun
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr

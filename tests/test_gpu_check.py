@@ -15,10 +15,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import gpu_check  # noqa: E402
 
 
-def test_dry_run_of_the_whole_check(tmp_path, shakespeare):
+def test_dry_run_of_the_whole_check(tmp_path, corpus):
     """bench/gpu_check.sh --dry-run, as CI runs it: every stage, the report, and at most 8 files left."""
     out = tmp_path / "out"
-    env = os.environ | {"GPT_SHAKESPEARE": str(shakespeare), "PYTHON": sys.executable, "GPT_COMMIT": "abc123"}
+    env = os.environ | {"GPT_SHAKESPEARE": str(corpus), "PYTHON": sys.executable, "GPT_COMMIT": "abc123"}
     result = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run", str(out)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -27,7 +27,8 @@ def test_dry_run_of_the_whole_check(tmp_path, shakespeare):
     assert set(report["stages"]) == {"install", "tests", "bench", "throughput", "train"}
     assert all(stage["status"] == "ok" for stage in report["stages"].values()), report["stages"]
     assert report["throughput"][0]["tok_per_s"] > 0
-    assert {r["group"].split()[0] for r in report["kernels"]} == {"layer_norm", "attention", "cross_entropy"}
+    assert {r["group"].split()[0] for r in report["kernels"]} == {"layer_norm", "add_layer_norm", "attention",
+                                                                 "cross_entropy"}
     assert [r["iter"] for r in report["training"]["curve"]] == [0, 10, 20]
     markdown = (out / "report.md").read_text()
     assert "## Training throughput" in markdown and "val loss against wall time" in markdown

@@ -16,8 +16,8 @@ from tiny import TINY_MODEL
 from tolerance import assert_close_to_reference
 
 # --kernels values: each of this project's backends alone, every op's reference, and the full sets
-BACKENDS = ["layer_norm=triton", "layer_norm=ext", "attention=triton", "reference", "cross_entropy=ext",
-            "layer_norm=triton,attention=triton,cross_entropy=ext", "layer_norm=ext,attention=triton,cross_entropy=ext"]
+BACKENDS = ["layer_norm=triton", "layer_norm=ext", "add_layer_norm=triton", "add_layer_norm=ext", "attention=triton",
+            "reference", "cross_entropy=ext", "triton,cross_entropy=ext", "ext,attention=triton"]
 FULL_SETS = BACKENDS[-2:]
 SMALL = TINY_MODEL | dict(vocab_size=65, n_embd=64)
 

@@ -14,14 +14,15 @@ from tiny import TINY_MODEL, tiny_flags
 TINY = [*tiny_flags(batch_size=8, eval_iters=4), "--warmup_iters", "5"]
 
 
-def run(tmp_path, shakespeare, data_cache, *extra) -> list[dict]:
-    train.main(["--input", str(shakespeare), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
+def run(tmp_path, corpus, data_cache, *extra) -> list[dict]:
+    train.main(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
                 *TINY, *extra])
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_loss_falls_on_shakespeare(tmp_path, shakespeare, data_cache):
-    records = run(tmp_path, shakespeare, data_cache, "--max_iters", "150", "--eval_interval", "150",
+@pytest.mark.parametrize("text", ["corpus", "shakespeare"])  # the generated text always; the real one where present
+def test_loss_falls(tmp_path, text, data_cache, request):
+    records = run(tmp_path, request.getfixturevalue(text), data_cache, "--max_iters", "150", "--eval_interval", "150",
                   "--learning_rate", "3e-3")
     val = [r["val_loss"] for r in records if "val_loss" in r]
     assert len(val) == 2
@@ -31,8 +32,8 @@ def test_loss_falls_on_shakespeare(tmp_path, shakespeare, data_cache):
         assert key in records[0]
 
 
-def test_checkpoint_round_trip(tmp_path, shakespeare, data_cache):
-    run(tmp_path, shakespeare, data_cache, "--max_iters", "3", "--eval_interval", "3")
+def test_checkpoint_round_trip(tmp_path, corpus, data_cache):
+    run(tmp_path, corpus, data_cache, "--max_iters", "3", "--eval_interval", "3")
     plain = load_file(str(tmp_path / "last.safetensors"))  # readable without this project
     assert not any(k.startswith("_orig_mod") or k.startswith("module.") for k in plain)
     state, config, tokenizer_meta = load_weights(tmp_path / "last.safetensors")
@@ -47,24 +48,24 @@ def test_checkpoint_round_trip(tmp_path, shakespeare, data_cache):
 
 
 @pytest.mark.parametrize("dropout", ["0.0", "0.1"])
-def test_resume_reproduces_uninterrupted_losses(tmp_path, shakespeare, data_cache, dropout):
+def test_resume_reproduces_uninterrupted_losses(tmp_path, corpus, data_cache, dropout):
     common = ["--eval_interval", "6", "--dropout", dropout]
-    full = run(tmp_path / "full", shakespeare, data_cache, "--max_iters", "12", *common)
-    run(tmp_path / "parts", shakespeare, data_cache, "--max_iters", "6", *common)
-    resumed = run(tmp_path / "parts", shakespeare, data_cache, "--max_iters", "12", "--resume", "true", *common)
+    full = run(tmp_path / "full", corpus, data_cache, "--max_iters", "12", *common)
+    run(tmp_path / "parts", corpus, data_cache, "--max_iters", "6", *common)
+    resumed = run(tmp_path / "parts", corpus, data_cache, "--max_iters", "12", "--resume", "true", *common)
     losses = lambda records: [(r["iter"], r["loss"]) for r in records if "loss" in r]  # noqa: E731
     assert [i for i, _ in losses(resumed)] == list(range(12))
     assert losses(resumed) == losses(full)  # bitwise: same batches, dropout masks, optimizer state
 
 
-def test_resume_rejects_a_different_model(tmp_path, shakespeare, data_cache):
-    run(tmp_path, shakespeare, data_cache, "--max_iters", "2", "--eval_interval", "2")
+def test_resume_rejects_a_different_model(tmp_path, corpus, data_cache):
+    run(tmp_path, corpus, data_cache, "--max_iters", "2", "--eval_interval", "2")
     with pytest.raises(SystemExit, match="n_embd: checkpoint 32, now 64"):
-        run(tmp_path, shakespeare, data_cache, "--max_iters", "4", "--resume", "true", "--n_embd", "64")
+        run(tmp_path, corpus, data_cache, "--max_iters", "4", "--resume", "true", "--n_embd", "64")
 
 
-def test_sample_streams_text_from_a_checkpoint(tmp_path, shakespeare, data_cache, capsys):
-    run(tmp_path, shakespeare, data_cache, "--max_iters", "2", "--eval_interval", "2")
+def test_sample_streams_text_from_a_checkpoint(tmp_path, corpus, data_cache, capsys):
+    run(tmp_path, corpus, data_cache, "--max_iters", "2", "--eval_interval", "2")
     capsys.readouterr()
     samples = sample.main(["--out_dir", str(tmp_path), "--prompt", "ROMEO:", "--num_samples", "2",
                            "--max_new_tokens", "20", "--seed", "7"])
@@ -76,8 +77,8 @@ def test_sample_streams_text_from_a_checkpoint(tmp_path, shakespeare, data_cache
     assert again == samples
 
 
-def test_sample_prompt_from_a_file_and_bad_prompts(tmp_path, shakespeare, data_cache, capsys):
-    run(tmp_path, shakespeare, data_cache, "--max_iters", "1", "--eval_interval", "1")
+def test_sample_prompt_from_a_file_and_bad_prompts(tmp_path, corpus, data_cache, capsys):
+    run(tmp_path, corpus, data_cache, "--max_iters", "1", "--eval_interval", "1")
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("JULIET:\n")
     samples = sample.main(["--out_dir", str(tmp_path), "--prompt", f"FILE:{prompt}", "--num_samples", "1",
@@ -89,9 +90,9 @@ def test_sample_prompt_from_a_file_and_bad_prompts(tmp_path, shakespeare, data_c
         sample.main(["--out_dir", str(tmp_path / "nowhere")])
 
 
-def test_sample_resolves_every_kernels_value(tmp_path, shakespeare, data_cache, capsys):
+def test_sample_resolves_every_kernels_value(tmp_path, corpus, data_cache, capsys):
     """`gpt.sample --kernels auto` (the default) resolves before the model is built, as training does."""
-    run(tmp_path, shakespeare, data_cache, "--max_iters", "1", "--eval_interval", "1")
+    run(tmp_path, corpus, data_cache, "--max_iters", "1", "--eval_interval", "1")
     for spec in ("auto", "reference", "layer_norm=ext,attention=triton,cross_entropy=ext"):
         samples = sample.main(["--out_dir", str(tmp_path), "--prompt", "ROMEO:", "--num_samples", "1",
                                "--max_new_tokens", "4", "--kernels", spec])
@@ -135,7 +136,7 @@ def test_auto_kernels_use_measurements_only(monkeypatch):
     table = {"NVIDIA H100": {"layer_norm": "ext", "attention": "triton"}}
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
-    assert chosen == {"layer_norm": "ext", "attention": "triton", "cross_entropy": "torch"}
+    assert chosen == {"layer_norm": "ext", "add_layer_norm": "torch", "attention": "triton", "cross_entropy": "torch"}
     assert "measured on NVIDIA H100" in origin
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
     chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
@@ -143,22 +144,25 @@ def test_auto_kernels_use_measurements_only(monkeypatch):
     assert set(kernels.registry.auto_choice(torch.device("cpu"), table)[0].values()) == {"torch"}
 
 
-def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, shakespeare, data_cache, capsys):
-    run(tmp_path, shakespeare, data_cache, "--max_iters", "1", "--eval_interval", "1", "--kernels", "auto")
+def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, corpus, data_cache, capsys):
+    run(tmp_path, corpus, data_cache, "--max_iters", "1", "--eval_interval", "1", "--kernels", "auto")
     out = capsys.readouterr().out
-    assert "kernels layer_norm=torch,attention=torch,cross_entropy=torch (auto: PyTorch's ops on the CPU)" in out
+    all_torch = "layer_norm=torch,add_layer_norm=torch,attention=torch,cross_entropy=torch"
+    assert f"kernels {all_torch} (auto: PyTorch's ops on the CPU)" in out
     state = torch.load(tmp_path / "last.state.pt", weights_only=True)
-    assert state["kernels"] == "layer_norm=torch,attention=torch,cross_entropy=torch"
+    assert state["kernels"] == all_torch
 
 
 def test_one_vocabulary_of_ops_and_backends():
     """The same op keys and backend names on the command line, in the registry and in the benchmarks."""
     parse = kernels.registry.parse_spec
-    assert parse("torch") == {"layer_norm": "torch", "attention": "torch", "cross_entropy": "torch"}
-    assert parse("ext") == {"layer_norm": "ext", "attention": "torch", "cross_entropy": "ext"}
-    assert parse("attention=triton") == {"layer_norm": "torch", "attention": "triton", "cross_entropy": "torch"}
+    ops = ["layer_norm", "add_layer_norm", "attention", "cross_entropy"]
+    assert parse("torch") == dict.fromkeys(ops, "torch")
+    assert parse("ext") == {"layer_norm": "ext", "add_layer_norm": "ext", "attention": "torch", "cross_entropy": "ext"}
+    assert parse("attention=triton") == dict.fromkeys(ops, "torch") | {"attention": "triton"}
+    assert parse("triton,cross_entropy=ext") == dict.fromkeys(ops, "triton") | {"cross_entropy": "ext"}
     assert kernels.resolve("layer_norm=triton,cross_entropy=ext").spec() == (
-        "layer_norm=triton,attention=torch,cross_entropy=ext")
+        "layer_norm=triton,add_layer_norm=torch,attention=torch,cross_entropy=ext")
     assert kernels.registry.provider_backend("torch-compiled") == "torch"
     help_text = kernels.registry.spec_help()
     for op, names in kernels.registry.BACKENDS.items():
@@ -166,9 +170,10 @@ def test_one_vocabulary_of_ops_and_backends():
 
 
 def test_model_modules_hold_resolved_functions():
-    ops = kernels.resolve("layer_norm=ext,attention=reference,cross_entropy=ext")
+    ops = kernels.resolve("layer_norm=ext,add_layer_norm=triton,attention=reference,cross_entropy=ext")
     model = GPT(GPTConfig(vocab_size=65, **TINY_MODEL), ops)
     assert model.transformer.h[0].ln_1.layer_norm is ops["layer_norm"]
+    assert model.transformer.h[0].ln_2.add_layer_norm is ops["add_layer_norm"]
     assert model.transformer.h[0].attn.attention is ops["attention"]
     assert model.cross_entropy is ops["cross_entropy"]
 

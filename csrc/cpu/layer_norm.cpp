@@ -49,7 +49,7 @@ void forward_rows(const T* x, const T* w, const T* b, T* y, float* mean, float* 
 }
 
 template <typename T>
-void backward_rows(const T* dy, const T* x, const T* w, const float* rstd, T* dx,
+void backward_rows(const T* dy, const T* x, const T* w, const float* rstd, const T* ds, T* dx,
                    double* dw_partial, double* db_partial, int64_t rows, int64_t n) {
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
@@ -73,7 +73,8 @@ void backward_rows(const T* dy, const T* x, const T* w, const float* rstd, T* dx
         for (int64_t j = 0; j < n; ++j) {
           const double xhat = (static_cast<double>(static_cast<float>(xr[j])) - mu) * rs;
           const double g = static_cast<float>(dyr[j]);
-          dx[r * n + j] = static_cast<T>((static_cast<float>(w[j]) * g - (xhat * c1 + c2)) * rs);
+          const double direct = ds ? static_cast<double>(static_cast<float>(ds[r * n + j])) : 0.0;
+          dx[r * n + j] = static_cast<T>((static_cast<float>(w[j]) * g - (xhat * c1 + c2)) * rs + direct);
           dw[j] += g * xhat;
           db[j] += g;
         }
@@ -81,6 +82,11 @@ void backward_rows(const T* dy, const T* x, const T* w, const float* rstd, T* dx
     }
   });
 }
+
+// s = x + residual (x's dtype; residual converted to it), then LayerNorm of s: y, s, mean, rstd.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_layer_norm_fwd_cpu(
+    const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    double eps);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
                                                                   const c10::optional<at::Tensor>& bias,
@@ -102,8 +108,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(const at::Tens
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
-                                                                  const at::Tensor& weight, const at::Tensor& rstd) {
-  check_layer_norm_backward(dy, x, weight, rstd);
+                                                                  const at::Tensor& weight, const at::Tensor& rstd,
+                                                                  const c10::optional<at::Tensor>& ds) {
+  check_layer_norm_backward(dy, x, weight, rstd, ds);
+  const at::Tensor dsc = ds.has_value() ? ds->contiguous() : at::Tensor();
   const int64_t n = x.size(-1);
   const at::Tensor xc = x.contiguous(), dyc = dy.contiguous(), wc = weight.contiguous();
   const at::Tensor rc = rstd.contiguous();
@@ -115,11 +123,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(const at::Tens
   GPT_DISPATCH_FLOAT_TYPES(x.scalar_type(), "layer_norm_bwd_cpu", [&] {
     backward_rows<scalar_t>(dyc.const_data_ptr<scalar_t>(), xc.const_data_ptr<scalar_t>(),
                             wc.const_data_ptr<scalar_t>(), rc.const_data_ptr<float>(),
-                            dx.mutable_data_ptr<scalar_t>(), dw_partial.mutable_data_ptr<double>(),
+                            dsc.defined() ? dsc.const_data_ptr<scalar_t>() : nullptr, dx.mutable_data_ptr<scalar_t>(), dw_partial.mutable_data_ptr<double>(),
                             db_partial.mutable_data_ptr<double>(), rows, n);
   });
   // at::sum over dim 0 of a fixed-shape buffer: a fixed reduction order
   return {dx, dw_partial.sum(0).to(weight.scalar_type()), db_partial.sum(0).to(weight.scalar_type())};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_layer_norm_fwd_cpu(
+    const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    double eps) {
+  check_add_layer_norm(x, residual, weight, bias);
+  const at::Tensor s = at::add(x, residual.to(x.scalar_type()));  // one rounding to x's dtype, as unfused
+  auto [y, mean, rstd] = layer_norm_fwd_cpu(s, weight, bias, eps);
+  return {y, s, mean, rstd};
 }
 
 }  // namespace
@@ -132,12 +149,18 @@ TORCH_LIBRARY_FRAGMENT(gpt_ext, m) {
   // dx, dweight, dbias from dy and the forward's saved x and rstd. The rows are centred again
   // from x (as (x - x0) - mean(x - x0)), not with the stored fp32 mean, to keep nearly constant
   // rows precise.
-  m.def("layer_norm_bwd(Tensor dy, Tensor x, Tensor weight, Tensor rstd) -> (Tensor, Tensor, Tensor)");
+  // ds (optional, x's shape and dtype) is added to dx: add_layer_norm's gradient reaching its sum directly.
+  m.def("layer_norm_bwd(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor? ds) -> (Tensor, Tensor, Tensor)");
+  // s = x + residual in x's dtype and y = layer_norm(s): y, s, mean, rstd. Its backward is
+  // layer_norm_bwd(dy, s, weight, rstd, ds).
+  m.def("add_layer_norm_fwd(Tensor x, Tensor residual, Tensor weight, Tensor? bias, float eps) -> "
+        "(Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(gpt_ext, CPU, m) {
   m.impl("layer_norm_fwd", &layer_norm_fwd_cpu);
   m.impl("layer_norm_bwd", &layer_norm_bwd_cpu);
+  m.impl("add_layer_norm_fwd", &add_layer_norm_fwd_cpu);
 }
 
 }  // namespace gpt_ext

@@ -82,7 +82,7 @@ __global__ void layer_norm_fwd_kernel(const T* __restrict__ x, const T* __restri
 
 template <typename T, int VEC>
 __global__ void layer_norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ w,
-                                      const float* __restrict__ rstd,
+                                      const float* __restrict__ rstd, const T* __restrict__ ds,
                                       T* __restrict__ dx, float* __restrict__ dw_partial,
                                       float* __restrict__ db_partial, int64_t rows, int64_t n) {
   __shared__ float scratch[32];
@@ -107,6 +107,8 @@ __global__ void layer_norm_bwd_kernel(const T* __restrict__ dy, const T* __restr
     const float c2 = block_sum(sum_wdy, scratch) / n;
     for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
       const Pack<T, VEC> xp = load_pack<T, VEC>(xr + j), gp = load_pack<T, VEC>(dyr + j), wp = load_pack<T, VEC>(w + j);
+      Pack<T, VEC> direct;  // add_layer_norm's gradient of its sum, added to dx
+      if (ds != nullptr) direct = load_pack<T, VEC>(ds + row * n + j);
       Pack<T, VEC> out;
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
@@ -114,7 +116,8 @@ __global__ void layer_norm_bwd_kernel(const T* __restrict__ dy, const T* __restr
         const float g = static_cast<float>(gp.v[k]);
         // __fmul_rn is never fused into an FMA: w*dy rounds here exactly as in the sums above,
         // so a width-1 row (xhat = 0, c2 = w*dy) gets dx = 0 exactly, as it must.
-        out.v[k] = static_cast<T>((__fmul_rn(static_cast<float>(wp.v[k]), g) - (xhat * c1 + c2)) * rs);
+        const float add = ds != nullptr ? static_cast<float>(direct.v[k]) : 0.f;
+        out.v[k] = static_cast<T>((__fmul_rn(static_cast<float>(wp.v[k]), g) - (xhat * c1 + c2)) * rs + add);
         dw[j + k] += g * xhat;  // each column is owned by one thread of this block
         db[j + k] += g;
       }
@@ -141,9 +144,9 @@ void launch_fwd(const T* x, const T* w, const T* b, T* y, float* mean, float* rs
 }
 
 template <typename T, int VEC>
-void launch_bwd(const T* dy, const T* x, const T* w, const float* rstd, T* dx, float* dw_partial, float* db_partial,
-                int64_t rows, int64_t n, int blocks, cudaStream_t stream) {
-  layer_norm_bwd_kernel<T, VEC><<<blocks, threads_for(n, VEC), 0, stream>>>(dy, x, w, rstd, dx, dw_partial,
+void launch_bwd(const T* dy, const T* x, const T* w, const float* rstd, const T* ds, T* dx, float* dw_partial,
+                float* db_partial, int64_t rows, int64_t n, int blocks, cudaStream_t stream) {
+  layer_norm_bwd_kernel<T, VEC><<<blocks, threads_for(n, VEC), 0, stream>>>(dy, x, w, rstd, ds, dx, dw_partial,
                                                                              db_partial, rows, n);
   GPT_CHECK_LAUNCH();
 }
@@ -179,8 +182,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cuda(const at::Ten
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(const at::Tensor& dy, const at::Tensor& x,
-                                                                   const at::Tensor& weight, const at::Tensor& rstd) {
-  check_layer_norm_backward(dy, x, weight, rstd);
+                                                                   const at::Tensor& weight, const at::Tensor& rstd,
+                                                                   const c10::optional<at::Tensor>& ds) {
+  check_layer_norm_backward(dy, x, weight, rstd, ds);
+  const at::Tensor dsc = ds.has_value() ? ds->contiguous() : at::Tensor();
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(-1);
   const at::Tensor xc = x.contiguous(), dyc = dy.contiguous(), wc = weight.contiguous();
@@ -198,13 +203,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(const at::Ten
     const scalar_t* wp = wc.const_data_ptr<scalar_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
     const float* r = rc.const_data_ptr<float>();
+    const scalar_t* dsp = dsc.defined() ? dsc.const_data_ptr<scalar_t>() : nullptr;
     float *dwp = dw_partial.mutable_data_ptr<float>(), *dbp = db_partial.mutable_data_ptr<float>();
     if (rows > 0) {
-      const int vec = vector_width<scalar_t>(n, {g, xp, wp, dxp});
-      if (vec == 8) launch_bwd<scalar_t, 8>(g, xp, wp, r, dxp, dwp, dbp, rows, n, blocks, stream);
-      else if (vec == 4) launch_bwd<scalar_t, 4>(g, xp, wp, r, dxp, dwp, dbp, rows, n, blocks, stream);
-      else if (vec == 2) launch_bwd<scalar_t, 2>(g, xp, wp, r, dxp, dwp, dbp, rows, n, blocks, stream);
-      else launch_bwd<scalar_t, 1>(g, xp, wp, r, dxp, dwp, dbp, rows, n, blocks, stream);
+      const int vec = vector_width<scalar_t>(n, {g, xp, wp, dxp, dsp});
+      if (vec == 8) launch_bwd<scalar_t, 8>(g, xp, wp, r, dsp, dxp, dwp, dbp, rows, n, blocks, stream);
+      else if (vec == 4) launch_bwd<scalar_t, 4>(g, xp, wp, r, dsp, dxp, dwp, dbp, rows, n, blocks, stream);
+      else if (vec == 2) launch_bwd<scalar_t, 2>(g, xp, wp, r, dsp, dxp, dwp, dbp, rows, n, blocks, stream);
+      else launch_bwd<scalar_t, 1>(g, xp, wp, r, dsp, dxp, dwp, dbp, rows, n, blocks, stream);
     }
     const int threads = 256;
     column_sum_kernel<scalar_t><<<ceil_div(n, threads), threads, 0, stream>>>(
@@ -217,11 +223,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(const at::Ten
   return {dx, dweight, dbias};
 }
 
+// s = x + residual in x's dtype, then LayerNorm of s. A first version: the add is its own
+// (vectorised, ATen) pass before the LayerNorm kernel; one fused kernel is the next step.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_layer_norm_fwd_cuda(
+    const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    double eps) {
+  check_add_layer_norm(x, residual, weight, bias);
+  const at::Tensor s = at::add(x, residual.to(x.scalar_type()));
+  auto [y, mean, rstd] = layer_norm_fwd_cuda(s, weight, bias, eps);
+  return {y, s, mean, rstd};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(gpt_ext, CUDA, m) {
   m.impl("layer_norm_fwd", &layer_norm_fwd_cuda);
   m.impl("layer_norm_bwd", &layer_norm_bwd_cuda);
+  m.impl("add_layer_norm_fwd", &add_layer_norm_fwd_cuda);
 }
 
 }  // namespace gpt_ext

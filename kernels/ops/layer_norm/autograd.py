@@ -2,7 +2,7 @@
 
 Both register ops with the same schemas:
     layer_norm_fwd(x, weight, bias, eps) -> (y, mean, rstd)
-    layer_norm_bwd(dy, x, weight, rstd) -> (dx, dweight, dbias)
+    layer_norm_bwd(dy, x, weight, rstd, ds?) -> (dx, dweight, dbias)   (ds, when given, is added to dx)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def layer_norm_fwd_fake(x, weight, bias, eps):
     return torch.empty_like(x, memory_format=torch.contiguous_format), stats, stats.clone()
 
 
-def layer_norm_bwd_fake(dy, x, weight, rstd):
+def layer_norm_bwd_fake(dy, x, weight, rstd, ds):
     return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight), torch.empty_like(weight)
 
 
@@ -30,7 +30,7 @@ def register_layer_norm_autograd(fwd_op: str, bwd_op) -> None:
 
     def backward(ctx, dy, _dmean, _drstd):
         x, weight, rstd = ctx.saved_tensors
-        dx, dweight, dbias = bwd_op(dy, x, weight, rstd)
+        dx, dweight, dbias = bwd_op(dy, x, weight, rstd, None)
         return dx, dweight, dbias if ctx.has_bias else None, None
 
     torch.library.register_autograd(fwd_op, backward, setup_context=setup_context)

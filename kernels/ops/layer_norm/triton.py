@@ -68,10 +68,11 @@ def _layer_norm_fwd_kernel(
 
 @triton.jit
 def _layer_norm_bwd_kernel(
-    DY, X, W, Rstd, DX,  # dy, x, dx (M, N); w (N,); rstd (M,) fp32 from the forward
+    DY, X, W, Rstd, DX, DS,  # dy, x, dx (M, N); w (N,); rstd (M,) fp32 from the forward; ds (M, N) added to dx
     DW_partial, DB_partial,  # (programs, N) fp32: this program's share of dweight and dbias
-    stride_dy, stride_x, stride_dx,  # row strides
+    stride_dy, stride_x, stride_dx, stride_ds,  # row strides
     M, N, rows_per_program,  # rows, width, rows each program owns (a multiple of BLOCK_M)
+    HAS_DS: tl.constexpr,  # add_layer_norm: the gradient reaching the sum s directly joins dx
     BLOCK_M: tl.constexpr,  # rows per tile
     BLOCK_N: tl.constexpr,  # next power of two >= N
 ):
@@ -95,6 +96,8 @@ def _layer_norm_bwd_kernel(
         c1 = tl.sum(xhat * wdy, axis=1) / N
         c2 = tl.sum(wdy, axis=1) / N
         dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        if HAS_DS:
+            dx += tl.load(DS + rows[:, None] * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
         dw_acc += dy * xhat
         db_acc += dy
@@ -167,13 +170,16 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return y.view(x.shape), mean, rstd
 
 
-def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                        rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
+                        ds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dx, dweight, dbias; with ds (add_layer_norm's gradient of its sum output), dx includes it."""
     n = x.shape[-1]
     x2 = x.reshape(-1, n)
     dy2 = dy.reshape(-1, n)
     x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
     dy2 = dy2 if dy2.stride(-1) == 1 else dy2.contiguous()
+    ds2 = None if ds is None else ds.reshape(-1, n)
+    ds2 = ds2 if ds2 is None or ds2.stride(-1) == 1 else ds2.contiguous()
     m = x2.shape[0]
     dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
     dweight = torch.empty(n, dtype=weight.dtype, device=x.device)
@@ -185,9 +191,9 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     db_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
     if m > 0:
         _layer_norm_bwd_kernel[(programs,)](
-            dy2, x2, weight, rstd, dx, dw_partial, db_partial,
-            dy2.stride(0), x2.stride(0), dx.stride(0), m, n, rows_per_program,
-            BLOCK_M=launch.block_m, BLOCK_N=block_n, num_warps=launch.num_warps,
+            dy2, x2, weight, rstd, dx, ds2 if ds2 is not None else dy2, dw_partial, db_partial,
+            dy2.stride(0), x2.stride(0), dx.stride(0), (ds2 if ds2 is not None else dy2).stride(0), m, n,
+            rows_per_program, HAS_DS=ds2 is not None, BLOCK_M=launch.block_m, BLOCK_N=block_n, num_warps=launch.num_warps,
             # No fused multiply-add: w*dy must round the same in dx as in its row sums, or a
             # width-1 row (whose exact dx is 0) gets that rounding times rstd = 1/sqrt(eps).
             enable_fp_fusion=False)
@@ -210,9 +216,9 @@ layer_norm_fwd.register_fake(autograd.layer_norm_fwd_fake)
 
 
 @torch.library.custom_op("gpt_triton::layer_norm_bwd", mutates_args=())
-def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                   rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return layer_norm_backward(dy, x, weight, rstd)
+def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
+                   ds: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return layer_norm_backward(dy, x, weight, rstd, ds)
 
 
 layer_norm_bwd.register_fake(autograd.layer_norm_bwd_fake)

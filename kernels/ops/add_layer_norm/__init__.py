@@ -1,0 +1,46 @@
+"""Residual add + LayerNorm, the pre-LN transformer's seam: (y, s) with s = x + residual in x's
+dtype and y = layer_norm(s). Backends torch, reference, triton, ext.
+
+    reference.py  the reference      triton.py  one Triton kernel forward, one backward
+    autograd.py   fakes and autograd shared by the Triton and extension ops
+    ext.py        the extension's op (csrc/cpu/layer_norm.cpp, csrc/cuda/layer_norm.cu)
+
+residual may have another float dtype than x (a bf16 sublayer output joining an fp32 residual
+stream under autocast); its gradient comes back in its own dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ... import checks, registry, runtime
+from ... import ext as _ext
+from . import ext, reference
+
+CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def torch_add_layer_norm(x, residual, weight, bias=None, eps=1e-5):
+    """PyTorch's ops, unfused: an add, then F.layer_norm (torch.compile fuses the two itself)."""
+    checks.check_add_layer_norm_args(x, residual, weight, bias, CHECKED_DTYPES, max_width=1 << 31, eps=eps)
+    s = x + residual.to(x.dtype)
+    return F.layer_norm(s, (s.shape[-1],), weight, bias, eps), s
+
+
+if runtime.HAS_TRITON:
+    from .triton import add_layer_norm as triton_add_layer_norm
+else:
+    triton_add_layer_norm = runtime.needs_triton
+
+registry.register("add_layer_norm", "torch", torch_add_layer_norm, "x + residual, then F.layer_norm")
+registry.register("add_layer_norm", "reference", reference.add_layer_norm, "the add rounded to x's dtype, LayerNorm in fp32")
+registry.register("add_layer_norm", "triton", triton_add_layer_norm, "one fused Triton kernel forward, one backward",
+                  unavailable=runtime.triton_unavailable, note=runtime.triton_note)
+registry.register("add_layer_norm", "ext", ext.add_layer_norm, "C++/CUDA extension kernels", unavailable=_ext.unavailable)
+
+
+def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   eps: float = 1e-5, *, backend: str = "triton") -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, s): s = x + residual in x's dtype, y = LayerNorm of s over its last dimension."""
+    return registry.backend("add_layer_norm", backend).fn(x, residual, weight, bias, eps)

@@ -1,0 +1,83 @@
+"""Residual add + LayerNorm in Triton: one kernel reads x and residual once and writes s and y.
+
+_add_layer_norm_fwd_kernel -> add_layer_norm_forward -> torch.ops.gpt_triton.add_layer_norm_fwd
+The backward is the layer norm's backward kernel with the gradient of s added to dx in the same
+pass (kernels/ops/layer_norm/triton.py, HAS_DS): no separate add, forward or backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ... import runtime  # noqa: F401  (selects the interpreter on a CPU before triton is imported)
+import triton  # noqa: E402,I001
+import triton.language as tl  # noqa: E402
+
+from ... import checks  # noqa: E402
+from ..layer_norm.triton import MAX_WIDTH, SUPPORTED_DTYPES, _centre_rows, _first_column, _launch  # noqa: E402
+from . import autograd  # noqa: E402
+
+
+@triton.jit
+def _add_layer_norm_fwd_kernel(
+    X, R, S, Y, W, B, Mean, Rstd,  # x, residual, s = x + residual, y (M, N); w/b (N,); mean/rstd (M,) fp32
+    stride_x, stride_r, stride_s, stride_y,  # row strides (columns are contiguous)
+    M, N, eps,
+    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_ok = rows < M
+    mask = row_ok[:, None] & (cols[None, :] < N)
+    x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    r = tl.load(R + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    s = (x + r).to(S.dtype.element_ty)  # rounded to x's dtype, as the unfused add would be
+    tl.store(S + rows[:, None] * stride_s + cols[None, :], s, mask=mask)
+    s = s.to(tl.float32)
+    centered, shifted_mean = _centre_rows(s, cols, mask, N)
+    rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=1) / N + eps)
+    w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+    y = centered * rstd[:, None] * w[None, :]
+    if HAS_BIAS:
+        y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Mean + rows, _first_column(s, cols) + shifted_mean, mask=row_ok)
+    tl.store(Rstd + rows, rstd, mask=row_ok)
+
+
+def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    t2 = t.reshape(-1, n)
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
+def add_layer_norm_forward(x, residual, weight, bias, eps):
+    n = x.shape[-1]
+    x2, r2 = _rows(x, n), _rows(residual, n)
+    m = x2.shape[0]
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    s = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    mean = torch.empty(m, dtype=torch.float32, device=x.device)
+    rstd = torch.empty(m, dtype=torch.float32, device=x.device)
+    if m > 0:
+        launch, block_n = _launch("forward", n)
+        _add_layer_norm_fwd_kernel[(triton.cdiv(m, launch.block_m),)](
+            x2, r2, s, y, weight, bias if bias is not None else weight, mean, rstd,
+            x2.stride(0), r2.stride(0), s.stride(0), y.stride(0), m, n, eps,
+            HAS_BIAS=bias is not None, BLOCK_M=launch.block_m, BLOCK_N=block_n, num_warps=launch.num_warps)
+    return y.view(x.shape), s.view(x.shape), mean, rstd
+
+
+@torch.library.custom_op("gpt_triton::add_layer_norm_fwd", mutates_args=())
+def add_layer_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return add_layer_norm_forward(x, residual, weight, bias, eps)
+
+
+add_layer_norm_fwd.register_fake(autograd.add_layer_norm_fwd_fake)
+autograd.register_add_layer_norm_autograd("gpt_triton::add_layer_norm_fwd", torch.ops.gpt_triton.layer_norm_bwd)
+
+
+def add_layer_norm(x, residual, weight, bias=None, eps=1e-5):
+    checks.check_add_layer_norm_args(x, residual, weight, bias, SUPPORTED_DTYPES, MAX_WIDTH, eps)
+    y, s, _, _ = torch.ops.gpt_triton.add_layer_norm_fwd(x, residual, weight, bias, eps)
+    return y, s
