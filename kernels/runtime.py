@@ -42,3 +42,22 @@ def triton_note(device) -> str | None:
 def needs_triton(*args, **kwargs):
     """Stands in for a Triton backend where triton is not installed."""
     raise RuntimeError("backend 'triton' needs the triton package, which is not installed: pip install triton")
+
+
+def triton_custom_op(name: str, fake=None):
+    """Register a function of Triton launches as an op, for a GPU as torch.library.triton_op:
+    torch.compile traces into it and Inductor launches the kernels from its own generated code (no
+    opaque call, no per-call Python dispatch in the compiled step; the function doubles as its fake).
+    Under the interpreter the kernels cannot run on the fake and functional tensors that tracing
+    passes them, so there it is an opaque custom_op with the given fake. The kernels are launched
+    through torch.library.wrap_triton in both cases."""
+    import torch
+
+    def register(fn):
+        if not INTERPRETER:
+            return torch.library.triton_op(name, fn, mutates_args=())
+        op = torch.library.custom_op(name, fn, mutates_args=())
+        op.register_fake(fake)
+        return op
+
+    return register

@@ -226,3 +226,17 @@ def test_extension_checks_on_a_cuda_device_compile_without_graph_breaks(monkeypa
         ext.require(torch.device("cuda"))
     with pytest.raises(ValueError, match="layer_norm=ext: the extension kernels._C was built without CUDA kernels"):
         kernels.resolve("ext", "cuda")  # found when the kernels are chosen, before a model is built
+
+
+@pytest.mark.gpu
+def test_inductor_launches_the_triton_kernels_itself_gpu():
+    """On a GPU the Triton ops are triton_ops: the compiled code launches the kernels, no opaque op call."""
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    x, w, b, _ = make_inputs((64, 256), torch.bfloat16, "cuda")
+    compiled = torch.compile(lambda x, w, b: kernels.layer_norm(x, w, b, backend="triton") * 2)
+    out, codes = run_and_get_code(compiled, x, w, b)
+    code = "\n".join(codes)
+    assert "_layer_norm_fwd_kernel" in code and "gpt_triton.layer_norm_fwd" not in code
+    torch.testing.assert_close(out, kernels.layer_norm(x, w, b, backend="triton") * 2)

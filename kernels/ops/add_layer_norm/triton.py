@@ -8,8 +8,9 @@ pass (kernels/ops/layer_norm/triton.py, HAS_DS): no separate add, forward or bac
 from __future__ import annotations
 
 import torch
+from torch.library import wrap_triton
 
-from ... import runtime  # noqa: F401  (selects the interpreter on a CPU before triton is imported)
+from ... import runtime  # selects the interpreter on a CPU before triton is imported
 import triton  # noqa: E402,I001
 import triton.language as tl  # noqa: E402
 
@@ -60,20 +61,19 @@ def add_layer_norm_forward(x, residual, weight, bias, eps):
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     if m > 0:
         launch, block_n = _launch("forward", n)
-        _add_layer_norm_fwd_kernel[(triton.cdiv(m, launch.block_m),)](
+        wrap_triton(_add_layer_norm_fwd_kernel)[(triton.cdiv(m, launch.block_m),)](
             x2, r2, s, y, weight, bias if bias is not None else weight, mean, rstd,
             x2.stride(0), r2.stride(0), s.stride(0), y.stride(0), m, n, eps,
             HAS_BIAS=bias is not None, BLOCK_M=launch.block_m, BLOCK_N=block_n, num_warps=launch.num_warps)
     return y.view(x.shape), s.view(x.shape), mean, rstd
 
 
-@torch.library.custom_op("gpt_triton::add_layer_norm_fwd", mutates_args=())
+@runtime.triton_custom_op("gpt_triton::add_layer_norm_fwd", fake=autograd.add_layer_norm_fwd_fake)
 def add_layer_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return add_layer_norm_forward(x, residual, weight, bias, eps)
 
 
-add_layer_norm_fwd.register_fake(autograd.add_layer_norm_fwd_fake)
 autograd.register_add_layer_norm_autograd("gpt_triton::add_layer_norm_fwd", torch.ops.gpt_triton.layer_norm_bwd)
 
 

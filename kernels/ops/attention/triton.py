@@ -24,7 +24,9 @@ import math
 import os
 
 import torch
+from torch.library import wrap_triton
 
+from ... import runtime
 from ...runtime import INTERPRETER  # selects the interpreter on a CPU before triton is imported
 import triton  # noqa: E402,I001
 import triton.language as tl  # noqa: E402
@@ -324,7 +326,7 @@ def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.
         return o, lse
     grid = lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)  # noqa: E731
     kernel, pinned = _kernel(_attention_fwd_kernel, "forward")
-    kernel[grid](q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
+    wrap_triton(kernel)[grid](q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
                  *_strides(q), *_strides(k), *_strides(v), *_strides(o),
                  H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
     return o, lse
@@ -340,19 +342,19 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_
     block = 64
     if B * H == 0:
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    _attention_bwd_preprocess_kernel[(triton.cdiv(T_Q, block), B * H)](
+    wrap_triton(_attention_bwd_preprocess_kernel)[(triton.cdiv(T_Q, block), B * H)](
         o, do, delta, *_strides(o), *_strides(do), H, T_Q, HEAD_DIM=D, BLOCK_M=block)
     dq = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, H, T_K, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H, T_K, D), dtype=v.dtype, device=v.device)
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
     dkdv_kernel, dkdv_pinned = _kernel(_attention_bwd_dkdv_kernel, "backward_dkdv")
-    dkdv_kernel[lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H)](
+    wrap_triton(dkdv_kernel)[lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H)](
         q, k, v, do, lse, delta, dk, dv, seed if seed is not None else lse, scale, dropout_p,
         *common, *_strides(dk), *_strides(dv),
         H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **dkdv_pinned)
     dq_kernel, dq_pinned = _kernel(_attention_bwd_dq_kernel, "backward_dq")
-    dq_kernel[lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)](
+    wrap_triton(dq_kernel)[lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)](
         q, k, v, do, lse, delta, dq, seed if seed is not None else lse, scale, dropout_p,
         *common, *_strides(dq),
         H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **dq_pinned)
@@ -361,28 +363,26 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_
 
 # ----------------------------------------------------------------------------- registration
 
-@torch.library.custom_op("gpt_triton::attention_fwd", mutates_args=())
+def _attention_fwd_fake(q, k, v, causal, scale, dropout_p, seed):
+    B, H, T_Q, D = q.shape
+    return q.new_empty((B, H, T_Q, D)), q.new_empty((B, H, T_Q), dtype=torch.float32)
+
+
+@runtime.triton_custom_op("gpt_triton::attention_fwd", fake=_attention_fwd_fake)
 def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float, dropout_p: float,
                   seed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     return attention_forward(q, k, v, causal, scale, dropout_p, seed)
 
 
-@attention_fwd.register_fake
-def _(q, k, v, causal, scale, dropout_p, seed):
-    B, H, T_Q, D = q.shape
-    return q.new_empty((B, H, T_Q, D)), q.new_empty((B, H, T_Q), dtype=torch.float32)
+def _attention_bwd_fake(do, q, k, v, o, lse, causal, scale, dropout_p, seed):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
-@torch.library.custom_op("gpt_triton::attention_bwd", mutates_args=())
+@runtime.triton_custom_op("gpt_triton::attention_bwd", fake=_attention_bwd_fake)
 def attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
                   lse: torch.Tensor, causal: bool, scale: float, dropout_p: float,
                   seed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return attention_backward(do, q, k, v, o, lse, causal, scale, dropout_p, seed)
-
-
-@attention_bwd.register_fake
-def _(do, q, k, v, o, lse, causal, scale, dropout_p, seed):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output):

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.library import wrap_triton
 
-from ... import runtime  # noqa: F401  (selects the interpreter on a CPU before triton is imported)
+from ... import runtime  # selects the interpreter on a CPU before triton is imported
 import triton  # noqa: E402,I001
 import triton.language as tl  # noqa: E402
 
@@ -163,7 +164,7 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     if m > 0:
         launch, block_n = _launch("forward", n)
-        _layer_norm_fwd_kernel[(triton.cdiv(m, launch.block_m),)](
+        wrap_triton(_layer_norm_fwd_kernel)[(triton.cdiv(m, launch.block_m),)](
             x2, y, weight, bias if bias is not None else weight, mean, rstd,
             x2.stride(0), y.stride(0), m, n, eps,
             HAS_BIAS=bias is not None, BLOCK_M=launch.block_m, BLOCK_N=block_n, num_warps=launch.num_warps)
@@ -190,7 +191,7 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dw_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
     db_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
     if m > 0:
-        _layer_norm_bwd_kernel[(programs,)](
+        wrap_triton(_layer_norm_bwd_kernel)[(programs,)](
             dy2, x2, weight, rstd, dx, ds2 if ds2 is not None else dy2, dw_partial, db_partial,
             dy2.stride(0), x2.stride(0), dx.stride(0), (ds2 if ds2 is not None else dy2).stride(0), m, n,
             rows_per_program, HAS_DS=ds2 is not None, BLOCK_M=launch.block_m, BLOCK_N=block_n, num_warps=launch.num_warps,
@@ -199,29 +200,27 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
             enable_fp_fusion=False)
     sum_block_n = min(triton.next_power_of_2(n), 256)
     for partial, out in ((dw_partial, dweight), (db_partial, dbias)):
-        _column_sum_kernel[(triton.cdiv(n, sum_block_n),)](
+        wrap_triton(_column_sum_kernel)[(triton.cdiv(n, sum_block_n),)](
             partial, out, programs, n, BLOCK_P=min(32, triton.next_power_of_2(programs)), BLOCK_N=sum_block_n)
     return dx.view(x.shape), dweight, dbias
 
 
 # ----------------------------------------------------------------------------- registration
 
-@torch.library.custom_op("gpt_triton::layer_norm_fwd", mutates_args=())
+@runtime.triton_custom_op("gpt_triton::layer_norm_fwd", fake=autograd.layer_norm_fwd_fake)
 def layer_norm_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return layer_norm_forward(x, weight, bias, eps)
 
 
-layer_norm_fwd.register_fake(autograd.layer_norm_fwd_fake)
 
 
-@torch.library.custom_op("gpt_triton::layer_norm_bwd", mutates_args=())
+@runtime.triton_custom_op("gpt_triton::layer_norm_bwd", fake=autograd.layer_norm_bwd_fake)
 def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
                    ds: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return layer_norm_backward(dy, x, weight, rstd, ds)
 
 
-layer_norm_bwd.register_fake(autograd.layer_norm_bwd_fake)
 autograd.register_layer_norm_autograd("gpt_triton::layer_norm_fwd", torch.ops.gpt_triton.layer_norm_bwd)
 
 
