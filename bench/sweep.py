@@ -188,6 +188,22 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+ATTENTION_KERNELS = {"attention forward": "forward", "attention backward, dK/dV kernel": "backward_dkdv",
+                     "attention backward, dQ kernel": "backward_dq"}
+
+
+def tuned_configs(result: dict, dtype: torch.dtype) -> dict:
+    """The best attention configuration per kernel and shape bucket, in the form of
+    kernels/ops/attention/tuned_configs.json: commit it to use them without autotuning."""
+    table = {}
+    for row in best_rows(result["rows"]):
+        if row["op"] in ATTENTION_KERNELS:
+            b, h, t, d = row["shape"]
+            q = torch.empty(b, h, t, d, dtype=dtype, device="meta")
+            table[attention_module.tuned_key(ATTENTION_KERNELS[row["op"]], q, q, True)] = row["config"]
+    return {result["device"]: dict(sorted(table.items()))} if table else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     import datetime
     import os
@@ -219,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(result, indent=2))
     (out / "sweep.md").write_text(markdown(result))
+    (out / "tuned_configs.json").write_text(json.dumps(tuned_configs(result, dtype), indent=2) + "\n")
     print(markdown(result))
     return 0
 

@@ -218,6 +218,8 @@ class Trainer:
         self.autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                          else contextlib.nullcontext())
         use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
+        self.compiled = use_compile
+        self.first_step_s = 0.0
         self.forward = torch.compile(self.model, mode=cfg.compile_mode) if use_compile else self.model
         if self.world.enabled and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
@@ -458,16 +460,21 @@ class Trainer:
                     if record and metrics:
                         metrics.write(json.dumps({"iter": it, "elapsed_s": time.perf_counter() - t0} | record) + "\n")
                     summary["elapsed_s"] = time.perf_counter() - t0
+                    summary["first_step_s"] = self.first_step_s  # compilation and autotuning: elapsed_s includes it
                     if out_of_time or reached:
                         summary["stopped_by"] = "time budget" if out_of_time else "target val loss"
                     return summary
                 lr = learning_rate(it, cfg)
                 step_start = time.perf_counter()
                 loss, grad_norm, applied = self.train_step(lr)
-                if it == start and self.device.type == "cpu" and "triton" in self.ops.names().values():
-                    seconds = time.perf_counter() - step_start
-                    self.log(f"note: the Triton interpreter took {seconds:.1f} s for this iteration: "
-                             f"{cfg.max_iters - it} iterations would take about {seconds * (cfg.max_iters - it) / 3600:.1f} h")
+                if it == start:
+                    self.first_step_s = seconds = time.perf_counter() - step_start
+                    uses_triton = "triton" in self.ops.names().values()
+                    if self.device.type == "cpu" and uses_triton:
+                        self.log(f"note: the Triton interpreter took {seconds:.1f} s for this iteration: {cfg.max_iters - it} "
+                                 f"iterations would take about {seconds * (cfg.max_iters - it) / 3600:.1f} h")
+                    elif self.compiled or uses_triton:
+                        self.log(f"first step: {seconds:.1f} s, compilation and Triton autotuning included")
                 if not applied:
                     message = (f"non-finite loss or gradient at iteration {it} (loss {loss.item():.4g}, "
                                f"grad norm {grad_norm.item():.4g})")

@@ -213,3 +213,30 @@ def test_dropout_gpu():
                              q.double(), k.double(), v.double(), do.double())
     for name, out, ref in zip(("o", "dq", "dk", "dv"), ours, truth):
         assert_close_to_reference(f"dropout {name}", out, out, ref, atol=3e-2 * max(1.0, ref.abs().max().item()))
+
+
+def test_committed_configurations_are_found_by_gpu_and_shape_bucket():
+    from kernels.ops.attention import triton as attention_triton
+
+    q = torch.empty(2, 12, 1000, 64, dtype=torch.bfloat16)
+    key = attention_triton.tuned_key("forward", q, q, True)
+    assert key == "forward/d64/causal/bfloat16/q1024/k1024"
+    table = {"NVIDIA H100": {key: [128, 64, 4, 3]}}
+    config = attention_triton.lookup_tuned("NVIDIA H100 80GB HBM3", key, table)
+    assert config.kwargs == {"BLOCK_M": 128, "BLOCK_N": 64} and (config.num_warps, config.num_stages) == (4, 3)
+    assert attention_triton.lookup_tuned("NVIDIA A100-SXM4-80GB", key, table) is None
+    assert attention_triton.lookup_tuned("NVIDIA H100 80GB HBM3", key.replace("q1024", "q2048"), table) is None
+
+
+def test_autotune_candidates_that_cannot_pay_off_are_pruned_before_benchmarking():
+    import triton
+
+    from kernels.ops.attention import triton as attention_triton
+
+    configs = [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=3)
+               for m, n, w in [(64, 64, 8), (128, 128, 8), (64, 64, 4), (128, 64, 4)]]
+    bf16, fp32 = torch.empty(1, dtype=torch.bfloat16), torch.empty(1)
+    kept = attention_triton._prune(configs, {"Q": bf16}, HEAD_DIM=64)
+    assert [(c.kwargs["BLOCK_M"], c.num_warps) for c in kept] == [(128, 8), (64, 4), (128, 4)]
+    kept = attention_triton._prune(configs, {"Q": fp32}, HEAD_DIM=128)
+    assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) for c in kept] == [(64, 64, 4)]

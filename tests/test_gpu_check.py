@@ -118,3 +118,6 @@ def test_sweep_dry_run(tmp_path):
                    "layer_norm forward", "layer_norm backward"}
     assert all(row["ok"] and row["ms"] > 0 for row in sweep["rows"]), sweep["rows"]
     assert "| attention forward |" in (tmp_path / "sweep.md").read_text()
+    tuned = json.loads((tmp_path / "tuned_configs.json").read_text())
+    assert list(tuned["CPU (dry run)"]) == ["backward_dkdv/d16/causal/float32/q64/k64", "backward_dq/d16/causal/float32/q64/k64",
+                                            "forward/d16/causal/float32/q64/k64"]

@@ -1,8 +1,10 @@
 // Fused cross-entropy on CUDA: one block per row.
-// Forward: one pass over the row with an online logsumexp (running max and rescaled sum).
+// Forward: one pass over the row with an online logsumexp (running max and rescaled sum), the
+// running sum rescaled once per 16-byte pack, not once per element.
 // Backward: dlogits = (exp(x - max - log_sum) - onehot) * grad[row], in the logits' dtype, so no
-// fp32 probability tensor ever exists. Rows are not 16-byte aligned when V is odd (GPT-2's
-// 50257): each row runs scalar up to the first aligned element, then 16-byte vectors.
+// fp32 probability tensor ever exists; 16-byte loads and stores. Rows are not 16-byte aligned
+// when V is odd (GPT-2's 50257): each row runs scalar up to the first aligned element, then
+// 16-byte vectors (dlogits rows share the logits rows' alignment: both buffers are contiguous).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/macros/Macros.h>
@@ -18,20 +20,23 @@ namespace {
 
 constexpr int kThreads = 512;
 
-// Calls f(j, value) for every element of row[0, n), with 16-byte loads for the aligned middle.
-template <typename T, typename F>
-__device__ __forceinline__ void for_each_in_row(const T* row, int64_t n, F f) {
-  constexpr int VEC = 16 / sizeof(T);
-  const int64_t misalignment = (reinterpret_cast<uintptr_t>(row) % 16) / sizeof(T);
-  const int64_t head = min(n, misalignment ? static_cast<int64_t>(VEC) - misalignment : int64_t{0});
-  const int64_t body_end = head + (n - head) / VEC * VEC;
-  for (int64_t j = threadIdx.x; j < head; j += blockDim.x) f(j, static_cast<float>(row[j]));
-  for (int64_t j = head + threadIdx.x * VEC; j < body_end; j += blockDim.x * VEC) {
-    const Pack<T, VEC> p = load_pack<T, VEC>(row + j);
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) f(j + k, static_cast<float>(p.v[k]));
+// A row split into an unaligned head, a middle of whole 16-byte packs, and a tail.
+template <typename T>
+struct RowSplit {
+  static constexpr int VEC = 16 / sizeof(T);
+  int64_t head, body_end;
+  __device__ __forceinline__ RowSplit(const T* row, int64_t n) {
+    const int64_t misalignment = (reinterpret_cast<uintptr_t>(row) % 16) / sizeof(T);
+    head = min(n, misalignment ? static_cast<int64_t>(VEC) - misalignment : int64_t{0});
+    body_end = head + (n - head) / VEC * VEC;
   }
-  for (int64_t j = body_end + threadIdx.x; j < n; j += blockDim.x) f(j, static_cast<float>(row[j]));
+};
+
+// Running max m and sum s of exp(x - m), merged with one more value.
+__device__ __forceinline__ void online_add(float& m, float& s, float v) {
+  const float m_new = fmaxf(m, v);
+  s = (m == -INFINITY ? 0.f : s * __expf(m - m_new)) + __expf(v - m_new);
+  m = m_new;
 }
 
 template <typename T>
@@ -42,14 +47,23 @@ __global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const int
   const int64_t row = blockIdx.x;
   const T* x = logits + row * vocab;
   float running_max = -INFINITY, running_sum = 0.f;  // sum of exp(x - running_max) over this thread's elements
-  for_each_in_row<T>(x, vocab, [&](int64_t, float v) {
-    if (v > running_max) {
-      running_sum = running_sum * __expf(running_max - v) + 1.f;
-      running_max = v;
-    } else {
-      running_sum += __expf(v - running_max);
-    }
-  });
+  const RowSplit<T> split(x, vocab);
+  constexpr int VEC = RowSplit<T>::VEC;
+  for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) online_add(running_max, running_sum, static_cast<float>(x[j]));
+  for (int64_t j = split.head + threadIdx.x * VEC; j < split.body_end; j += blockDim.x * VEC) {
+    const Pack<T, VEC> p = load_pack<T, VEC>(x + j);
+    float pack_max = static_cast<float>(p.v[0]);
+#pragma unroll
+    for (int k = 1; k < VEC; ++k) pack_max = fmaxf(pack_max, static_cast<float>(p.v[k]));
+    const float m_new = fmaxf(running_max, pack_max);
+    float pack_sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) pack_sum += __expf(static_cast<float>(p.v[k]) - m_new);
+    running_sum = (running_max == -INFINITY ? 0.f : running_sum * __expf(running_max - m_new)) + pack_sum;
+    running_max = m_new;
+  }
+  for (int64_t j = split.body_end + threadIdx.x; j < vocab; j += blockDim.x)
+    online_add(running_max, running_sum, static_cast<float>(x[j]));
   const float row_max = block_max(running_max, scratch);
   const float scaled = running_max == -INFINITY ? 0.f : running_sum * __expf(running_max - row_max);
   const float log_sum = logf(block_sum(scaled, scratch));
@@ -71,11 +85,25 @@ __global__ void cross_entropy_bwd_kernel(const float* __restrict__ grad, const T
   const int64_t t = targets[row];
   const float g = t == ignore_index ? 0.f : grad[row];
   const float row_max = stats[2 * row], log_sum = stats[2 * row + 1];
+  const T* x = logits + row * vocab;
   T* out = dlogits + row * vocab;
-  // reads are vectorised; each thread's stores cover VEC adjacent elements, which L2 merges
-  for_each_in_row<T>(logits + row * vocab, vocab, [&](int64_t j, float v) {
-    out[j] = static_cast<T>((__expf((v - row_max) - log_sum) - (j == t ? 1.f : 0.f)) * g);
-  });
+  const auto grad_of = [&](int64_t j, float v) {
+    return static_cast<T>((__expf((v - row_max) - log_sum) - (j == t ? 1.f : 0.f)) * g);
+  };
+  RowSplit<T> split(x, vocab);
+  if (reinterpret_cast<uintptr_t>(x) % 16 != reinterpret_cast<uintptr_t>(out) % 16) {
+    split.head = split.body_end = 0;  // rows aligned differently (a logits view at an odd offset): all scalar
+  }
+  constexpr int VEC = RowSplit<T>::VEC;
+  for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) out[j] = grad_of(j, static_cast<float>(x[j]));
+  for (int64_t j = split.head + threadIdx.x * VEC; j < split.body_end; j += blockDim.x * VEC) {
+    const Pack<T, VEC> p = load_pack<T, VEC>(x + j);
+    Pack<T, VEC> d;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) d.v[k] = grad_of(j + k, static_cast<float>(p.v[k]));
+    store_pack<T, VEC>(out + j, d);
+  }
+  for (int64_t j = split.body_end + threadIdx.x; j < vocab; j += blockDim.x) out[j] = grad_of(j, static_cast<float>(x[j]));
 }
 
 std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cuda(const at::Tensor& logits, const at::Tensor& targets,

@@ -15,7 +15,7 @@ import triton  # noqa: E402,I001
 import triton.language as tl  # noqa: E402
 
 from ... import checks  # noqa: E402
-from ..layer_norm.triton import MAX_WIDTH, SUPPORTED_DTYPES, _centre_rows, _first_column, _launch  # noqa: E402
+from ..layer_norm.triton import MAX_WIDTH, SUPPORTED_DTYPES, _launch, _normalize_rows  # noqa: E402
 from . import autograd  # noqa: E402
 
 
@@ -34,16 +34,7 @@ def _add_layer_norm_fwd_kernel(
     r = tl.load(R + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     s = (x + r).to(S.dtype.element_ty)  # rounded to x's dtype, as the unfused add would be
     tl.store(S + rows[:, None] * stride_s + cols[None, :], s, mask=mask)
-    s = s.to(tl.float32)
-    centered, shifted_mean = _centre_rows(s, cols, mask, N)
-    rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=1) / N + eps)
-    w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
-    y = centered * rstd[:, None] * w[None, :]
-    if HAS_BIAS:
-        y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
-    tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
-    tl.store(Mean + rows, _first_column(s, cols) + shifted_mean, mask=row_ok)
-    tl.store(Rstd + rows, rstd, mask=row_ok)
+    _normalize_rows(s.to(tl.float32), Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS)
 
 
 def _rows(t: torch.Tensor, n: int) -> torch.Tensor:

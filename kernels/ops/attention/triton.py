@@ -20,8 +20,10 @@ i + Tk - Tq, which serves generation with the same kernel.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from pathlib import Path
 
 import torch
 from torch.library import wrap_triton
@@ -46,11 +48,29 @@ def _configs(gpu_configs, safe_config):
     return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=st) for m, n, w, st in gpu_configs]
 
 
-# (BLOCK_M, BLOCK_N, warps, stages); the safe configuration fits the shared memory of an A100 at D=128 in fp32
-FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4),
-                        (64, 32, 4, 4)], safe_config=(32, 32, 4, 2) if INTERPRETER else (64, 64, 4, 2))
-BWD_CONFIGS = _configs([(64, 64, 4, 2), (64, 64, 8, 2), (32, 64, 4, 3), (64, 128, 8, 2), (32, 32, 4, 2)],
+def _prune(configs, named_args, **kwargs):
+    """Drop candidates that cannot pay off before they are benchmarked (the Triton tutorial's rule:
+    8 warps only for tiles of at least 128 x 128), and fp32 tiles too large for shared memory at
+    head dim 128."""
+    args = {**named_args, **kwargs}  # where Triton puts the constexprs differs across versions
+    head_dim, fp32 = args["HEAD_DIM"], args["Q"].dtype == torch.float32
+    kept = [c for c in configs
+            if not (c.num_warps == 8 and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 128)
+            and not (fp32 and head_dim == 128 and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] > 64 * 64)]
+    return kept or configs[:1]
+
+
+# (BLOCK_M, BLOCK_N, warps, stages): the Triton tutorial's forward space on Hopper, pruned above; the
+# safe configuration fits the shared memory of an A100 at D=128 in fp32
+FWD_CONFIGS = _configs([(m, n, w, st) for m in (64, 128) for n in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4)],
+                       safe_config=(32, 32, 4, 2) if INTERPRETER else (64, 64, 4, 2))
+BWD_CONFIGS = _configs([(64, 64, 4, 2), (64, 64, 8, 2), (32, 64, 4, 3), (64, 128, 8, 2), (32, 32, 4, 2),
+                        (64, 64, 4, 3), (128, 64, 8, 2), (64, 32, 4, 3)],
                        safe_config=(32, 32, 4, 2) if INTERPRETER else (32, 64, 4, 2))
+# Configurations measured on a GPU and committed (bench/sweep.py writes them): used directly, with
+# no autotuning, for that GPU and shape bucket. {gpu name: {key: [BLOCK_M, BLOCK_N, warps, stages]}}
+TUNED_PATH = Path(__file__).with_name("tuned_configs.json")
+TUNED: dict[str, dict[str, list[int]]] = json.loads(TUNED_PATH.read_text()) if TUNED_PATH.exists() else {}
 AUTOTUNE_KEY = ["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "CAUSAL"]
 
 
@@ -97,7 +117,8 @@ def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt,
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY)
+@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+                 cache_results=True)
 @triton.jit
 def _attention_fwd_kernel(
     Q, K, V, O, LSE,  # q (B, H, Tq, D), k/v (B, H, Tk, D), o (B, H, Tq, D), lse (B, H, Tq) fp32
@@ -166,7 +187,8 @@ def _attention_bwd_preprocess_kernel(
     tl.store(Delta + bh * T_Q + offs_m, tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1), mask=offs_m < T_Q)
 
 
-@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY)
+@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+                 cache_results=True)
 @triton.jit
 def _attention_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, Delta, DK, DV,  # dk/dv (B, H, Tk, D) outputs; lse/delta (B, H, Tq) fp32
@@ -229,7 +251,8 @@ def _attention_bwd_dkdv_kernel(
              dv.to(DV.dtype.element_ty), mask=k_ok[:, None])
 
 
-@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY)
+@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+                 cache_results=True)
 @triton.jit
 def _attention_bwd_dq_kernel(
     Q, K, V, DO, LSE, Delta, DQ,  # dq (B, H, Tq, D) output
@@ -306,9 +329,30 @@ def _shape_args(q, k, causal, dropout_p):
 PINNED: dict[str, triton.Config] = {}
 
 
-def _kernel(autotuned, name: str):
-    """The autotuned kernel, or the plain kernel with the configuration pinned for name."""
-    config = PINNED.get(name)
+def tuned_key(kernel: str, q: torch.Tensor, k: torch.Tensor, causal: bool) -> str:
+    """The committed-configuration key of a launch: kernel, head dim, mask, dtype, length buckets."""
+    return (f"{kernel}/d{q.shape[3]}/{'causal' if causal else 'full'}/{str(q.dtype).removeprefix('torch.')}/"
+            f"q{triton.next_power_of_2(q.shape[2])}/k{triton.next_power_of_2(k.shape[2])}")
+
+
+def lookup_tuned(gpu: str, key: str, table: dict) -> triton.Config | None:
+    for measured_gpu, configs in table.items():
+        if measured_gpu in gpu and (entry := configs.get(key)):
+            m, n, warps, stages = entry
+            return triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=warps, num_stages=stages)
+    return None
+
+
+def committed_config(kernel: str, q: torch.Tensor, k: torch.Tensor, causal: bool) -> triton.Config | None:
+    if q.device.type != "cuda" or not TUNED:
+        return None
+    return lookup_tuned(torch.cuda.get_device_name(q.device), tuned_key(kernel, q, k, causal), TUNED)
+
+
+def _kernel(autotuned, name: str, q: torch.Tensor, k: torch.Tensor, causal: bool):
+    """The kernel and launch arguments for a launch: a pinned configuration (the sweep), else the
+    one committed for this GPU and shape bucket, else the autotuner (its timings cached on disk)."""
+    config = PINNED.get(name) or committed_config(name, q, k, causal)
     if config is None:
         return autotuned, {}
     return autotuned.fn, dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
@@ -325,7 +369,7 @@ def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.
     if B * H == 0:  # an empty batch: nothing to launch
         return o, lse
     grid = lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)  # noqa: E731
-    kernel, pinned = _kernel(_attention_fwd_kernel, "forward")
+    kernel, pinned = _kernel(_attention_fwd_kernel, "forward", q, k, causal)
     wrap_triton(kernel)[grid](q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
                  *_strides(q), *_strides(k), *_strides(v), *_strides(o),
                  H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
@@ -348,12 +392,12 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_
     dk = torch.empty((B, H, T_K, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H, T_K, D), dtype=v.dtype, device=v.device)
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
-    dkdv_kernel, dkdv_pinned = _kernel(_attention_bwd_dkdv_kernel, "backward_dkdv")
+    dkdv_kernel, dkdv_pinned = _kernel(_attention_bwd_dkdv_kernel, "backward_dkdv", q, k, causal)
     wrap_triton(dkdv_kernel)[lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H)](
         q, k, v, do, lse, delta, dk, dv, seed if seed is not None else lse, scale, dropout_p,
         *common, *_strides(dk), *_strides(dv),
         H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **dkdv_pinned)
-    dq_kernel, dq_pinned = _kernel(_attention_bwd_dq_kernel, "backward_dq")
+    dq_kernel, dq_pinned = _kernel(_attention_bwd_dq_kernel, "backward_dq", q, k, causal)
     wrap_triton(dq_kernel)[lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)](
         q, k, v, do, lse, delta, dq, seed if seed is not None else lse, scale, dropout_p,
         *common, *_strides(dq),

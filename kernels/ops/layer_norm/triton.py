@@ -55,15 +55,20 @@ def _layer_norm_fwd_kernel(
     row_ok = rows < M
     mask = row_ok[:, None] & (cols[None, :] < N)
     x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    _normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS)
+
+
+@triton.jit
+def _normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS: tl.constexpr):
+    """LayerNorm of the fp32 rows x: stores y, mean and rstd (shared with add_layer_norm's forward)."""
     centered, shifted_mean = _centre_rows(x, cols, mask, N)
-    mean = _first_column(x, cols) + shifted_mean
     rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=1) / N + eps)
     w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
     y = centered * rstd[:, None] * w[None, :]
     if HAS_BIAS:
         y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
     tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
-    tl.store(Mean + rows, mean, mask=row_ok)
+    tl.store(Mean + rows, _first_column(x, cols) + shifted_mean, mask=row_ok)
     tl.store(Rstd + rows, rstd, mask=row_ok)
 
 
