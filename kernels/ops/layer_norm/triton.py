@@ -2,6 +2,7 @@
 
 _layer_norm_fwd_kernel -> layer_norm_forward -> torch.ops.gpt_triton.layer_norm_fwd
 _layer_norm_bwd_kernel + _column_sum_kernel -> layer_norm_backward -> torch.ops.gpt_triton.layer_norm_bwd
+(two launches: the rows, with per-program dweight/dbias partials, then one fixed-order sum of both)
 The two ops are registered with fake implementations and autograd, so torch.compile traces them
 without graph breaks. Statistics (mean, rstd) and all accumulation are fp32.
 
@@ -113,18 +114,22 @@ def _layer_norm_bwd_kernel(
 
 @triton.jit
 def _column_sum_kernel(
-    Partial, Out,  # partial (P, N) fp32; out (N,) in the parameter dtype
+    DW_partial, DB_partial, DW, DB,  # partials (P, N) fp32; dweight, dbias (N,) in the parameter dtype
     P, N,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # Sums in a fixed order (no atomics): two runs give bitwise identical results.
+    # Both sums in one launch, each in a fixed order (no atomics): two runs give bitwise identical results.
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+    acc_w = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+    acc_b = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
     for start in range(0, P, BLOCK_P):
         rows = start + tl.arange(0, BLOCK_P)
-        acc += tl.load(Partial + rows[:, None] * N + cols[None, :], mask=(rows[:, None] < P) & (cols[None, :] < N),
-                       other=0.0)
-    tl.store(Out + cols, tl.sum(acc, axis=0).to(Out.dtype.element_ty), mask=cols < N)
+        offsets = rows[:, None] * N + cols[None, :]
+        mask = (rows[:, None] < P) & (cols[None, :] < N)
+        acc_w += tl.load(DW_partial + offsets, mask=mask, other=0.0)
+        acc_b += tl.load(DB_partial + offsets, mask=mask, other=0.0)
+    tl.store(DW + cols, tl.sum(acc_w, axis=0).to(DW.dtype.element_ty), mask=cols < N)
+    tl.store(DB + cols, tl.sum(acc_b, axis=0).to(DB.dtype.element_ty), mask=cols < N)
 
 
 @dataclass(frozen=True)
@@ -193,8 +198,9 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     launch, block_n = _launch("backward", n)
     programs = _backward_programs(x2, m, launch)
     rows_per_program = triton.cdiv(triton.cdiv(max(m, 1), programs), launch.block_m) * launch.block_m
-    dw_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
-    db_partial = torch.zeros((programs, n), dtype=torch.float32, device=x.device)
+    # every program writes its whole partial rows, so only an empty batch needs them zeroed
+    partial = (torch.empty if m > 0 else torch.zeros)((2, programs, n), dtype=torch.float32, device=x.device)
+    dw_partial, db_partial = partial[0], partial[1]
     if m > 0:
         wrap_triton(_layer_norm_bwd_kernel)[(programs,)](
             dy2, x2, weight, rstd, dx, ds2 if ds2 is not None else dy2, dw_partial, db_partial,
@@ -204,9 +210,9 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
             # width-1 row (whose exact dx is 0) gets that rounding times rstd = 1/sqrt(eps).
             enable_fp_fusion=False)
     sum_block_n = min(triton.next_power_of_2(n), 256)
-    for partial, out in ((dw_partial, dweight), (db_partial, dbias)):
-        wrap_triton(_column_sum_kernel)[(triton.cdiv(n, sum_block_n),)](
-            partial, out, programs, n, BLOCK_P=min(32, triton.next_power_of_2(programs)), BLOCK_N=sum_block_n)
+    wrap_triton(_column_sum_kernel)[(triton.cdiv(n, sum_block_n),)](
+        dw_partial, db_partial, dweight, dbias, programs, n,
+        BLOCK_P=min(32, triton.next_power_of_2(programs)), BLOCK_N=sum_block_n)
     return dx.view(x.shape), dweight, dbias
 
 
