@@ -67,7 +67,8 @@ def save_weights(path: Path, state_dict: dict, config: GPTConfig, tokenizer_meta
                  train_config: dict | None = None) -> None:
     """state_dict: the plain model's (not a compiled or DDP wrapper's) full, unsharded weights.
     train_config (the run's TrainConfig) lets a resumed run find its own data again."""
-    state = {k: v.detach().contiguous() for k, v in state_dict.items() if k not in TIED}
+    # on the CPU once: both the checksums and the file read these bytes
+    state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if k not in TIED}
     metadata = {"gpt_config": json.dumps(config.to_dict()), "tokenizer": json.dumps(tokenizer_meta),
                 "tied": json.dumps(TIED), "checksums": json.dumps({k: checksum(v) for k, v in state.items()})}
     if train_config is not None:

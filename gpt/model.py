@@ -117,7 +117,6 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig, ops: Kernels = TORCH_KERNELS):
         super().__init__()
         self.config = config
-        self.ops = ops
         self.cross_entropy = ops["cross_entropy"]
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),

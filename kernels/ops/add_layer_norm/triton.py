@@ -15,7 +15,7 @@ import triton  # noqa: E402,I001
 import triton.language as tl  # noqa: E402
 
 from ... import checks  # noqa: E402
-from ..layer_norm.triton import MAX_WIDTH, SUPPORTED_DTYPES, _launch, _normalize_rows  # noqa: E402
+from ..layer_norm.triton import MAX_WIDTH, SUPPORTED_DTYPES, _launch, _normalize_rows, rows_of  # noqa: E402
 from . import autograd  # noqa: E402
 
 
@@ -37,14 +37,9 @@ def _add_layer_norm_fwd_kernel(
     _normalize_rows(s.to(tl.float32), Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS)
 
 
-def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
-    t2 = t.reshape(-1, n)
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
-
-
 def add_layer_norm_forward(x, residual, weight, bias, eps):
     n = x.shape[-1]
-    x2, r2 = _rows(x, n), _rows(residual, n)
+    x2, r2 = rows_of(x, n), rows_of(residual, n)
     m = x2.shape[0]
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     s = torch.empty((m, n), dtype=x.dtype, device=x.device)

@@ -20,6 +20,7 @@ i + Tk - Tq, which serves generation with the same kernel.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -343,10 +344,15 @@ def lookup_tuned(gpu: str, key: str, table: dict) -> triton.Config | None:
     return None
 
 
+@functools.lru_cache
+def _gpu_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device)  # asked once per device, not on every launch
+
+
 def committed_config(kernel: str, q: torch.Tensor, k: torch.Tensor, causal: bool) -> triton.Config | None:
     if q.device.type != "cuda" or not TUNED:
         return None
-    return lookup_tuned(torch.cuda.get_device_name(q.device), tuned_key(kernel, q, k, causal), TUNED)
+    return lookup_tuned(_gpu_name(q.device), tuned_key(kernel, q, k, causal), TUNED)
 
 
 def _kernel(autotuned, name: str, q: torch.Tensor, k: torch.Tensor, causal: bool):

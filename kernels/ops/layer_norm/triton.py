@@ -162,12 +162,16 @@ def _backward_programs(x: torch.Tensor, m: int, launch: Launch) -> int:
     return max(1, min(target, triton.cdiv(m, launch.block_m)))
 
 
+def rows_of(t: torch.Tensor, n: int) -> torch.Tensor:
+    """t as (rows, n) with unit column stride: a view where possible, a copy otherwise."""
+    t2 = t.reshape(-1, n)
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
 def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = x.shape[-1]
-    x2 = x.reshape(-1, n)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2 = rows_of(x, n)
     m = x2.shape[0]
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     mean = torch.empty(m, dtype=torch.float32, device=x.device)
@@ -185,12 +189,8 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                         ds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dx, dweight, dbias; with ds (add_layer_norm's gradient of its sum output), dx includes it."""
     n = x.shape[-1]
-    x2 = x.reshape(-1, n)
-    dy2 = dy.reshape(-1, n)
-    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
-    dy2 = dy2 if dy2.stride(-1) == 1 else dy2.contiguous()
-    ds2 = None if ds is None else ds.reshape(-1, n)
-    ds2 = ds2 if ds2 is None or ds2.stride(-1) == 1 else ds2.contiguous()
+    x2, dy2 = rows_of(x, n), rows_of(dy, n)
+    ds2 = None if ds is None else rows_of(ds, n)
     m = x2.shape[0]
     dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
     dweight = torch.empty(n, dtype=weight.dtype, device=x.device)
