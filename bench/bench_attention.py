@@ -1,5 +1,6 @@
 """Causal attention: triton against torch (SDPA) with each of its backends (torch-flash, torch-efficient,
-torch-cudnn; torch-math on a CPU) and the compiled reference (reference-compiled).
+torch-cudnn; torch-math on a CPU) and the compiled reference (reference-compiled). triton-tma is
+the Triton forward moving its tiles with the tensor-memory engine (FORWARD_LOADS = "tma").
 
 TFLOP/s from the standard count: forward 4*B*H*T*T*D, halved when causal; backward 2.5x forward.
 GPU: pytest bench/bench_attention.py --benchmark-enable --benchmark-json out.json
@@ -15,14 +16,16 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import kernels
 from common import DEVICE, ON_GPU, run, shapes
 from kernels.ops.attention import reference
+from kernels.ops.attention import triton as attention_triton
 
-# (B, H, T, D): GPT-2 heads at B*T = 16384 tokens, and the shakespeare-char model
-SHAPES = shapes(full=[(16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096)] + [(64, 6, 256, 64)],
-                quick=[(16, 12, 1024, 64), (8, 12, 2048, 64), (64, 6, 256, 64)], cpu=[(1, 2, 64, 16)])
+# (B, H, T, D) at B*T = 16384 tokens: GPT-2's heads (D=64), heads of 128, and the shakespeare-char model
+SHAPES = shapes(full=[(16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096)]
+                + [(16384 // t, 6, t, 128) for t in (1024, 2048, 4096)] + [(64, 6, 256, 64)],
+                quick=[(8, 12, 2048, 64), (8, 6, 2048, 128), (64, 6, 256, 64)], cpu=[(1, 2, 64, 16)])
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 SDPA_BACKENDS = {"torch-flash": SDPBackend.FLASH_ATTENTION, "torch-efficient": SDPBackend.EFFICIENT_ATTENTION,
                  "torch-cudnn": SDPBackend.CUDNN_ATTENTION}
-PROVIDERS = ["triton"] + (list(SDPA_BACKENDS) if ON_GPU else ["torch-math"]) + ["reference-compiled"]
+PROVIDERS = ["triton", "triton-tma"] + (list(SDPA_BACKENDS) if ON_GPU else ["torch-math"]) + ["reference-compiled"]
 _compiled_naive = None
 
 
@@ -30,6 +33,14 @@ def provider_call(provider, q, k, v):
     global _compiled_naive
     if provider == "triton":
         return lambda: kernels.attention(q, k, v, causal=True)
+    if provider == "triton-tma":
+        def tma():
+            default, attention_triton.FORWARD_LOADS = attention_triton.FORWARD_LOADS, "tma"
+            try:
+                return kernels.attention(q, k, v, causal=True)
+            finally:
+                attention_triton.FORWARD_LOADS = default
+        return tma
     if provider == "reference-compiled":
         if _compiled_naive is None:
             _compiled_naive = torch.compile(reference.attention)
@@ -52,6 +63,8 @@ def attention_flops(b, h, t, d, mode):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-H{}-T{}-D{}".format(*s))
 def test_attention(benchmark, shape, provider, mode):
     b, h, t, d = shape
+    if provider == "triton-tma" and mode == "backward":
+        pytest.skip("the backward is triton's")
     gen = torch.Generator().manual_seed(0)
     q, k, v, do = (torch.randn(shape, generator=gen).to(DEVICE, DTYPE) for _ in range(4))
     q, k, v = q.requires_grad_(), k.requires_grad_(), v.requires_grad_()

@@ -1,4 +1,4 @@
-"""Cross-entropy over a vocabulary: the fused extension kernel (ext) against torch (eager) and torch-compiled.
+"""Cross-entropy over a vocabulary: the Triton and extension kernels against torch (eager) and torch-compiled.
 
 Forward+backward time and the peak memory allocated above the logits themselves. The torch
 providers run as a training loop does, under bf16 autocast, which computes the loss in fp32.
@@ -28,8 +28,8 @@ def provider_fn(provider):
         with autocast:
             return F.cross_entropy(logits, targets)
 
-    if provider == "ext":
-        return lambda logits, targets: kernels.cross_entropy(logits, targets, backend="ext")
+    if provider in ("triton", "ext"):
+        return lambda logits, targets: kernels.cross_entropy(logits, targets, backend=provider)
     if provider == "torch":
         return torch_loss
     if _compiled is None:
@@ -37,7 +37,7 @@ def provider_fn(provider):
     return _compiled
 
 
-@pytest.mark.parametrize("provider", ["ext", "torch", "torch-compiled"])
+@pytest.mark.parametrize("provider", ["triton", "ext", "torch", "torch-compiled"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_cross_entropy(benchmark, shape, provider):
     rows, vocab = shape

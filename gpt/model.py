@@ -118,6 +118,9 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.cross_entropy = ops["cross_entropy"]
+        # The head and the loss as one op in training (the logits never held), unless
+        # linear_cross_entropy=torch keeps them two: the logits, then the cross_entropy op.
+        self.head_and_loss = None if ops.names()["linear_cross_entropy"] == "torch" else ops["linear_cross_entropy"]
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
@@ -151,6 +154,8 @@ class GPT(nn.Module):
                 last_logits_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) token ids -> logits (B, T, V), and the mean loss when targets (B, T) are given.
 
+        With targets and a fused head + loss (a linear_cross_entropy backend other than torch) the
+        logits are never formed and None is returned in their place.
         last_logits_only: compute only the last position's logits (B, 1, V), as generation needs.
         """
         B, T = idx.size()
@@ -165,6 +170,9 @@ class GPT(nn.Module):
         _, x = self.transformer.ln_f(x, pending)  # the last residual add, fused with the final LayerNorm
         if last_logits_only:
             return self.lm_head(x[:, [-1], :]), None  # (B, 1, V)
+        if targets is not None and self.head_and_loss is not None:
+            C = x.size(-1)
+            return None, self.head_and_loss(x.view(-1, C), self.lm_head.weight, targets.reshape(-1), -1, "mean")
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits, None

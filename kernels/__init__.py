@@ -4,6 +4,7 @@
     kernels.add_layer_norm(x, residual, weight, bias=None, eps=1e-5, *, backend="triton") -> (y, x + residual)
     kernels.attention(q, k, v, *, causal=True, scale=None, dropout_p=0.0, backend="triton")
     kernels.cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean", backend="ext")
+    kernels.linear_cross_entropy(h, weight, targets, *, ignore_index=-100, reduction="mean", backend="triton")
     kernels.resolve("auto", device)  -> the implementation of every op, decided once (see registry.py)
 
 Backends: torch (PyTorch's op), reference (kernels/ops/<op>/reference.py), triton, ext (the
@@ -19,6 +20,7 @@ from .ops.layer_norm import layer_norm  # isort: skip
 from .ops.add_layer_norm import add_layer_norm  # isort: skip
 from .ops.attention import attention  # isort: skip
 from .ops.cross_entropy import cross_entropy  # isort: skip
+from .ops.linear_cross_entropy import linear_cross_entropy  # isort: skip
 from .registry import Kernels, resolve
 
 INTERPRETER = runtime.INTERPRETER
@@ -29,5 +31,5 @@ def cuda_extension_available() -> bool:
     return ext.available()
 
 
-__all__ = ["layer_norm", "add_layer_norm", "attention", "cross_entropy", "resolve", "Kernels", "registry", "INTERPRETER",
+__all__ = ["layer_norm", "add_layer_norm", "attention", "cross_entropy", "linear_cross_entropy", "resolve", "Kernels", "registry", "INTERPRETER",
            "cuda_extension_available"]

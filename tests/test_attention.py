@@ -140,6 +140,44 @@ def test_parity_gpu(b, h, t, d, causal, dtype):
     check_parity(b, h, t, t, d, causal, dtype, "cuda")
 
 
+@pytest.fixture
+def tma_forward(monkeypatch):
+    """The forward's tensor-memory variant (kernels/ops/attention/triton.py FORWARD_LOADS)."""
+    from kernels.ops.attention import triton as attention_triton
+
+    monkeypatch.setattr(attention_triton, "FORWARD_LOADS", "tma")
+    return attention_triton
+
+
+@pytest.mark.parametrize("b, h, t_q, t_k, d, causal, dtype", [
+    (2, 3, 37, 37, 16, True, torch.float32), (1, 2, 20, 45, 32, True, torch.float16),
+    (2, 1, 33, 33, 64, False, torch.float32), (1, 1, 1, 17, 16, True, torch.float16)])
+def test_tma_forward_parity_cpu(tma_forward, b, h, t_q, t_k, d, causal, dtype):
+    check_parity(b, h, t_q, t_k, d, causal, dtype, "cpu")
+
+
+def test_tma_forward_takes_the_model_layout_and_falls_back_on_unaligned_strides(tma_forward, monkeypatch):
+    qkv = torch.randn(2, 19, 3 * 2 * 32)  # (B, T, 3 * H * D): q, k, v are strided views, 16-byte aligned
+    q, k, v = (t.view(2, 19, 2, 32).transpose(1, 2) for t in qkv.split(64, dim=2))
+    assert tma_forward._tma_usable(q, k, v)
+    expected = reference.attention(q, k, v, True)
+    torch.testing.assert_close(kernels.attention(q, k, v), expected, atol=1e-5, rtol=1e-5)
+    unaligned = torch.randn(2 * 2 * 19 * 32 + 1)[1:].view(2, 2, 19, 32)  # starts 4 bytes into its storage
+    assert not tma_forward._tma_usable(unaligned, k, v)
+    launched, choose = [], tma_forward._kernel
+    monkeypatch.setattr(tma_forward, "_kernel", lambda kernel, name, *args: launched.append(name) or choose(kernel, name, *args))
+    kernels.attention(q, k, v)
+    torch.testing.assert_close(kernels.attention(unaligned, k, v), reference.attention(unaligned, k, v, True),
+                               atol=1e-5, rtol=1e-5)
+    assert launched[:2] == ["forward_tma", "forward"]  # aligned views: descriptors; the unaligned start: pointers
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b, h, t, d, causal, dtype", [case for case in GPU_CASES if case[2] > 1])
+def test_tma_forward_parity_gpu(tma_forward, b, h, t, d, causal, dtype):
+    check_parity(b, h, t, t, d, causal, dtype, "cuda")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("t_q, t_k", [(1, 1024), (4, 1024), (100, 2048)])
 def test_kv_cache_queries_gpu(t_q, t_k):

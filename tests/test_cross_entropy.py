@@ -1,4 +1,5 @@
-"""Fused cross-entropy (the extension's CPU kernels; CUDA under the gpu marker) against the reference."""
+"""Fused cross-entropy, Triton (the interpreter on a CPU) and the extension (its CPU kernels; CUDA under
+the gpu marker), against the reference."""
 
 import pytest
 import torch
@@ -9,6 +10,9 @@ from kernels.ops.cross_entropy import reference
 from tolerance import assert_close_to_reference
 
 CASES = [(n, v) for n in (1, 3, 1000) for v in (1, 7, 65, 50257)]
+# The interpreter runs one program per row in Python: fewer rows, and a vocabulary of several blocks.
+INTERPRETER_CASES = [(n, v) for n in (1, 3, 40) for v in (1, 7, 65, 9000)]
+BACKENDS = ["triton", "ext"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
@@ -29,55 +33,90 @@ def loss_and_grad(fn, logits, targets, reduction="mean"):
     return loss, grad
 
 
-def check_parity(n, v, dtype, device, reduction="mean", **make_kwargs):
+def ours(backend):
+    return lambda logits, targets, reduction: kernels.cross_entropy(logits, targets, reduction=reduction,
+                                                                    backend=backend)
+
+
+def check_parity(backend, n, v, dtype, device, reduction="mean", **make_kwargs):
     logits, targets = make(n, v, dtype, device, **make_kwargs)
-    ours = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="ext"), logits, targets,
-                         reduction)
+    ours_out = loss_and_grad(ours(backend), logits, targets, reduction)
     same_dtype = loss_and_grad(lambda l, t, r: F.cross_entropy(l, t, reduction=r), logits, targets, reduction)
     truth = loss_and_grad(lambda l, t, r: reference.cross_entropy(l, t, reduction=r), logits.double(), targets,
                           reduction)
-    assert ours[0].dtype == torch.float32 and ours[1].dtype == dtype
-    assert_close_to_reference(f"loss N{n} V{v} {dtype}", ours[0], same_dtype[0], truth[0])
-    assert_close_to_reference(f"dlogits N{n} V{v} {dtype}", ours[1], same_dtype[1], truth[1])
+    assert ours_out[0].dtype == torch.float32 and ours_out[1].dtype == dtype
+    assert_close_to_reference(f"{backend} loss N{n} V{v} {dtype}", ours_out[0], same_dtype[0], truth[0])
+    assert_close_to_reference(f"{backend} dlogits N{n} V{v} {dtype}", ours_out[1], same_dtype[1], truth[1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, v", CASES)
 def test_parity_cpu(n, v, dtype):
-    check_parity(n, v, dtype, "cpu", ignore_every=7)
+    check_parity("ext", n, v, dtype, "cpu", ignore_every=7)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])  # bf16 under the interpreter: on the GPU
+@pytest.mark.parametrize("n, v", INTERPRETER_CASES)
+def test_parity_triton_cpu(n, v, dtype):
+    check_parity("triton", n, v, dtype, "cpu", ignore_every=7)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_ignored_rows_and_reductions(reduction):
-    check_parity(300, 65, torch.float32, "cpu", reduction=reduction, ignore_every=3)
+def test_ignored_rows_and_reductions(backend, reduction):
+    check_parity(backend, 30, 65, torch.float32, "cpu", reduction=reduction, ignore_every=3)
 
 
-def test_all_ignored_batch_is_zero_not_nan():
+def test_strided_rows():
+    logits, targets = make(12, 65, torch.float32, "cpu")
+    wide = torch.zeros(12, 80)
+    wide[:, :65] = logits
+    strided = wide[:, :65]  # rows 80 apart, columns contiguous: no copy needed
+    for backend in BACKENDS:
+        got = loss_and_grad(ours(backend), strided, targets)
+        want = loss_and_grad(lambda l, t, r: reference.cross_entropy(l, t, reduction=r), logits, targets)
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_ignored_batch_is_zero_not_nan(backend):
     """By design: the mean over no targets is 0 with zero gradients (PyTorch's is NaN), so a
     batch of padding cannot poison the weights."""
     logits, _ = make(4, 65, torch.float32, "cpu")
     targets = torch.full((4,), -100)
-    loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="ext"),
-                               logits, targets)
+    loss, grad = loss_and_grad(ours(backend), logits, targets)
     assert loss.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shift", [1e4, -1e4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_extreme_logits_do_not_overflow(shift, dtype):
-    logits, targets = make(64, 1000, dtype, "cpu", scale=100.0, shift=shift)
-    loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="ext"),
-                               logits, targets)
+def test_extreme_logits_do_not_overflow(backend, shift, dtype):
+    logits, targets = make(16, 1000, dtype, "cpu", scale=100.0, shift=shift)
+    loss, grad = loss_and_grad(ours(backend), logits, targets)
     truth = loss_and_grad(lambda l, t, r: reference.cross_entropy(l, t, reduction=r), logits.double(), targets)
     assert torch.isfinite(loss) and torch.isfinite(grad).all()
     torch.testing.assert_close(loss.double(), truth[0], atol=1e-3 * abs(shift), rtol=1e-2)
 
 
-def test_custom_ignore_index():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_custom_ignore_index(backend):
     logits, targets = make(10, 7, torch.float32, "cpu")
     targets[2] = -1
-    ours = kernels.cross_entropy(logits, targets, ignore_index=-1, backend="ext")
-    torch.testing.assert_close(ours, F.cross_entropy(logits, targets, ignore_index=-1))
+    got = kernels.cross_entropy(logits, targets, ignore_index=-1, backend=backend)
+    torch.testing.assert_close(got, F.cross_entropy(logits, targets, ignore_index=-1))
+
+
+def test_triton_kernel_gives_an_out_of_range_target_a_nan_loss(monkeypatch):
+    """On a GPU the Triton kernel cannot raise: the row's loss is NaN, never a silent number."""
+    from kernels.ops.cross_entropy import triton as triton_ce
+
+    logits, targets = make(3, 5, torch.float32, "cpu")
+    targets[1] = 5
+    monkeypatch.setattr(triton_ce, "check_targets_on_cpu", lambda *args: None)  # what the GPU path skips
+    loss, _ = triton_ce.cross_entropy_forward(logits, targets, -100)
+    assert torch.isnan(loss[1]) and torch.isfinite(loss[[0, 2]]).all()
 
 
 @pytest.mark.parametrize("make_args, error, message", [
@@ -88,46 +127,52 @@ def test_custom_ignore_index():
     (lambda: (torch.randn(3, 5).to(torch.float64), torch.tensor([0, 1, 1])), TypeError, "logits has dtype"),
     (lambda: (torch.randn(3, 5), torch.tensor([0, 1, 1], device="meta")), ValueError, "targets is on meta"),
 ])
-def test_errors(make_args, error, message):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_errors(backend, make_args, error, message):
     logits, targets = make_args()
     with pytest.raises(error, match=message):
-        kernels.cross_entropy(logits, targets, backend="ext")
+        kernels.cross_entropy(logits, targets, backend=backend)
 
 
-def test_bad_reduction():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_reduction(backend):
     with pytest.raises(ValueError, match="reduction 'avg'"):
-        kernels.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), reduction="avg", backend="ext")
+        kernels.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), reduction="avg", backend=backend)
 
 
-def test_opcheck():
+@pytest.mark.parametrize("namespace", ["gpt_triton", "gpt_ext"])
+def test_opcheck(namespace):
+    ops = getattr(torch.ops, namespace)
     logits, targets = make(17, 33, torch.float32, "cpu", ignore_every=4)
-    torch.library.opcheck(torch.ops.gpt_ext.cross_entropy_fwd, (logits.requires_grad_(), targets, -100))
-    loss, stats = torch.ops.gpt_ext.cross_entropy_fwd(logits.detach(), targets, -100)
-    torch.library.opcheck(torch.ops.gpt_ext.cross_entropy_bwd, (torch.rand(17), logits.detach(), targets, stats, -100))
+    torch.library.opcheck(ops.cross_entropy_fwd, (logits.requires_grad_(), targets, -100))
+    loss, stats = ops.cross_entropy_fwd(logits.detach(), targets, -100)
+    torch.library.opcheck(ops.cross_entropy_bwd, (torch.rand(17), logits.detach(), targets, stats, -100))
 
 
-def test_compile_fullgraph_has_no_graph_breaks():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_fullgraph_has_no_graph_breaks(backend):
     torch._dynamo.reset()
     logits, targets = make(32, 65, torch.float32, "cpu", ignore_every=5)
-    fn = lambda l, t, r: kernels.cross_entropy(l * 2, t, reduction=r, backend="ext")  # noqa: E731
+    fn = lambda l, t, r: kernels.cross_entropy(l * 2, t, reduction=r, backend=backend)  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     for a, c in zip(loss_and_grad(compiled, logits, targets), loss_and_grad(fn, logits, targets)):
         torch.testing.assert_close(a, c)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, v", CASES + [(8192, 50257)])
-def test_parity_gpu(n, v, dtype):
-    check_parity(n, v, dtype, "cuda", ignore_every=7)
+def test_parity_gpu(backend, n, v, dtype):
+    check_parity(backend, n, v, dtype, "cuda", ignore_every=7)
 
 
 @pytest.mark.gpu
-def test_all_ignored_and_extremes_gpu():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_ignored_and_extremes_gpu(backend):
     logits, _ = make(4, 50257, torch.bfloat16, "cuda", scale=100.0, shift=1e4)
-    loss = kernels.cross_entropy(logits, torch.full((4,), -100, device="cuda"), backend="ext")
+    loss = kernels.cross_entropy(logits, torch.full((4,), -100, device="cuda"), backend=backend)
     assert loss.item() == 0.0
     targets = torch.randint(50257, (4,), device="cuda")
-    loss, grad = loss_and_grad(lambda l, t, r: kernels.cross_entropy(l, t, reduction=r, backend="ext"),
-                               logits, targets)
+    loss, grad = loss_and_grad(ours(backend), logits, targets)
     assert torch.isfinite(loss) and torch.isfinite(grad).all()

@@ -55,7 +55,8 @@ def test_python_m_kernels_says_what_this_install_has():
     out = result.stdout
     assert out.startswith("torch ") and "extension kernels._C: built" in out
     assert "backends that can run on cpu:" in out and "layer_norm: torch, reference, triton, ext" in out
-    assert "--kernels auto: layer_norm=torch,add_layer_norm=torch,attention=torch,cross_entropy=torch" in out
+    assert ("--kernels auto: layer_norm=torch,add_layer_norm=torch,attention=torch,cross_entropy=torch,"
+            "linear_cross_entropy=torch") in out
 
 
 @pytest.mark.parametrize("missing", ["not built", "no CUDA kernels"])

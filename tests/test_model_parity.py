@@ -16,8 +16,10 @@ from tiny import TINY_MODEL
 from tolerance import assert_close_to_reference
 
 # --kernels values: each of this project's backends alone, every op's reference, and the full sets
+# (`triton` includes linear_cross_entropy=triton: the head and the loss fused in training)
 BACKENDS = ["layer_norm=triton", "layer_norm=ext", "add_layer_norm=triton", "add_layer_norm=ext", "attention=triton",
-            "reference", "cross_entropy=ext", "triton,cross_entropy=ext", "ext,attention=triton"]
+            "reference", "cross_entropy=triton", "cross_entropy=ext", "linear_cross_entropy=triton", "triton",
+            "ext,attention=triton"]
 FULL_SETS = BACKENDS[-2:]
 SMALL = TINY_MODEL | dict(vocab_size=65, n_embd=64)
 
@@ -42,9 +44,11 @@ def batch(shape=SMALL, b=2, device="cpu"):
 
 def logits_loss_grads(model, x, y):
     model.zero_grad(set_to_none=True)
-    logits, loss = model(x, y)
+    with torch.no_grad():
+        logits, _ = model(x)  # with targets a fused head + loss returns no logits
+    _, loss = model(x, y)
     loss.backward()
-    return {"logits": logits.detach(), "loss": loss.detach()} | {
+    return {"logits": logits, "loss": loss.detach()} | {
         f"grad {name}": p.grad for name, p in model.named_parameters()}
 
 

@@ -136,7 +136,8 @@ def test_auto_kernels_use_measurements_only(monkeypatch):
     table = {"NVIDIA H100": {"layer_norm": "ext", "attention": "triton"}}
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
-    assert chosen == {"layer_norm": "ext", "add_layer_norm": "torch", "attention": "triton", "cross_entropy": "torch"}
+    assert chosen == {"layer_norm": "ext", "add_layer_norm": "torch", "attention": "triton", "cross_entropy": "torch",
+                      "linear_cross_entropy": "torch"}
     assert "measured on NVIDIA H100" in origin
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
     chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
@@ -147,7 +148,7 @@ def test_auto_kernels_use_measurements_only(monkeypatch):
 def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, corpus, data_cache, capsys):
     run(tmp_path, corpus, data_cache, "--max_iters", "1", "--eval_interval", "1", "--kernels", "auto")
     out = capsys.readouterr().out
-    all_torch = "layer_norm=torch,add_layer_norm=torch,attention=torch,cross_entropy=torch"
+    all_torch = "layer_norm=torch,add_layer_norm=torch,attention=torch,cross_entropy=torch,linear_cross_entropy=torch"
     assert f"kernels {all_torch} (auto: PyTorch's ops on the CPU)" in out
     state = torch.load(tmp_path / "last.state.pt", weights_only=True)
     assert state["kernels"] == all_torch
@@ -156,13 +157,14 @@ def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, corpus, data_c
 def test_one_vocabulary_of_ops_and_backends():
     """The same op keys and backend names on the command line, in the registry and in the benchmarks."""
     parse = kernels.registry.parse_spec
-    ops = ["layer_norm", "add_layer_norm", "attention", "cross_entropy"]
+    ops = ["layer_norm", "add_layer_norm", "attention", "cross_entropy", "linear_cross_entropy"]
     assert parse("torch") == dict.fromkeys(ops, "torch")
-    assert parse("ext") == {"layer_norm": "ext", "add_layer_norm": "ext", "attention": "torch", "cross_entropy": "ext"}
+    assert parse("ext") == {"layer_norm": "ext", "add_layer_norm": "ext", "attention": "torch", "cross_entropy": "ext",
+                            "linear_cross_entropy": "torch"}
     assert parse("attention=triton") == dict.fromkeys(ops, "torch") | {"attention": "triton"}
     assert parse("triton,cross_entropy=ext") == dict.fromkeys(ops, "triton") | {"cross_entropy": "ext"}
     assert kernels.resolve("layer_norm=triton,cross_entropy=ext").spec() == (
-        "layer_norm=triton,add_layer_norm=torch,attention=torch,cross_entropy=ext")
+        "layer_norm=triton,add_layer_norm=torch,attention=torch,cross_entropy=ext,linear_cross_entropy=torch")
     assert kernels.registry.provider_backend("torch-compiled") == "torch"
     help_text = kernels.registry.spec_help()
     for op, names in kernels.registry.BACKENDS.items():
@@ -175,7 +177,9 @@ def test_model_modules_hold_resolved_functions():
     assert model.transformer.h[0].ln_1.layer_norm is ops["layer_norm"]
     assert model.transformer.h[0].ln_2.add_layer_norm is ops["add_layer_norm"]
     assert model.transformer.h[0].attn.attention is ops["attention"]
-    assert model.cross_entropy is ops["cross_entropy"]
+    assert model.cross_entropy is ops["cross_entropy"] and model.head_and_loss is None  # linear_cross_entropy=torch
+    fused = kernels.resolve("linear_cross_entropy=triton")
+    assert GPT(GPTConfig(vocab_size=65, **TINY_MODEL), fused).head_and_loss is fused["linear_cross_entropy"]
 
 
 def test_boolean_flags_work_bare_and_negated():

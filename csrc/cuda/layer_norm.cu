@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 
 #include "checks.h"
@@ -36,14 +37,34 @@ __device__ __forceinline__ float shifted_row_mean(const T* row, float shift, int
   return block_sum(sum, scratch) / n;
 }
 
-template <typename T, int VEC>
-__global__ void layer_norm_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
-                                      T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
-                                      int64_t n, float eps) {
+// With a residual (add_layer_norm), the row normalised is s = x + residual rounded to T (the
+// residual first rounded to T, as x + residual.to(x.dtype) does), written to s_out in a first
+// pass and re-read from there (this thread's own elements, L1/L2-resident) by the passes below.
+template <typename T, typename R, int VEC>
+__global__ void layer_norm_fwd_kernel(const T* __restrict__ x, const R* __restrict__ residual, T* s_out,
+                                      const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
+                                      float* __restrict__ mean, float* __restrict__ rstd, int64_t n, float eps) {
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * n;
   T* yr = y + row * n;
+  if (residual != nullptr) {
+    const R* rr = residual + row * n;
+    T* sr = s_out + row * n;
+    for (int64_t j = threadIdx.x * VEC; j < n; j += blockDim.x * VEC) {
+      const Pack<T, VEC> xp = load_pack<T, VEC>(xr + j);
+      const Pack<R, VEC> rp = load_pack<R, VEC>(rr + j);
+      Pack<T, VEC> sp;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const float r = static_cast<float>(static_cast<T>(static_cast<float>(rp.v[k])));
+        sp.v[k] = static_cast<T>(static_cast<float>(xp.v[k]) + r);
+      }
+      store_pack<T, VEC>(sr + j, sp);
+    }
+    __syncthreads();  // every thread reads s[0] next
+    xr = sr;
+  }
   // pass 1: mean; pass 2: variance about it; pass 3: y (the row is L1/L2-resident for the re-reads)
   const float shift = static_cast<float>(xr[0]);
   const float mu = shifted_row_mean<T, VEC>(xr, shift, n, scratch);  // of x - shift
@@ -136,11 +157,23 @@ __global__ void column_sum_kernel(const float* __restrict__ partial, T* __restri
   out[j] = static_cast<T>(acc);
 }
 
-template <typename T, int VEC>
-void launch_fwd(const T* x, const T* w, const T* b, T* y, float* mean, float* rstd, int64_t rows, int64_t n,
-                float eps, cudaStream_t stream) {
-  layer_norm_fwd_kernel<T, VEC><<<rows, threads_for(n, VEC), 0, stream>>>(x, w, b, y, mean, rstd, n, eps);
+template <typename T, typename R, int VEC>
+void launch_fwd(const T* x, const R* residual, T* s, const T* w, const T* b, T* y, float* mean, float* rstd,
+                int64_t rows, int64_t n, float eps, cudaStream_t stream) {
+  layer_norm_fwd_kernel<T, R, VEC><<<rows, threads_for(n, VEC), 0, stream>>>(x, residual, s, w, b, y, mean, rstd,
+                                                                              n, eps);
   GPT_CHECK_LAUNCH();
+}
+
+// The forward for x (rows, n) in T, with (add_layer_norm) or without (residual == nullptr) a residual in R.
+template <typename T, typename R>
+void forward(const T* x, const R* residual, T* s, const T* w, const T* b, T* y, float* mean, float* rstd,
+             int64_t rows, int64_t n, float eps, cudaStream_t stream) {
+  const int vec = std::min(vector_width<T>(n, {x, s, w, b, y}), vector_width<R>(n, {residual}));
+  if (vec == 8) launch_fwd<T, R, 8>(x, residual, s, w, b, y, mean, rstd, rows, n, eps, stream);
+  else if (vec == 4) launch_fwd<T, R, 4>(x, residual, s, w, b, y, mean, rstd, rows, n, eps, stream);
+  else if (vec == 2) launch_fwd<T, R, 2>(x, residual, s, w, b, y, mean, rstd, rows, n, eps, stream);
+  else launch_fwd<T, R, 1>(x, residual, s, w, b, y, mean, rstd, rows, n, eps, stream);
 }
 
 template <typename T, int VEC>
@@ -166,17 +199,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cuda(const at::Ten
   if (rows == 0) return {y, mean, rstd};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   GPT_DISPATCH_FLOAT_TYPES(x.scalar_type(), "layer_norm_fwd_cuda", [&] {
-    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
-    const scalar_t* wp = wc.const_data_ptr<scalar_t>();
-    const scalar_t* bp = bc.defined() ? bc.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    float *m = mean.mutable_data_ptr<float>(), *r = rstd.mutable_data_ptr<float>();
-    const int vec = vector_width<scalar_t>(n, {xp, wp, bp, yp});
-    const float e = static_cast<float>(eps);
-    if (vec == 8) launch_fwd<scalar_t, 8>(xp, wp, bp, yp, m, r, rows, n, e, stream);
-    else if (vec == 4) launch_fwd<scalar_t, 4>(xp, wp, bp, yp, m, r, rows, n, e, stream);
-    else if (vec == 2) launch_fwd<scalar_t, 2>(xp, wp, bp, yp, m, r, rows, n, e, stream);
-    else launch_fwd<scalar_t, 1>(xp, wp, bp, yp, m, r, rows, n, e, stream);
+    forward<scalar_t, scalar_t>(xc.const_data_ptr<scalar_t>(), nullptr, nullptr, wc.const_data_ptr<scalar_t>(),
+                                bc.defined() ? bc.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
+                                mean.mutable_data_ptr<float>(), rstd.mutable_data_ptr<float>(), rows, n,
+                                static_cast<float>(eps), stream);
   });
   return {y, mean, rstd};
 }
@@ -223,14 +249,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(const at::Ten
   return {dx, dweight, dbias};
 }
 
-// s = x + residual in x's dtype, then LayerNorm of s. A first version: the add is its own
-// (vectorised, ATen) pass before the LayerNorm kernel; one fused kernel is the next step.
+// s = x + residual in x's dtype and y = LayerNorm of s, in one kernel: x and residual read once,
+// s and y written once. residual may have another float dtype than x.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_layer_norm_fwd_cuda(
     const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
     double eps) {
   check_add_layer_norm(x, residual, weight, bias);
-  const at::Tensor s = at::add(x, residual.to(x.scalar_type()));
-  auto [y, mean, rstd] = layer_norm_fwd_cuda(s, weight, bias, eps);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t n = x.size(-1);
+  const at::Tensor xc = x.contiguous(), rc = residual.contiguous(), wc = weight.contiguous();
+  const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const int64_t rows = xc.numel() / n;
+  at::Tensor y = at::empty_like(xc), s = at::empty_like(xc);
+  at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
+  at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
+  if (rows == 0) return {y, s, mean, rstd};
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  GPT_DISPATCH_FLOAT_TYPES(x.scalar_type(), "add_layer_norm_fwd_cuda", [&] {
+    auto run = [&](auto residual_element) {
+      using R = decltype(residual_element);
+      forward<scalar_t, R>(xc.const_data_ptr<scalar_t>(), rc.const_data_ptr<R>(), s.mutable_data_ptr<scalar_t>(),
+                           wc.const_data_ptr<scalar_t>(), bc.defined() ? bc.const_data_ptr<scalar_t>() : nullptr,
+                           y.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<float>(),
+                           rstd.mutable_data_ptr<float>(), rows, n, static_cast<float>(eps), stream);
+    };
+    switch (rc.scalar_type()) {
+      case at::kFloat: run(float{}); break;
+      case at::kHalf: run(at::Half{}); break;
+      case at::kBFloat16: run(at::BFloat16{}); break;
+      default: TORCH_CHECK(false, "add_layer_norm: residual has dtype ", rc.scalar_type(),
+                           "; expected float32, float16 or bfloat16");
+    }
+  });
   return {y, s, mean, rstd};
 }
 

@@ -83,13 +83,35 @@ def _dropout_keep(seed, bh, queries, keys, T_Q, T_K, dropout_p):
 
 
 @triton.jit
+def _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                  MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr):
+    """One key tile (kt: HEAD_DIM x BLOCK_N, v: BLOCK_N x HEAD_DIM) through the online softmax; MASK
+    applies the key-bound and causal masks. With DROPOUT the normaliser l_i sums every
+    probability; only the kept ones, scaled by 1 / (1 - dropout_p), reach the output."""
+    s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base-2 units
+    if MASK:
+        visible = (keys < T_K)[None, :]
+        if CAUSAL:
+            visible = visible & (offs_m[:, None] + offset >= keys[None, :])
+        s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
+    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    if DROPOUT:
+        keep = _dropout_keep(seed, bh, offs_m[:, None], keys[None, :], T_Q, T_K, dropout_p)
+        p = tl.where(keep, p / (1.0 - dropout_p), 0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n, offs_d,
                          start, end, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
                          MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
                          DROPOUT: tl.constexpr):
-    """Online softmax over the key tiles [start, end); MASK applies the key-bound and causal masks.
-    With DROPOUT the normaliser l_i sums every probability; only the kept ones, scaled by
-    1 / (1 - dropout_p), reach the output."""
+    """The key tiles [start, end), loaded through pointers."""
     for start_n in range(start, end, BLOCK_N):
         keys = start_n + offs_n
         if MASK:
@@ -99,23 +121,36 @@ def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt,
         else:
             kt = tl.load(K_tile + keys[None, :] * stride_kt + offs_d[:, None])
             v = tl.load(V_tile + keys[:, None] * stride_vt + offs_d[None, :])
-        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base-2 units
-        if MASK:
-            visible = k_ok[None, :]
-            if CAUSAL:
-                visible = visible & (offs_m[:, None] + offset >= keys[None, :])
-            s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        if DROPOUT:
-            keep = _dropout_keep(seed, bh, offs_m[:, None], keys[None, :], T_Q, T_K, dropout_p)
-            p = tl.where(keep, p / (1.0 - dropout_p), 0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, seed, bh, T_Q,
+                                      dropout_p, MASK, CAUSAL, PRECISION, DROPOUT)
     return acc, l_i, m_i
+
+
+@triton.jit
+def _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, offs_n, start, end, qk_scale, offset,
+                             T_K, seed, bh, T_Q, dropout_p,
+                             MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                             PRECISION: tl.constexpr, DROPOUT: tl.constexpr):
+    """The key tiles [start, end), loaded by the tensor-memory engine (rows past T_K come back zero)."""
+    for start_n in range(start, end, BLOCK_N):
+        k = k_desc.load([b, h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        v = v_desc.load([b, h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, tl.trans(k), v, offs_m, start_n + offs_n, qk_scale, offset,
+                                      T_K, seed, bh, T_Q, dropout_p, MASK, CAUSAL, PRECISION, DROPOUT)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _causal_ranges(start_m, offset, T_K, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(end of the key tiles every query row of this tile sees whole, end of all its keys): the
+    tiles before the first bound skip the mask, the diagonal tiles up to the second apply it."""
+    if CAUSAL:
+        full_end = ((start_m + offset + 1) // BLOCK_N) * BLOCK_N
+        end = tl.minimum(start_m + BLOCK_M + offset, T_K)
+    else:
+        full_end = (T_K // BLOCK_N) * BLOCK_N
+        end = T_K
+    return full_end, end
 
 
 @triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
@@ -150,13 +185,7 @@ def _attention_fwd_kernel(
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
     seed = tl.load(SEED) if DROPOUT else 0
-    if CAUSAL:
-        # keys every row of this tile sees, in whole tiles; then the diagonal tiles, masked
-        full_end = ((start_m + offset + 1) // BLOCK_N) * BLOCK_N
-        end = tl.minimum(start_m + BLOCK_M + offset, T_K)
-    else:
-        full_end = (T_K // BLOCK_N) * BLOCK_N
-        end = T_K
+    full_end, end = _causal_ranges(start_m, offset, T_K, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
                                          offs_d, 0, full_end, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
                                          False, CAUSAL, BLOCK_N, PRECISION, DROPOUT)
@@ -168,6 +197,52 @@ def _attention_fwd_kernel(
     tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
              o.to(O.dtype.element_ty), mask=q_ok[:, None])
     tl.store(LSE + bh * T_Q + offs_m, m_i + tl.log2(l_safe), mask=q_ok)
+
+
+@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+                 cache_results=True)
+@triton.jit
+def _attention_fwd_tma_kernel(
+    Q, K, V, O, LSE, SEED, sm_scale, dropout_p,  # as _attention_fwd_kernel
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,  # multiples of 16 bytes (checked)
+    B, H, T_Q, T_K, Q_BUCKET, K_BUCKET,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """The forward with q, k, v and o moved by Hopper's tensor-memory engine: 4-D descriptors over
+    the (B, H, T, D) views, made on the device (no host descriptor per launch)."""
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    q_desc = tl.make_tensor_descriptor(Q, shape=[B, H, T_Q, HEAD_DIM], strides=[stride_qb, stride_qh, stride_qt, 1],
+                                       block_shape=[1, 1, BLOCK_M, HEAD_DIM])
+    k_desc = tl.make_tensor_descriptor(K, shape=[B, H, T_K, HEAD_DIM], strides=[stride_kb, stride_kh, stride_kt, 1],
+                                       block_shape=[1, 1, BLOCK_N, HEAD_DIM])
+    v_desc = tl.make_tensor_descriptor(V, shape=[B, H, T_K, HEAD_DIM], strides=[stride_vb, stride_vh, stride_vt, 1],
+                                       block_shape=[1, 1, BLOCK_N, HEAD_DIM])
+    o_desc = tl.make_tensor_descriptor(O, shape=[B, H, T_Q, HEAD_DIM], strides=[stride_ob, stride_oh, stride_ot, 1],
+                                       block_shape=[1, 1, BLOCK_M, HEAD_DIM])
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    q = q_desc.load([b, h, start_m, 0]).reshape(BLOCK_M, HEAD_DIM)
+    qk_scale = sm_scale * 1.4426950408889634
+    offset = T_K - T_Q
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+    seed = tl.load(SEED) if DROPOUT else 0
+    full_end, end = _causal_ranges(start_m, offset, T_K, CAUSAL, BLOCK_M, BLOCK_N)
+    acc, l_i, m_i = _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, offs_n, 0, full_end,
+                                             qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                                             False, CAUSAL, BLOCK_N, HEAD_DIM, PRECISION, DROPOUT)
+    acc, l_i, m_i = _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, offs_n, full_end, end,
+                                             qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                                             True, CAUSAL, BLOCK_N, HEAD_DIM, PRECISION, DROPOUT)
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    o = (acc / l_safe[:, None]).to(O.dtype.element_ty)
+    o_desc.store([b, h, start_m, 0], o.reshape(1, 1, BLOCK_M, HEAD_DIM))  # rows past T_Q are not written
+    tl.store(LSE + bh * T_Q + offs_m, m_i + tl.log2(l_safe), mask=offs_m < T_Q)
 
 
 @triton.jit
@@ -325,7 +400,7 @@ def _shape_args(q, k, causal, dropout_p):
                 CAUSAL=causal, HEAD_DIM=q.shape[3], PRECISION=_precision(q.dtype), DROPOUT=dropout_p > 0)
 
 
-# A configuration pinned per kernel ("forward", "backward_dkdv", "backward_dq") instead of autotuning:
+# A configuration pinned per kernel ("forward", "forward_tma", "backward_dkdv", "backward_dq") instead of autotuning:
 # bench/sweep.py times configurations by setting it; empty in normal use.
 PINNED: dict[str, triton.Config] = {}
 
@@ -364,6 +439,31 @@ def _kernel(autotuned, name: str, q: torch.Tensor, k: torch.Tensor, causal: bool
     return autotuned.fn, dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
+# How the forward moves its tiles: "pointer" (loads and stores through pointers, every GPU: the
+# measured default) or "tma" (Hopper's tensor-memory engine through device-side descriptors, where
+# the GPU has one and every stride is a multiple of 16 bytes; otherwise pointer). bench_attention's
+# provider triton-tma measures it beside the default; the faster becomes the default.
+FORWARD_LOADS = "pointer"
+
+
+@functools.lru_cache
+def _has_tensor_memory_engine(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def _tma_allocator(size: int, alignment: int, stream) -> torch.Tensor:
+    """Scratch for the descriptors a kernel makes on the device (Triton asks for it at launch)."""
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _tma_usable(*tensors: torch.Tensor) -> bool:
+    """Descriptors need 16-byte-aligned starts and strides (allocations themselves are aligned)."""
+    if tensors[0].device.type == "cuda" and not _has_tensor_memory_engine(tensors[0].device):
+        return False
+    return all((t.storage_offset() * t.element_size()) % 16 == 0
+               and all((stride * t.element_size()) % 16 == 0 for stride in t.stride()[:-1]) for t in tensors)
+
+
 def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.0,
                       seed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """o and the logsumexp; with dropout_p > 0, seed is a (1,) int64 tensor on q's device."""
@@ -375,10 +475,16 @@ def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.
     if B * H == 0:  # an empty batch: nothing to launch
         return o, lse
     grid = lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)  # noqa: E731
-    kernel, pinned = _kernel(_attention_fwd_kernel, "forward", q, k, causal)
-    wrap_triton(kernel)[grid](q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
-                 *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-                 H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
+    args = (q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(o))
+    if FORWARD_LOADS == "tma" and _tma_usable(q, k, v, o):
+        if q.device.type == "cuda":
+            triton.set_allocator(_tma_allocator)
+        kernel, pinned = _kernel(_attention_fwd_tma_kernel, "forward_tma", q, k, causal)
+        wrap_triton(kernel)[grid](*args, B, H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
+    else:
+        kernel, pinned = _kernel(_attention_fwd_kernel, "forward", q, k, causal)
+        wrap_triton(kernel)[grid](*args, H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
     return o, lse
 
 

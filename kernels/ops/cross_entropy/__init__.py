@@ -1,6 +1,8 @@
-"""Cross-entropy of logits (N, V) against int64 targets (N,): backends torch, reference, ext.
+"""Cross-entropy of logits (N, V) against int64 targets (N,): backends torch, reference, triton, ext.
 
-    reference.py  the reference      ext.py  the extension's fused kernels (csrc/*/cross_entropy.*)
+    reference.py  the reference      triton.py  Triton kernels, torch.ops.gpt_triton.cross_entropy_*
+    autograd.py   fakes, autograd and the reduction shared by the Triton and extension ops
+    ext.py        the extension's fused kernels (csrc/*/cross_entropy.*)
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ... import checks, registry
+from ... import checks, registry, runtime
 from ... import ext as _ext
 from . import ext, reference
 
@@ -20,8 +22,16 @@ def torch_cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
 
 
+if runtime.HAS_TRITON:
+    from .triton import cross_entropy as triton_cross_entropy
+else:
+    triton_cross_entropy = runtime.needs_triton
+
 registry.register("cross_entropy", "torch", torch_cross_entropy, "F.cross_entropy")
 registry.register("cross_entropy", "reference", reference.cross_entropy, "F.cross_entropy on fp32 logits")
+registry.register("cross_entropy", "triton", triton_cross_entropy,
+                  "Triton: an online logsumexp forward, one gradient-writing backward",
+                  unavailable=runtime.triton_unavailable, note=runtime.triton_note)
 registry.register("cross_entropy", "ext", ext.cross_entropy, "fused C++/CUDA kernel, one pass per row",
                   unavailable=_ext.unavailable)
 

@@ -1,0 +1,194 @@
+"""Cross-entropy in Triton: one program per row, the vocabulary streamed in blocks.
+
+_cross_entropy_fwd_kernel -> cross_entropy_forward -> torch.ops.gpt_triton.cross_entropy_fwd
+_cross_entropy_bwd_kernel -> cross_entropy_backward -> torch.ops.gpt_triton.cross_entropy_bwd
+
+Forward: an online logsumexp over the row (one read of the logits), the loss lse - x[target]
+and lse saved. Backward: one read of the logits, one write of (softmax - onehot) * grad_loss.
+Three passes over the logits in all, the fewest for a standalone loss: a forward that also wrote
+the gradient would need a backward pass scaling it by the incoming gradient (four passes).
+
+The forward's WRITE_GRAD variant is that one-sweep design, used where the scale is known in the
+forward: kernels.linear_cross_entropy writes each chunk's gradient over its logits and scales
+only the small dh, dweight in its backward (kernels/ops/linear_cross_entropy/triton.py).
+
+A target outside [0, V) that is not ignore_index gives that row a NaN loss on the GPU (a
+data-dependent check would stop the host for every call); on the CPU it is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.library import wrap_triton
+
+from ... import runtime  # selects the interpreter on a CPU before triton is imported
+import triton  # noqa: E402,I001
+import triton.language as tl  # noqa: E402
+
+from ... import checks  # noqa: E402
+from . import autograd  # noqa: E402
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _row_logsumexp(row_ptr, target, V, BLOCK_V: tl.constexpr):
+    """(logsumexp of the row, the target's logit) in fp32, the row read once in BLOCK_V blocks."""
+    cols = tl.arange(0, BLOCK_V)
+    running_max = -float("inf")
+    running_sum = 0.0
+    target_logit = 0.0
+    for start in range(0, V, BLOCK_V):
+        x = tl.load(row_ptr + start + cols, mask=start + cols < V, other=-float("inf")).to(tl.float32)
+        new_max = tl.maximum(running_max, tl.max(x, axis=0))
+        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max), axis=0)
+        running_max = new_max
+        target_logit += tl.sum(tl.where(start + cols == target, x, 0.0), axis=0)
+    return running_max + tl.log(running_sum), target_logit
+
+
+@triton.jit
+def _store_softmax_grad(row_ptr, grad_ptr, target, lse, scale, V, BLOCK_V: tl.constexpr):
+    """grad = (softmax(row) - onehot(target)) * scale, in grad's dtype; grad_ptr may be row_ptr."""
+    cols = tl.arange(0, BLOCK_V)
+    for start in range(0, V, BLOCK_V):
+        mask = start + cols < V
+        x = tl.load(row_ptr + start + cols, mask=mask, other=-float("inf")).to(tl.float32)
+        p = tl.exp(x - lse)
+        grad = tl.where(start + cols == target, p - 1.0, p) * scale
+        tl.store(grad_ptr + start + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _cross_entropy_fwd_kernel(
+    Logits, Targets, Loss, Lse,  # logits (N, V); int64 targets (N,); fp32 loss and logsumexp (N,) outputs
+    Grad, Scale,  # WRITE_GRAD: gradient (N, V) output (may be Logits) and the fp32 scalar multiplying it
+    stride_logits, stride_grad,  # row strides (columns are contiguous)
+    V, ignore_index,
+    WRITE_GRAD: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)  # row * stride overflows int32 past 2^31 elements
+    target = tl.load(Targets + row)
+    ignored = target == ignore_index
+    lse, target_logit = _row_logsumexp(Logits + row * stride_logits, target, V, BLOCK_V)
+    in_range = (target >= 0) & (target < V)
+    loss = tl.where(ignored, 0.0, tl.where(in_range, lse - target_logit, float("nan")))
+    tl.store(Loss + row, loss)
+    tl.store(Lse + row, lse)
+    if WRITE_GRAD:
+        scale = tl.where(ignored, 0.0, tl.load(Scale))
+        _store_softmax_grad(Logits + row * stride_logits, Grad + row * stride_grad, target, lse, scale, V, BLOCK_V)
+
+
+@triton.jit
+def _cross_entropy_bwd_kernel(
+    Logits, Targets, Lse, GradLoss, Grad,  # logits (N, V); targets, lse (N,); grad_loss (N,) fp32; grad (N, V) out
+    stride_logits, stride_grad, stride_grad_loss,  # row strides; stride_grad_loss 0 for one shared value
+    V, ignore_index,
+    BLOCK_V: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    target = tl.load(Targets + row)
+    scale = tl.where(target == ignore_index, 0.0, tl.load(GradLoss + row * stride_grad_loss).to(tl.float32))
+    _store_softmax_grad(Logits + row * stride_logits, Grad + row * stride_grad, target, tl.load(Lse + row), scale,
+                        V, BLOCK_V)
+
+
+@dataclass(frozen=True)
+class Launch:
+    block_v: int  # vocabulary columns per step of the row loop
+    num_warps: int
+
+
+# A launch pinned per kernel ("forward", "backward") instead of the rule below: bench/sweep.py
+# times configurations by setting it; empty in normal use.
+PINNED: dict[str, Launch] = {}
+
+
+def _launch(kernel: str, v: int) -> Launch:
+    """16-byte loads with a few in flight per thread at large V; one block for a small vocabulary."""
+    rule = Launch(block_v=min(triton.next_power_of_2(v), 4096), num_warps=8 if v >= 4096 else 4)
+    return PINNED.get(kernel, rule)
+
+
+def check_targets_on_cpu(targets: torch.Tensor, vocab: int, ignore_index: int) -> None:
+    """On the CPU an out-of-range target is an error naming it, as the extension's; on the GPU
+    the kernel gives its row a NaN loss instead (checking here would sync on every call)."""
+    if targets.device.type != "cpu":
+        return
+    bad = ((targets < 0) | (targets >= vocab)) & (targets != ignore_index)
+    if bad.any():
+        row = int(bad.nonzero()[0, 0])
+        raise RuntimeError(f"cross_entropy: target {int(targets[row])} at row {row} is outside [0, {vocab}) "
+                           f"and is not ignore_index ({ignore_index})")
+
+
+def logits_rows(logits: torch.Tensor) -> torch.Tensor:
+    """logits with unit column stride (rows may be strided): a view where possible."""
+    return logits if logits.stride(-1) == 1 else logits.contiguous()
+
+
+def cross_entropy_forward(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int,
+                          grad: torch.Tensor | None = None,
+                          grad_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row losses and logsumexps (fp32, (N,)). With grad (N, V) (which may be logits itself)
+    and a fp32 scalar grad_scale, also writes (softmax - onehot) * grad_scale there, in the same sweep."""
+    check_targets_on_cpu(targets, logits.shape[1], ignore_index)
+    logits = logits_rows(logits)
+    n, v = logits.shape
+    loss = torch.empty(n, dtype=torch.float32, device=logits.device)
+    lse = torch.empty(n, dtype=torch.float32, device=logits.device)
+    if n > 0:
+        launch = _launch("forward", v)
+        write_grad = grad is not None
+        wrap_triton(_cross_entropy_fwd_kernel)[(n,)](
+            logits, targets, loss, lse, grad if write_grad else logits, grad_scale if write_grad else lse,
+            logits.stride(0), grad.stride(0) if write_grad else 0, v, ignore_index,
+            WRITE_GRAD=write_grad, BLOCK_V=launch.block_v, num_warps=launch.num_warps)
+    return loss, lse
+
+
+def cross_entropy_backward(grad_loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor,
+                           ignore_index: int) -> torch.Tensor:
+    """dlogits in the logits' dtype; grad_loss (N,) fp32, one value per row (stride 0 allowed)."""
+    logits = logits_rows(logits)
+    n, v = logits.shape
+    grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+    if n > 0:
+        launch = _launch("backward", v)
+        wrap_triton(_cross_entropy_bwd_kernel)[(n,)](
+            logits, targets, lse, grad_loss, grad, logits.stride(0), grad.stride(0), grad_loss.stride(0),
+            v, ignore_index, BLOCK_V=launch.block_v, num_warps=launch.num_warps)
+    return grad
+
+
+# ----------------------------------------------------------------------------- registration
+
+def _cross_entropy_fwd_fake(logits, targets, ignore_index):
+    rows = logits.shape[0]
+    return logits.new_empty(rows, dtype=torch.float32), logits.new_empty(rows, dtype=torch.float32)
+
+
+@runtime.triton_custom_op("gpt_triton::cross_entropy_fwd", fake=_cross_entropy_fwd_fake)
+def cross_entropy_fwd(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return cross_entropy_forward(logits, targets, ignore_index)
+
+
+@runtime.triton_custom_op("gpt_triton::cross_entropy_bwd", fake=autograd.cross_entropy_bwd_fake)
+def cross_entropy_bwd(grad_loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor,
+                      ignore_index: int) -> torch.Tensor:
+    return cross_entropy_backward(grad_loss.float(), logits, targets, lse, ignore_index)
+
+
+autograd.register_cross_entropy_autograd("gpt_triton::cross_entropy_fwd", torch.ops.gpt_triton.cross_entropy_bwd)
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
+                  reduction: str = "mean") -> torch.Tensor:
+    """The loss is fp32 whatever the logits' dtype; reductions as autograd.reduce_losses."""
+    checks.check_cross_entropy_args(logits, targets, reduction, SUPPORTED_DTYPES)
+    losses = torch.ops.gpt_triton.cross_entropy_fwd(logits, targets, ignore_index)[0]  # (N,) fp32
+    return autograd.reduce_losses(losses, targets, ignore_index, reduction)

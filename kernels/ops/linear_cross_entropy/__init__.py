@@ -1,0 +1,43 @@
+"""The language-model head and its loss, cross_entropy(h @ weight^T, targets): backends torch, reference, triton.
+
+    reference.py  the reference      triton.py  chunked: the (N, V) logits are never held
+
+In the model, `torch` keeps the head and the loss two ops (the logits, then the cross_entropy
+op's backend); any other backend replaces both with this op during training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ... import checks, registry, runtime
+from . import reference
+
+CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def torch_linear_cross_entropy(h, weight, targets, ignore_index=-100, reduction="mean"):
+    """PyTorch's ops, unfused: F.linear, then F.cross_entropy (torch.compile fuses what it can)."""
+    checks.check_linear_cross_entropy_args(h, weight, targets, reduction, CHECKED_DTYPES)
+    return F.cross_entropy(F.linear(h, weight), targets, ignore_index=ignore_index, reduction=reduction)
+
+
+if runtime.HAS_TRITON:
+    from .triton import linear_cross_entropy as triton_linear_cross_entropy
+else:
+    triton_linear_cross_entropy = runtime.needs_triton
+
+registry.register("linear_cross_entropy", "torch", torch_linear_cross_entropy, "F.linear, then F.cross_entropy")
+registry.register("linear_cross_entropy", "reference", reference.linear_cross_entropy,
+                  "the full logits in fp32, F.cross_entropy")
+registry.register("linear_cross_entropy", "triton", triton_linear_cross_entropy,
+                  "chunked: per chunk a GEMM, the Triton loss writing its gradient, two GEMMs",
+                  unavailable=runtime.triton_unavailable, note=runtime.triton_note)
+
+
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, ignore_index: int = -100,
+                         reduction: str = "mean", backend: str = "triton") -> torch.Tensor:
+    """The fp32 loss of cross_entropy(h @ weight^T, targets) for h (N, C), weight (V, C), int64
+    targets (N,); reduction "mean" (over non-ignored targets; 0 for none) or "sum"."""
+    return registry.backend("linear_cross_entropy", backend).fn(h, weight, targets, ignore_index, reduction)
