@@ -1,6 +1,7 @@
 """Causal attention: triton against torch (SDPA) with each of its backends (torch-flash, torch-efficient,
 torch-cudnn; torch-math on a CPU) and the compiled reference (reference-compiled). triton-tma is
-the Triton forward moving its tiles with the tensor-memory engine (FORWARD_LOADS = "tma").
+the Triton forward moving its tiles with the tensor-memory engine (FORWARD_LOADS = "tma"),
+triton-paired the Triton backward as one kernel (BACKWARD_PROGRAMS = "paired").
 
 TFLOP/s from the standard count: forward 4*B*H*T*T*D, halved when causal; backward 2.5x forward.
 GPU: pytest bench/bench_attention.py --benchmark-enable --benchmark-json out.json
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernels
-from common import DEVICE, ON_GPU, run, shapes
+from common import DEVICE, ON_GPU, QUICK, run, shapes
 from kernels.ops.attention import reference
 from kernels.ops.attention import triton as attention_triton
 
@@ -25,7 +26,15 @@ SHAPES = shapes(full=[(16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096)]
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 SDPA_BACKENDS = {"torch-flash": SDPBackend.FLASH_ATTENTION, "torch-efficient": SDPBackend.EFFICIENT_ATTENTION,
                  "torch-cudnn": SDPBackend.CUDNN_ATTENTION}
-PROVIDERS = ["triton", "triton-tma"] + (list(SDPA_BACKENDS) if ON_GPU else ["torch-math"]) + ["reference-compiled"]
+# Variants of the Triton kernels, measured beside the default: provider -> (setting, value) in
+# kernels/ops/attention/triton.py. The backward is the same in triton-tma, the forward in triton-paired.
+VARIANTS = {"triton-tma": ("FORWARD_LOADS", "tma"), "triton-paired": ("BACKWARD_PROGRAMS", "paired")}
+SAME_AS_DEFAULT = {"triton-tma": "backward", "triton-paired": "forward"}
+# The quick run (the one-call GPU check) leaves out the two baselines that never lead on Hopper.
+PROVIDERS = (["triton", *VARIANTS] + (list(SDPA_BACKENDS) if ON_GPU else ["torch-math"])
+             + ["reference-compiled"])
+if QUICK:
+    PROVIDERS = [p for p in PROVIDERS if p not in ("torch-efficient", "reference-compiled")]
 _compiled_naive = None
 
 
@@ -33,14 +42,17 @@ def provider_call(provider, q, k, v):
     global _compiled_naive
     if provider == "triton":
         return lambda: kernels.attention(q, k, v, causal=True)
-    if provider == "triton-tma":
-        def tma():
-            default, attention_triton.FORWARD_LOADS = attention_triton.FORWARD_LOADS, "tma"
+    if provider in VARIANTS:
+        setting, value = VARIANTS[provider]
+
+        def variant():
+            default = getattr(attention_triton, setting)
+            setattr(attention_triton, setting, value)
             try:
                 return kernels.attention(q, k, v, causal=True)
             finally:
-                attention_triton.FORWARD_LOADS = default
-        return tma
+                setattr(attention_triton, setting, default)
+        return variant
     if provider == "reference-compiled":
         if _compiled_naive is None:
             _compiled_naive = torch.compile(reference.attention)
@@ -63,8 +75,8 @@ def attention_flops(b, h, t, d, mode):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-H{}-T{}-D{}".format(*s))
 def test_attention(benchmark, shape, provider, mode):
     b, h, t, d = shape
-    if provider == "triton-tma" and mode == "backward":
-        pytest.skip("the backward is triton's")
+    if SAME_AS_DEFAULT.get(provider) == mode:
+        pytest.skip(f"{provider}'s {mode} is triton's")
     gen = torch.Generator().manual_seed(0)
     q, k, v, do = (torch.randn(shape, generator=gen).to(DEVICE, DTYPE) for _ in range(4))
     q, k, v = q.requires_grad_(), k.requires_grad_(), v.requires_grad_()

@@ -5,8 +5,9 @@
 
 1. Ceilings: a large device-to-device copy (GB/s, read + write) and a large bf16 matmul (TFLOP/s).
 2. Attention (bf16, causal, D=64, GPT-2 heads): every forward configuration (BLOCK_M, BLOCK_N,
-   warps, stages), and every configuration of each backward kernel (dK/dV, dQ) with the other
-   pinned; each variant's output first checked against the reference.
+   warps, stages) with pointer loads and with tensor descriptors (tma), every configuration of
+   each split backward kernel (dK/dV, dQ) with the other pinned, and of the paired backward
+   kernel; each variant's output first checked against the reference.
 3. LayerNorm (bf16): rows per program and warps for the forward; rows per program, warps and
    program count for the backward.
 Each configuration is timed by pinning it in the kernel module's PINNED table (the launchers
@@ -39,7 +40,11 @@ ATTENTION_SHAPES = [(16, 12, 1024, 64), (8, 12, 2048, 64), (4, 12, 4096, 64)]
 LAYER_NORM_SHAPES = [(16384, 768), (8192, 4096)]
 FWD_GRID = list(itertools.product([64, 128], [32, 64, 128], [4, 8], [2, 3, 4]))
 BWD_GRID = list(itertools.product([32, 64, 128], [32, 64, 128], [4, 8], [1, 2, 3]))
-DRY = dict(attention=[(1, 2, 64, 16)], layer_norm=[(64, 128)], fwd=[(32, 32, 4, 1)], bwd=[(32, 32, 4, 1)])
+PAIRED_GRID = list(itertools.product([16, 32, 64], [64, 128], [4, 8], [2, 3, 5]))  # (BLOCK_M, BLOCK_N, ...)
+# (op, PINNED kernel name, FORWARD_LOADS)
+FORWARD_VARIANTS = [("attention forward", "forward", "pointer"), ("attention forward, tma", "forward_tma", "tma")]
+DRY = dict(attention=[(1, 2, 64, 16)], layer_norm=[(64, 128)], fwd=[(32, 32, 4, 1)], bwd=[(32, 32, 4, 1)],
+           paired=[(32, 32, 4, 1)])
 
 
 @contextlib.contextmanager
@@ -51,6 +56,19 @@ def pinned(table: dict, **configs):
     finally:
         for name in configs:
             table.pop(name, None)
+
+
+@contextlib.contextmanager
+def variant(**settings):
+    """Set module-level variant switches of the attention kernels (FORWARD_LOADS, BACKWARD_PROGRAMS)."""
+    saved = {name: getattr(attention_module, name) for name in settings}
+    for name, value in settings.items():
+        setattr(attention_module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(attention_module, name, value)
 
 
 def attention_config(config) -> "triton.Config":  # noqa: F821
@@ -85,7 +103,7 @@ def ceilings(measure, device) -> dict:
     return {"copy_GB/s": 2 * n_bytes / copy_ms / 1e6, "bf16_matmul_TFLOP/s": 2 * n**3 / matmul_ms / 1e9}
 
 
-def attention_sweep(measure, device, dtype, shapes, fwd_grid, bwd_grid) -> list[dict]:
+def attention_sweep(measure, device, dtype, shapes, fwd_grid, bwd_grid, paired_grid) -> list[dict]:
     rows = []
     for b, h, t, d in shapes:
         gen = torch.Generator().manual_seed(0)
@@ -94,10 +112,11 @@ def attention_sweep(measure, device, dtype, shapes, fwd_grid, bwd_grid) -> list[
         truth = attention_reference.attention(q, k, v, True)
         fwd_flops = 4 * b * h * t * t * d / 2
         o, lse = attention_module.attention_forward(q, k, v, True, scale)
-        for config in fwd_grid:
-            row = {"op": "attention forward", "shape": [b, h, t, d], "config": list(config)}
+        for (op, kernel, loads), config in itertools.product(FORWARD_VARIANTS, fwd_grid):
+            row = {"op": op, "shape": [b, h, t, d], "config": list(config)}
             try:
-                with pinned(attention_module.PINNED, forward=attention_config(config)):
+                with pinned(attention_module.PINNED, **{kernel: attention_config(config)}), \
+                        variant(FORWARD_LOADS=loads):
                     out, _ = attention_module.attention_forward(q, k, v, True, scale)
                     row["max_error"] = (out.float() - truth.float()).abs().max().item()
                     row["ok"] = row["max_error"] < 5e-2
@@ -108,15 +127,19 @@ def attention_sweep(measure, device, dtype, shapes, fwd_grid, bwd_grid) -> list[
             rows.append(row)
         qd, kd, vd = (t_.detach().double().requires_grad_() for t_ in (q, k, v))
         grads = torch.autograd.grad(attention_reference.attention(qd, kd, vd, True), (qd, kd, vd), do.double())
-        # The two backward kernels are swept one at a time, the other pinned to the grid's first entry.
+        # The two split backward kernels are swept one at a time, the other pinned to the grid's first
+        # entry; the paired kernel (BLOCK_N keys and queries per program) on its own.
         first = attention_config(bwd_grid[0])
-        for kernel, config in [("dK/dV", c) for c in bwd_grid] + [("dQ", c) for c in bwd_grid]:
-            configs = dict(backward_dkdv=attention_config(config), backward_dq=first) if kernel == "dK/dV" else \
-                dict(backward_dkdv=first, backward_dq=attention_config(config))
+        for kernel, config in ([("dK/dV", c) for c in bwd_grid] + [("dQ", c) for c in bwd_grid]
+                               + [("paired", c) for c in paired_grid]):
+            configs = {"dK/dV": dict(backward_dkdv=attention_config(config), backward_dq=first),
+                       "dQ": dict(backward_dkdv=first, backward_dq=attention_config(config)),
+                       "paired": dict(backward_paired=attention_config(config))}[kernel]
             row = {"op": f"attention backward, {kernel} kernel", "shape": [b, h, t, d], "config": list(config)}
             run = lambda: attention_module.attention_backward(do, q, k, v, o, lse, True, scale)  # noqa: E731
             try:
-                with pinned(attention_module.PINNED, **configs):
+                with pinned(attention_module.PINNED, **configs), \
+                        variant(BACKWARD_PROGRAMS="paired" if kernel == "paired" else "split"):
                     ours = run()
                     row["max_error"] = max((a.double() - g).abs().max().item() for a, g in zip(ours, grads))
                     row["ok"] = row["max_error"] < 1e-1
@@ -188,8 +211,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-ATTENTION_KERNELS = {"attention forward": "forward", "attention backward, dK/dV kernel": "backward_dkdv",
-                     "attention backward, dQ kernel": "backward_dq"}
+ATTENTION_KERNELS = {"attention forward": "forward", "attention forward, tma": "forward_tma",
+                     "attention backward, dK/dV kernel": "backward_dkdv", "attention backward, dQ kernel": "backward_dq",
+                     "attention backward, paired kernel": "backward_paired"}
 
 
 def tuned_configs(result: dict, dtype: torch.dtype) -> dict:
@@ -227,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "attention"):
         result["rows"] += attention_sweep(measure, device, dtype, DRY["attention"] if args.dry_run else ATTENTION_SHAPES,
                                           DRY["fwd"] if args.dry_run else FWD_GRID,
-                                          DRY["bwd"] if args.dry_run else BWD_GRID)
+                                          DRY["bwd"] if args.dry_run else BWD_GRID,
+                                          DRY["paired"] if args.dry_run else PAIRED_GRID)
     if args.only in (None, "layer_norm"):
         result["rows"] += layer_norm_sweep(measure, device, dtype,
                                            DRY["layer_norm"] if args.dry_run else LAYER_NORM_SHAPES, args.dry_run)

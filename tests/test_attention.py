@@ -178,6 +178,44 @@ def test_tma_forward_parity_gpu(tma_forward, b, h, t, d, causal, dtype):
     check_parity(b, h, t, t, d, causal, dtype, "cuda")
 
 
+@pytest.fixture
+def paired_backward(monkeypatch):
+    """The backward's one-kernel variant (kernels/ops/attention/triton.py BACKWARD_PROGRAMS)."""
+    from kernels.ops.attention import triton as attention_triton
+
+    monkeypatch.setattr(attention_triton, "BACKWARD_PROGRAMS", "paired")
+    return attention_triton
+
+
+@pytest.mark.parametrize("b, h, t_q, t_k, d, causal, dtype", [
+    (2, 3, 37, 37, 16, True, torch.float32), (1, 2, 70, 70, 32, False, torch.float16),
+    (1, 2, 20, 45, 32, True, torch.float32), (2, 1, 45, 20, 16, False, torch.float32),
+    (1, 1, 1, 17, 64, True, torch.float16)])
+def test_paired_backward_parity_cpu(paired_backward, b, h, t_q, t_k, d, causal, dtype):
+    check_parity(b, h, t_q, t_k, d, causal, dtype, "cpu")
+
+
+def test_paired_backward_is_deterministic_and_regenerates_dropout(paired_backward):
+    q, k, v, do = make_qkv(1, 2, 40, 40, 16, torch.float32, "cpu")
+    run = lambda: forward_backward(lambda q, k, v: kernels.attention(q, k, v, dropout_p=0.2), q, k, v, do)  # noqa: E731
+    torch.manual_seed(5)
+    first = run()
+    torch.manual_seed(5)
+    second = run()
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    paired_backward.BACKWARD_PROGRAMS = "split"  # the split kernels regenerate the same mask
+    torch.manual_seed(5)
+    for a, b in zip(first, run()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b, h, t, d, causal, dtype", [case for case in GPU_CASES if case[2] > 1])
+def test_paired_backward_parity_gpu(paired_backward, b, h, t, d, causal, dtype):
+    check_parity(b, h, t, t, d, causal, dtype, "cuda")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("t_q, t_k", [(1, 1024), (4, 1024), (100, 2048)])
 def test_kv_cache_queries_gpu(t_q, t_k):

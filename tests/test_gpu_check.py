@@ -37,7 +37,7 @@ def test_dry_run_of_the_whole_check(tmp_path, corpus):
     assert len(left) <= 8 and all(p.is_file() for p in out.iterdir()), left
     with tarfile.open(out / gpu_check.ARCHIVE) as archive:
         names = archive.getnames()
-    assert {"tests.log", "bench.log", "kernels.json", "throughput.jsonl", "nvidia-smi.txt"} <= set(names), names
+    assert {"tests.log", "bench.log", "kernels-attention.json", "throughput.jsonl", "nvidia-smi.txt"} <= set(names), names
 
 
 def test_a_failing_step_does_not_stop_the_others(tmp_path, monkeypatch):
@@ -71,6 +71,9 @@ def test_a_step_past_its_budget_is_killed_with_its_children_and_keeps_its_output
 def test_stage_budgets_fit_one_device_call():
     assert sum(gpu_check.BUDGETS_S.values()) <= 540
     assert sum(gpu_check.THROUGHPUT_BUDGETS_S.values()) == gpu_check.BUDGETS_S["throughput"]
+    assert sum(gpu_check.BENCH_BUDGETS_S.values()) == gpu_check.BUDGETS_S["bench"]
+    assert [s.budget_s for s in gpu_check.stage_steps("bench", Path("/tmp"), dry_run=False)] == list(
+        gpu_check.BENCH_BUDGETS_S.values())
     steps = gpu_check.stage_steps("throughput", Path("/tmp"), dry_run=False)
     assert [s.budget_s for s in steps] == list(gpu_check.THROUGHPUT_BUDGETS_S.values())
 
@@ -116,10 +119,11 @@ def test_sweep_dry_run(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     sweep = json.loads((tmp_path / "sweep.json").read_text())
     ops = {row["op"] for row in sweep["rows"]}
-    assert ops == {"attention forward", "attention backward, dK/dV kernel", "attention backward, dQ kernel",
+    assert ops == {"attention forward", "attention forward, tma", "attention backward, dK/dV kernel",
+                   "attention backward, dQ kernel", "attention backward, paired kernel",
                    "layer_norm forward", "layer_norm backward"}
     assert all(row["ok"] and row["ms"] > 0 for row in sweep["rows"]), sweep["rows"]
     assert "| attention forward |" in (tmp_path / "sweep.md").read_text()
     tuned = json.loads((tmp_path / "tuned_configs.json").read_text())
-    assert list(tuned["CPU (dry run)"]) == ["backward_dkdv/d16/causal/float32/q64/k64", "backward_dq/d16/causal/float32/q64/k64",
-                                            "forward/d16/causal/float32/q64/k64"]
+    assert list(tuned["CPU (dry run)"]) == [f"{kernel}/d16/causal/float32/q64/k64" for kernel in (
+        "backward_dkdv", "backward_dq", "backward_paired", "forward", "forward_tma")]

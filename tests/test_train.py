@@ -145,6 +145,17 @@ def test_auto_kernels_use_measurements_only(monkeypatch):
     assert set(kernels.registry.auto_choice(torch.device("cpu"), table)[0].values()) == {"torch"}
 
 
+def test_auto_kernels_read_another_table_when_told(monkeypatch, tmp_path):
+    """The GPU check points `auto` at the table its own benchmarks just wrote (GPT_AUTO_BACKENDS)."""
+    fresh = tmp_path / "auto_backends.json"
+    fresh.write_text(json.dumps({"NVIDIA H100": {"linear_cross_entropy": "triton"}}))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setenv(kernels.registry.AUTO_TABLE_ENV, str(fresh))
+    chosen, origin = kernels.registry.auto_choice(torch.device("cuda"))
+    assert chosen["linear_cross_entropy"] == "triton" and chosen["attention"] == "torch"
+    assert str(fresh) in origin
+
+
 def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, corpus, data_cache, capsys):
     run(tmp_path, corpus, data_cache, "--max_iters", "1", "--eval_interval", "1", "--kernels", "auto")
     out = capsys.readouterr().out

@@ -68,6 +68,11 @@ FWD_CONFIGS = _configs([(m, n, w, st) for m in (64, 128) for n in (32, 64, 128) 
 BWD_CONFIGS = _configs([(64, 64, 4, 2), (64, 64, 8, 2), (32, 64, 4, 3), (64, 128, 8, 2), (32, 32, 4, 2),
                         (64, 64, 4, 3), (128, 64, 8, 2), (64, 32, 4, 3)],
                        safe_config=(32, 32, 4, 2) if INTERPRETER else (32, 64, 4, 2))
+# The paired backward: BLOCK_N keys (dK/dV) and queries (dQ) per program, BLOCK_M of the other per
+# step (the tutorial's 128/32 on Hopper first)
+PAIRED_BWD_CONFIGS = _configs([(32, 128, 4, 2), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 4, 2), (32, 64, 4, 2),
+                               (32, 64, 4, 3), (64, 64, 4, 2)],
+                              safe_config=(32, 32, 4, 2) if INTERPRETER else (32, 64, 4, 2))
 # Configurations measured on a GPU and committed (bench/sweep.py writes them): used directly, with
 # no autotuning, for that GPU and shape bucket. {gpu name: {key: [BLOCK_M, BLOCK_N, warps, stages]}}
 TUNED_PATH = Path(__file__).with_name("tuned_configs.json")
@@ -263,21 +268,13 @@ def _attention_bwd_preprocess_kernel(
     tl.store(Delta + bh * T_Q + offs_m, tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1), mask=offs_m < T_Q)
 
 
-@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
-                 cache_results=True)
 @triton.jit
-def _attention_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, Delta, DK, DV,  # dk/dv (B, H, Tk, D) outputs; lse/delta (B, H, Tq) fp32
-    SEED, sm_scale, dropout_p,
-    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
-    stride_dob, stride_doh, stride_dot, stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
-    H, T_Q, T_K, Q_BUCKET, K_BUCKET,
-    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    start_n = tl.program_id(0) * BLOCK_N
-    bh = tl.program_id(1)
-    b, h = bh // H, bh % H
+def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_head,
+               stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
+               start_n, seed, bh, sm_scale, dropout_p, T_Q, T_K,
+               CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dK and dV of the BLOCK_N keys from start_n, over BLOCK_M queries at a time."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     k_ok = offs_n < T_K
@@ -285,17 +282,12 @@ def _attention_bwd_dkdv_kernel(
     # S^T = K Q^T), as every dot of the dQ loop has the query tile's rows: one MMA shape per loop.
     # With S = Q K^T here instead, the loop mixed BLOCK_M-row and BLOCK_N-row dots, and on the
     # H100 at head dim 128 dK came out wrong in fp16/bf16 (the interpreter computed it right).
-    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :],
-                mask=k_ok[:, None], other=0.0)
-    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :],
-                mask=k_ok[:, None], other=0.0)
+    k = tl.load(K_head + offs_n[:, None] * stride_kt + offs_d[None, :], mask=k_ok[:, None], other=0.0)
+    v = tl.load(V_head + offs_n[:, None] * stride_vt + offs_d[None, :], mask=k_ok[:, None], other=0.0)
     dk = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
     offset = T_K - T_Q
-    Q_head = Q + b * stride_qb + h * stride_qh
-    DO_head = DO + b * stride_dob + h * stride_doh
-    seed = tl.load(SEED) if DROPOUT else 0
     first_m = 0
     if CAUSAL:  # the first query that sees key start_n is start_n - offset
         first_m = (tl.maximum(start_n - offset, 0) // BLOCK_M) * BLOCK_M
@@ -304,8 +296,8 @@ def _attention_bwd_dkdv_kernel(
         q_ok = offs_m < T_Q
         qt = tl.load(Q_head + offs_m[None, :] * stride_qt + offs_d[:, None], mask=q_ok[None, :], other=0.0)
         do = tl.load(DO_head + offs_m[:, None] * stride_dot + offs_d[None, :], mask=q_ok[:, None], other=0.0)
-        lse = tl.load(LSE + bh * T_Q + offs_m, mask=q_ok, other=0.0)
-        delta = tl.load(Delta + bh * T_Q + offs_m, mask=q_ok, other=0.0)
+        lse = tl.load(LSE_bh + offs_m, mask=q_ok, other=0.0)
+        delta = tl.load(Delta_bh + offs_m, mask=q_ok, other=0.0)
         st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M) = S^T
         visible = k_ok[:, None] & q_ok[None, :]
         if CAUSAL:
@@ -321,42 +313,29 @@ def _attention_bwd_dkdv_kernel(
         dst = pt * (dpt - delta[None, :])  # dS^T
         dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)
     dk *= sm_scale
-    tl.store(DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :],
-             dk.to(DK.dtype.element_ty), mask=k_ok[:, None])
-    tl.store(DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvt + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=k_ok[:, None])
+    tl.store(DK_head + offs_n[:, None] * stride_dkt + offs_d[None, :], dk.to(DK_head.dtype.element_ty),
+             mask=k_ok[:, None])
+    tl.store(DV_head + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV_head.dtype.element_ty),
+             mask=k_ok[:, None])
 
 
-@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
-                 cache_results=True)
 @triton.jit
-def _attention_bwd_dq_kernel(
-    Q, K, V, DO, LSE, Delta, DQ,  # dq (B, H, Tq, D) output
-    SEED, sm_scale, dropout_p,
-    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
-    stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
-    H, T_Q, T_K, Q_BUCKET, K_BUCKET,
-    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1)
-    b, h = bh // H, bh % H
+def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
+             stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
+             start_m, seed, bh, sm_scale, dropout_p, T_Q, T_K,
+             CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dQ of the BLOCK_M queries from start_m, over BLOCK_N keys at a time."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     q_ok = offs_m < T_Q
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
-                mask=q_ok[:, None], other=0.0)
-    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
-                 mask=q_ok[:, None], other=0.0)
-    lse = tl.load(LSE + bh * T_Q + offs_m, mask=q_ok, other=0.0)
-    delta = tl.load(Delta + bh * T_Q + offs_m, mask=q_ok, other=0.0)
+    q = tl.load(Q_head + offs_m[:, None] * stride_qt + offs_d[None, :], mask=q_ok[:, None], other=0.0)
+    do = tl.load(DO_head + offs_m[:, None] * stride_dot + offs_d[None, :], mask=q_ok[:, None], other=0.0)
+    lse = tl.load(LSE_bh + offs_m, mask=q_ok, other=0.0)
+    delta = tl.load(Delta_bh + offs_m, mask=q_ok, other=0.0)
     dq = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
     offset = T_K - T_Q
-    K_head = K + b * stride_kb + h * stride_kh
-    V_head = V + b * stride_vb + h * stride_vh
-    seed = tl.load(SEED) if DROPOUT else 0
     end = T_K
     if CAUSAL:
         end = tl.minimum(start_m + BLOCK_M + offset, T_K)
@@ -377,8 +356,85 @@ def _attention_bwd_dq_kernel(
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
     dq *= sm_scale
-    tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :],
-             dq.to(DQ.dtype.element_ty), mask=q_ok[:, None])
+    tl.store(DQ_head + offs_m[:, None] * stride_dqt + offs_d[None, :], dq.to(DQ_head.dtype.element_ty),
+             mask=q_ok[:, None])
+
+
+@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+                 cache_results=True)
+@triton.jit
+def _attention_bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, Delta, DK, DV,  # dk/dv (B, H, Tk, D) outputs; lse/delta (B, H, Tq) fp32
+    SEED, sm_scale, dropout_p,
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
+    stride_dob, stride_doh, stride_dot, stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
+    H, T_Q, T_K, Q_BUCKET, K_BUCKET,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    _dkdv_tile(Q + b * stride_qb + h * stride_qh, K + b * stride_kb + h * stride_kh, V + b * stride_vb + h * stride_vh,
+               DO + b * stride_dob + h * stride_doh, LSE + bh * T_Q, Delta + bh * T_Q,
+               DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
+               stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
+               tl.program_id(0) * BLOCK_N, tl.load(SEED) if DROPOUT else 0, bh, sm_scale, dropout_p, T_Q, T_K,
+               CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
+
+
+@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+                 cache_results=True)
+@triton.jit
+def _attention_bwd_dq_kernel(
+    Q, K, V, DO, LSE, Delta, DQ,  # dq (B, H, Tq, D) output
+    SEED, sm_scale, dropout_p,
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
+    stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
+    H, T_Q, T_K, Q_BUCKET, K_BUCKET,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    _dq_tile(Q + b * stride_qb + h * stride_qh, K + b * stride_kb + h * stride_kh, V + b * stride_vb + h * stride_vh,
+             DO + b * stride_dob + h * stride_doh, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
+             stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
+             tl.program_id(0) * BLOCK_M, tl.load(SEED) if DROPOUT else 0, bh, sm_scale, dropout_p, T_Q, T_K,
+             CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
+
+
+@triton.autotune(configs=PAIRED_BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+                 cache_results=True)
+@triton.jit
+def _attention_bwd_paired_kernel(
+    Q, K, V, DO, LSE, Delta, DQ, DK, DV,
+    SEED, sm_scale, dropout_p,
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
+    stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
+    stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
+    H, T_Q, T_K, Q_BUCKET, K_BUCKET,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """The Triton tutorial's one backward kernel: program i computes dK/dV of key block i (BLOCK_N
+    keys, BLOCK_M queries at a time), then dQ of query block i (BLOCK_N queries, BLOCK_M keys at a
+    time). Under the causal mask the two loops' lengths add up to the same for every program (early
+    key blocks see many queries, early query blocks few keys): balanced, one launch, no atomics."""
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    start = tl.program_id(0) * BLOCK_N
+    seed = tl.load(SEED) if DROPOUT else 0
+    Q_head, K_head = Q + b * stride_qb + h * stride_qh, K + b * stride_kb + h * stride_kh
+    V_head, DO_head = V + b * stride_vb + h * stride_vh, DO + b * stride_dob + h * stride_doh
+    if start < T_K:
+        _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q,
+                   DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
+                   stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
+                   start, seed, bh, sm_scale, dropout_p, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
+    if start < T_Q:
+        _dq_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
+                 stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
+                 start, seed, bh, sm_scale, dropout_p, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_N, BLOCK_M)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -400,7 +456,8 @@ def _shape_args(q, k, causal, dropout_p):
                 CAUSAL=causal, HEAD_DIM=q.shape[3], PRECISION=_precision(q.dtype), DROPOUT=dropout_p > 0)
 
 
-# A configuration pinned per kernel ("forward", "forward_tma", "backward_dkdv", "backward_dq") instead of autotuning:
+# A configuration pinned per kernel ("forward", "forward_tma", "backward_dkdv", "backward_dq", "backward_paired")
+# instead of autotuning:
 # bench/sweep.py times configurations by setting it; empty in normal use.
 PINNED: dict[str, triton.Config] = {}
 
@@ -488,6 +545,12 @@ def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.
     return o, lse
 
 
+# How the backward splits its work: "split" (one kernel for dK/dV over key blocks, one for dQ over
+# query blocks: the measured default) or "paired" (the Triton tutorial's single kernel, program i
+# doing key block i then query block i). bench_attention's provider triton-paired measures it.
+BACKWARD_PROGRAMS = "split"
+
+
 def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_p: float = 0.0,
                        seed: torch.Tensor | None = None):
     """dq, dk, dv; dropout_p and seed as the forward had them."""
@@ -504,14 +567,22 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_
     dk = torch.empty((B, H, T_K, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H, T_K, D), dtype=v.dtype, device=v.device)
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
+    seed_arg = seed if seed is not None else lse
+    if BACKWARD_PROGRAMS == "paired":
+        kernel, pinned = _kernel(_attention_bwd_paired_kernel, "backward_paired", q, k, causal)
+        wrap_triton(kernel)[lambda meta: (triton.cdiv(max(T_Q, T_K), meta["BLOCK_N"]), B * H)](
+            q, k, v, do, lse, delta, dq, dk, dv, seed_arg, scale, dropout_p,
+            *common, *_strides(dq), *_strides(dk), *_strides(dv),
+            H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
+        return dq, dk, dv
     dkdv_kernel, dkdv_pinned = _kernel(_attention_bwd_dkdv_kernel, "backward_dkdv", q, k, causal)
     wrap_triton(dkdv_kernel)[lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H)](
-        q, k, v, do, lse, delta, dk, dv, seed if seed is not None else lse, scale, dropout_p,
+        q, k, v, do, lse, delta, dk, dv, seed_arg, scale, dropout_p,
         *common, *_strides(dk), *_strides(dv),
         H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **dkdv_pinned)
     dq_kernel, dq_pinned = _kernel(_attention_bwd_dq_kernel, "backward_dq", q, k, causal)
     wrap_triton(dq_kernel)[lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)](
-        q, k, v, do, lse, delta, dq, seed if seed is not None else lse, scale, dropout_p,
+        q, k, v, do, lse, delta, dq, seed_arg, scale, dropout_p,
         *common, *_strides(dq),
         H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **dq_pinned)
     return dq, dk, dv

@@ -209,10 +209,12 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
             # No fused multiply-add: w*dy must round the same in dx as in its row sums, or a
             # width-1 row (whose exact dx is 0) gets that rounding times rstd = 1/sqrt(eps).
             enable_fp_fusion=False)
-    sum_block_n = min(triton.next_power_of_2(n), 256)
+    # Narrow column strips, so that many programs share the sums (24 at width 768, not 3): each
+    # program's serial chain of partial rows is what the second launch waits on.
+    sum_block_n = min(triton.next_power_of_2(n), 32)
     wrap_triton(_column_sum_kernel)[(triton.cdiv(n, sum_block_n),)](
         dw_partial, db_partial, dweight, dbias, programs, n,
-        BLOCK_P=min(32, triton.next_power_of_2(programs)), BLOCK_N=sum_block_n)
+        BLOCK_P=min(64, triton.next_power_of_2(programs)), BLOCK_N=sum_block_n)
     return dx.view(x.shape), dweight, dbias
 
 
