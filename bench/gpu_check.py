@@ -7,7 +7,7 @@
 Each stage runs as subprocesses with their own time budgets (the throughput stage one process
 per provider, each printing its row as soon as it is measured); a failing or timed-out stage is
 recorded with the tail of its log and the next one runs. The budgets below come from the first
-H100 run (bench/results/2026-11-26-h100-b8ec186) with a margin and sum to 540 s, inside one
+H100 run (bench/results/2026-11-26-h100-b8ec186) with a margin and sum to 560 s, inside one
 600 s device call. At the end the folder holds report.md, report.json, the charts,
 auto_backends.json (for kernels/auto_backends.json) and one archive of everything else, so
 the whole record comes back from a remote machine in a few files.
@@ -35,16 +35,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from kernels import registry  # noqa: E402
 STAGES = ("install", "tests", "bench", "throughput", "train", "report")
-# Measured on the H100 (seconds): install 48-50; 425 GPU tests with -n 10 144 (about 40 more since);
-# bench 89 (add_layer_norm's added since); one compiled GPT-2 124M provider 30-40 plus its steps;
-# shakespeare-char to val 1.47 29 (+10 start).
-BUDGETS_S = {"install": 75, "tests": 165, "bench": 130, "throughput": 110, "train": 60}
+# Measured on the H100 (seconds): install 48-50; 425 GPU tests with -n 10 144 (513 now); bench 89
+# (add_layer_norm's and linear_cross_entropy's added since); one compiled GPT-2 124M provider 30-40
+# plus its steps; shakespeare-char to val 1.47 29 (+10 start) without compilation.
+BUDGETS_S = {"install": 75, "tests": 175, "bench": 130, "throughput": 110, "train": 70}
 THROUGHPUT_BUDGETS_S = {"torch eager": 20, "torch + compile": 42, "ours + compile": 48}  # sum: the stage's
-# shakespeare-char on a 40 s budget, no compilation: a 3000-iteration cosine schedule (nanoGPT's is
-# 5000) decays within the iterations the budget allows.
-TRAIN_ARGS = ["--preset", "shakespeare-char", "--compile", "false", "--max_iters", "3000", "--lr_decay_iters", "3000",
+# shakespeare-char compiled, as the target asks (val 1.47 within 10 s of training, compilation apart):
+# a 3000-iteration cosine schedule (nanoGPT's is 5000) decays within the iterations the budget allows.
+TRAIN_ARGS = ["--preset", "shakespeare-char", "--compile", "true", "--max_iters", "3000", "--lr_decay_iters", "3000",
               "--eval_interval", "250", "--eval_iters", "40"]
-TRAIN_SECONDS = 40
+TRAIN_SECONDS = 55  # compilation (about 30-40 s on the first run) included; the report gives training time apart
 # Each benchmark file runs as its own step with its own budget and results file, so one that
 # overruns loses only its own results (pytest-benchmark writes its JSON at the end). Sum: the stage's.
 BENCH_BUDGETS_S = {"bench/bench_layer_norm.py": 22, "bench/bench_add_layer_norm.py": 14,
@@ -360,8 +360,10 @@ def write_report(out: Path, stages: dict, commit: str, dry_run: bool) -> dict:
         lines += ["", "## Training throughput", "", table(throughput)]
     if curve:
         lines += ["", f"## shakespeare-char: val loss against wall time (target {TARGET_VAL_LOSS})", "",
-                  "| iter | seconds | val loss |", "|---:|---:|---:|"]
-        lines += [f"| {r['iter']} | {r['elapsed_s']:.1f} | {r['val_loss']:.4f} |" for r in curve]
+                  "| iter | seconds | of which first step + first evaluation (compilation, autotuning) | "
+                  "training seconds without them | val loss |", "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['iter']} | {r['elapsed_s']:.1f} | {r.get('warmup_s', 0.0):.1f} | "
+                  f"{r['elapsed_s'] - r.get('warmup_s', 0.0):.1f} | {r['val_loss']:.4f} |" for r in curve]
         lines += ["", f"target reached: {report['training']['reached']}"]
     lines += [""] + [f"![{name}]({name})" for name in report["charts"]]
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -219,7 +219,8 @@ class Trainer:
                          else contextlib.nullcontext())
         use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         self.compiled = use_compile
-        self.first_step_s = 0.0
+        self.first_step_s = 0.0  # the first training step and the first evaluation: compilation and
+        self.first_eval_s = 0.0  # autotuning happen there, so the records give training time apart from them
         self.forward = torch.compile(self.model, mode=cfg.compile_mode) if use_compile else self.model
         if self.world.enabled and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
@@ -399,11 +400,15 @@ class Trainer:
                     os._exit(128 + byte[0])
             os.close(read_end)
 
-        threading.Thread(target=second_signal_exits, daemon=True).start()
+        watcher = threading.Thread(target=second_signal_exits, daemon=True)
+        watcher.start()
 
         def restore():
             signal.set_wakeup_fd(previous_wakeup)
             os.close(write_end)  # the thread reads end-of-file and ends
+            # ... and is waited for: a daemon thread still waking while the interpreter shuts down is
+            # ended by the runtime mid-call, which can abort the process at exit.
+            watcher.join(timeout=10)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -445,8 +450,12 @@ class Trainer:
                 record = {}
                 evaluate = it % cfg.eval_interval == 0 or it == cfg.max_iters or out_of_time
                 if evaluate and not (cfg.resume and it == start):
+                    eval_start = time.perf_counter()
                     losses = self.estimate_loss()
-                    record = {"train_eval_loss": losses["train"], "val_loss": losses["val"]}
+                    if it == start:
+                        self.first_eval_s = time.perf_counter() - eval_start
+                    record = {"train_eval_loss": losses["train"], "val_loss": losses["val"],
+                              "warmup_s": self.first_step_s + self.first_eval_s}
                     if self.world.is_main:
                         progress.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                                        f" ({time.perf_counter() - t0:.1f} s)")

@@ -31,5 +31,5 @@ def cuda_extension_available() -> bool:
     return ext.available()
 
 
-__all__ = ["layer_norm", "add_layer_norm", "attention", "cross_entropy", "linear_cross_entropy", "resolve", "Kernels", "registry", "INTERPRETER",
-           "cuda_extension_available"]
+__all__ = ["layer_norm", "add_layer_norm", "attention", "cross_entropy", "linear_cross_entropy", "resolve", "Kernels",
+           "registry", "INTERPRETER", "cuda_extension_available"]

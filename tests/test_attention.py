@@ -140,23 +140,44 @@ def test_parity_gpu(b, h, t, d, causal, dtype):
     check_parity(b, h, t, t, d, causal, dtype, "cuda")
 
 
-@pytest.fixture
-def tma_forward(monkeypatch):
-    """The forward's tensor-memory variant (kernels/ops/attention/triton.py FORWARD_LOADS)."""
+# Variants of the Triton kernels (module-level switches in kernels/ops/attention/triton.py), each
+# held to the same parity as the default: the forward through tensor descriptors, the one-kernel backward.
+VARIANTS = [("FORWARD_LOADS", "tma"), ("BACKWARD_PROGRAMS", "paired")]
+VARIANT_CPU_CASES = [(2, 3, 37, 37, 16, True, torch.float32), (1, 2, 70, 70, 32, False, torch.float16),
+                     (1, 2, 20, 45, 32, True, torch.float32), (2, 1, 45, 20, 16, False, torch.float32),
+                     (2, 1, 33, 33, 64, False, torch.float32), (1, 1, 1, 17, 64, True, torch.float16)]
+
+
+def use_variant(monkeypatch, setting, value):
     from kernels.ops.attention import triton as attention_triton
 
-    monkeypatch.setattr(attention_triton, "FORWARD_LOADS", "tma")
+    monkeypatch.setattr(attention_triton, setting, value)
     return attention_triton
 
 
-@pytest.mark.parametrize("b, h, t_q, t_k, d, causal, dtype", [
-    (2, 3, 37, 37, 16, True, torch.float32), (1, 2, 20, 45, 32, True, torch.float16),
-    (2, 1, 33, 33, 64, False, torch.float32), (1, 1, 1, 17, 16, True, torch.float16)])
-def test_tma_forward_parity_cpu(tma_forward, b, h, t_q, t_k, d, causal, dtype):
+@pytest.mark.parametrize("setting, value", VARIANTS)
+@pytest.mark.parametrize("b, h, t_q, t_k, d, causal, dtype", VARIANT_CPU_CASES)
+def test_variant_parity_cpu(monkeypatch, setting, value, b, h, t_q, t_k, d, causal, dtype):
+    use_variant(monkeypatch, setting, value)
     check_parity(b, h, t_q, t_k, d, causal, dtype, "cpu")
 
 
-def test_tma_forward_takes_the_model_layout_and_falls_back_on_unaligned_strides(tma_forward, monkeypatch):
+# A subset of GPU_CASES (the GPU check's test stage has a time budget): GPT-2's and longer
+# sequences, an odd length, both head dims the targets name, both masks.
+VARIANT_GPU_CASES = [(b, h, t, d, causal, torch.bfloat16) for (b, h, t), d, causal in itertools.product(
+    [(2, 3, 17), (2, 12, 1000), (1, 12, 2048)], [64, 128], [True, False])] + [(4, 12, 256, 64, True, torch.float16)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("setting, value", VARIANTS)
+@pytest.mark.parametrize("b, h, t, d, causal, dtype", VARIANT_GPU_CASES)
+def test_variant_parity_gpu(monkeypatch, setting, value, b, h, t, d, causal, dtype):
+    use_variant(monkeypatch, setting, value)
+    check_parity(b, h, t, t, d, causal, dtype, "cuda")
+
+
+def test_tma_forward_takes_the_model_layout_and_falls_back_on_unaligned_strides(monkeypatch):
+    tma_forward = use_variant(monkeypatch, "FORWARD_LOADS", "tma")
     qkv = torch.randn(2, 19, 3 * 2 * 32)  # (B, T, 3 * H * D): q, k, v are strided views, 16-byte aligned
     q, k, v = (t.view(2, 19, 2, 32).transpose(1, 2) for t in qkv.split(64, dim=2))
     assert tma_forward._tma_usable(q, k, v)
@@ -165,37 +186,16 @@ def test_tma_forward_takes_the_model_layout_and_falls_back_on_unaligned_strides(
     unaligned = torch.randn(2 * 2 * 19 * 32 + 1)[1:].view(2, 2, 19, 32)  # starts 4 bytes into its storage
     assert not tma_forward._tma_usable(unaligned, k, v)
     launched, choose = [], tma_forward._kernel
-    monkeypatch.setattr(tma_forward, "_kernel", lambda kernel, name, *args: launched.append(name) or choose(kernel, name, *args))
+    monkeypatch.setattr(tma_forward, "_kernel",
+                        lambda kernel, name, *args: launched.append(name) or choose(kernel, name, *args))
     kernels.attention(q, k, v)
     torch.testing.assert_close(kernels.attention(unaligned, k, v), reference.attention(unaligned, k, v, True),
                                atol=1e-5, rtol=1e-5)
     assert launched[:2] == ["forward_tma", "forward"]  # aligned views: descriptors; the unaligned start: pointers
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("b, h, t, d, causal, dtype", [case for case in GPU_CASES if case[2] > 1])
-def test_tma_forward_parity_gpu(tma_forward, b, h, t, d, causal, dtype):
-    check_parity(b, h, t, t, d, causal, dtype, "cuda")
-
-
-@pytest.fixture
-def paired_backward(monkeypatch):
-    """The backward's one-kernel variant (kernels/ops/attention/triton.py BACKWARD_PROGRAMS)."""
-    from kernels.ops.attention import triton as attention_triton
-
-    monkeypatch.setattr(attention_triton, "BACKWARD_PROGRAMS", "paired")
-    return attention_triton
-
-
-@pytest.mark.parametrize("b, h, t_q, t_k, d, causal, dtype", [
-    (2, 3, 37, 37, 16, True, torch.float32), (1, 2, 70, 70, 32, False, torch.float16),
-    (1, 2, 20, 45, 32, True, torch.float32), (2, 1, 45, 20, 16, False, torch.float32),
-    (1, 1, 1, 17, 64, True, torch.float16)])
-def test_paired_backward_parity_cpu(paired_backward, b, h, t_q, t_k, d, causal, dtype):
-    check_parity(b, h, t_q, t_k, d, causal, dtype, "cpu")
-
-
-def test_paired_backward_is_deterministic_and_regenerates_dropout(paired_backward):
+def test_paired_backward_is_deterministic_and_regenerates_dropout(monkeypatch):
+    paired = use_variant(monkeypatch, "BACKWARD_PROGRAMS", "paired")
     q, k, v, do = make_qkv(1, 2, 40, 40, 16, torch.float32, "cpu")
     run = lambda: forward_backward(lambda q, k, v: kernels.attention(q, k, v, dropout_p=0.2), q, k, v, do)  # noqa: E731
     torch.manual_seed(5)
@@ -204,16 +204,10 @@ def test_paired_backward_is_deterministic_and_regenerates_dropout(paired_backwar
     second = run()
     for a, b in zip(first, second):
         assert torch.equal(a, b)
-    paired_backward.BACKWARD_PROGRAMS = "split"  # the split kernels regenerate the same mask
+    paired.BACKWARD_PROGRAMS = "split"  # the split kernels regenerate the same mask
     torch.manual_seed(5)
     for a, b in zip(first, run()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("b, h, t, d, causal, dtype", [case for case in GPU_CASES if case[2] > 1])
-def test_paired_backward_parity_gpu(paired_backward, b, h, t, d, causal, dtype):
-    check_parity(b, h, t, t, d, causal, dtype, "cuda")
 
 
 @pytest.mark.gpu

@@ -159,10 +159,14 @@ def test_compile_fullgraph_has_no_graph_breaks(backend):
         torch.testing.assert_close(a, c)
 
 
+# Every case for ext; for triton (one kernel for every V, blocks of up to 4096) the edges and GPT-2's vocabulary.
+GPU_CASES = [("ext", n, v) for n, v in CASES + [(8192, 50257)]] + [
+    ("triton", n, v) for n, v in [(1, 1), (3, 7), (1000, 65), (1000, 50257), (8192, 50257)]]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, v", CASES + [(8192, 50257)])
+@pytest.mark.parametrize("backend, n, v", GPU_CASES)
 def test_parity_gpu(backend, n, v, dtype):
     check_parity(backend, n, v, dtype, "cuda", ignore_every=7)
 

@@ -69,7 +69,7 @@ def test_a_step_past_its_budget_is_killed_with_its_children_and_keeps_its_output
 
 
 def test_stage_budgets_fit_one_device_call():
-    assert sum(gpu_check.BUDGETS_S.values()) <= 540
+    assert sum(gpu_check.BUDGETS_S.values()) <= 560  # inside one 600 s call with the packing around it
     assert sum(gpu_check.THROUGHPUT_BUDGETS_S.values()) == gpu_check.BUDGETS_S["throughput"]
     assert sum(gpu_check.BENCH_BUDGETS_S.values()) == gpu_check.BUDGETS_S["bench"]
     assert [s.budget_s for s in gpu_check.stage_steps("bench", Path("/tmp"), dry_run=False)] == list(

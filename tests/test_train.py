@@ -30,6 +30,9 @@ def test_loss_falls(tmp_path, text, data_cache, request):
     assert (tmp_path / "loss.png").stat().st_size > 1000
     for key in ("iter", "loss", "lr", "tok_per_s", "mfu"):
         assert key in records[0]
+    # the first step and first evaluation (compilation happens there), for training time apart from them
+    warmups = [r["warmup_s"] for r in records if "val_loss" in r]
+    assert 0 < warmups[0] < warmups[1] < records[-1]["elapsed_s"]
 
 
 def test_checkpoint_round_trip(tmp_path, corpus, data_cache):

@@ -360,6 +360,15 @@ def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
              mask=q_ok[:, None])
 
 
+@triton.jit
+def _input_heads(Q, K, V, DO, bh, H, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
+                 stride_dob, stride_doh):
+    """The (batch, head) bh's rows of q, k, v and dO, as the backward kernels read them."""
+    b, h = bh // H, bh % H
+    return (Q + b * stride_qb + h * stride_qh, K + b * stride_kb + h * stride_kh, V + b * stride_vb + h * stride_vh,
+            DO + b * stride_dob + h * stride_doh)
+
+
 @triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
                  cache_results=True)
 @triton.jit
@@ -374,8 +383,9 @@ def _attention_bwd_dkdv_kernel(
 ):
     bh = tl.program_id(1)
     b, h = bh // H, bh % H
-    _dkdv_tile(Q + b * stride_qb + h * stride_qh, K + b * stride_kb + h * stride_kh, V + b * stride_vb + h * stride_vh,
-               DO + b * stride_dob + h * stride_doh, LSE + bh * T_Q, Delta + bh * T_Q,
+    Q_head, K_head, V_head, DO_head = _input_heads(Q, K, V, DO, bh, H, stride_qb, stride_qh, stride_kb, stride_kh,
+                                                   stride_vb, stride_vh, stride_dob, stride_doh)
+    _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q,
                DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
                stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
                tl.program_id(0) * BLOCK_N, tl.load(SEED) if DROPOUT else 0, bh, sm_scale, dropout_p, T_Q, T_K,
@@ -396,8 +406,9 @@ def _attention_bwd_dq_kernel(
 ):
     bh = tl.program_id(1)
     b, h = bh // H, bh % H
-    _dq_tile(Q + b * stride_qb + h * stride_qh, K + b * stride_kb + h * stride_kh, V + b * stride_vb + h * stride_vh,
-             DO + b * stride_dob + h * stride_doh, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
+    Q_head, K_head, V_head, DO_head = _input_heads(Q, K, V, DO, bh, H, stride_qb, stride_qh, stride_kb, stride_kh,
+                                                   stride_vb, stride_vh, stride_dob, stride_doh)
+    _dq_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
              stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
              tl.program_id(0) * BLOCK_M, tl.load(SEED) if DROPOUT else 0, bh, sm_scale, dropout_p, T_Q, T_K,
              CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
@@ -424,8 +435,8 @@ def _attention_bwd_paired_kernel(
     b, h = bh // H, bh % H
     start = tl.program_id(0) * BLOCK_N
     seed = tl.load(SEED) if DROPOUT else 0
-    Q_head, K_head = Q + b * stride_qb + h * stride_qh, K + b * stride_kb + h * stride_kh
-    V_head, DO_head = V + b * stride_vb + h * stride_vh, DO + b * stride_dob + h * stride_doh
+    Q_head, K_head, V_head, DO_head = _input_heads(Q, K, V, DO, bh, H, stride_qb, stride_qh, stride_kb, stride_kh,
+                                                   stride_vb, stride_vh, stride_dob, stride_doh)
     if start < T_K:
         _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q,
                    DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
