@@ -47,7 +47,8 @@ def kernel_ms(fn, calls: int = 5) -> float | None:
         for _ in range(calls):
             fn()
         sync()
-    return sum(event.self_device_time_total for event in prof.key_averages()) / calls / 1e3
+    total_us = sum(event.self_device_time_total for event in prof.key_averages())
+    return total_us / calls / 1e3 if total_us > 0 else None  # None: the profiler saw no GPU activity (no CUPTI)
 
 
 def run(benchmark, calls: list, *, bytes_moved: int | None = None, flops: float | None = None) -> None:
