@@ -72,6 +72,7 @@ def summarize(trainer: Trainer, step_times: list[float], loss: torch.Tensor) -> 
         "mfu": trainer.flops_per_iter / step_time / trainer.peak if trainer.peak else None,
         "peak_memory_GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "final_loss": loss.item(), "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "kernels_resolved": trainer.ops.spec(),  # what --kernels (auto, a backend name) became
         "dtype": str(trainer.dtype).removeprefix("torch."),
     }
 

@@ -29,6 +29,7 @@ def test_dry_run_of_the_whole_check(tmp_path, corpus):
     assert set(report["stages"]) == {"install", "tests", "bench", "throughput", "train"}
     assert all(stage["status"] == "ok" for stage in report["stages"].values()), report["stages"]
     assert report["throughput"][0]["tok_per_s"] > 0
+    assert report["throughput"][0]["kernels_resolved"].startswith("layer_norm=torch,")  # torch eager's kernels
     assert {r["group"].split()[0] for r in report["kernels"]} == set(kernels.registry.BACKENDS)
     assert [r["iter"] for r in report["training"]["curve"]] == [0, 10, 20]
     markdown = (out / "report.md").read_text()
