@@ -481,7 +481,7 @@ class Trainer:
                     uses_triton = "triton" in self.ops.names().values()
                     if self.device.type == "cpu" and uses_triton:
                         self.log(f"note: the Triton interpreter took {seconds:.1f} s for this iteration: {cfg.max_iters - it} "
-                                 f"iterations would take about {seconds * (cfg.max_iters - it) / 3600:.1f} h")
+                                 f"iterations would take about {duration(seconds * (cfg.max_iters - it))}")
                     elif self.compiled or uses_triton:
                         self.log(f"first step: {seconds:.1f} s, compilation and Triton autotuning included")
                 if not applied:
@@ -548,6 +548,13 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
+
+
+def duration(seconds: float) -> str:
+    """A time to read at a glance: '40 s', '12 min', '3.5 h'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -244,7 +244,8 @@ def test_triton_on_the_cpu_says_how_long_a_run_would_take(tmp_path, corpus, data
                                                            "--eval_interval", "1", "--eval_iters", "1"])
     out = capsys.readouterr().out
     assert "note: backend 'triton' on a CPU runs the Triton interpreter" in out
-    assert re.search(r"the Triton interpreter took [\d.]+ s for this iteration: 1 iterations would take about", out)
+    assert re.search(r"the Triton interpreter took [\d.]+ s for this iteration: 1 iterations would take about "
+                     r"\d+ s", out)
 
 
 def test_a_second_signal_stops_at_once(tmp_path, corpus, data_cache):

@@ -231,3 +231,7 @@ def test_learning_rate_schedule():
     assert max(lrs) == pytest.approx(cfg.learning_rate, rel=1e-3)
     assert lrs[-1] == pytest.approx(cfg.min_lr)
     assert all(a >= b for a, b in zip(lrs[cfg.warmup_iters:], lrs[cfg.warmup_iters + 1:]))
+
+
+def test_durations_read_at_a_glance():
+    assert [train.duration(s) for s in (40, 720, 12600)] == ["40 s", "12 min", "3.5 h"]
