@@ -39,6 +39,12 @@ def triton_note(device) -> str | None:
     return None
 
 
+def unit_last_stride(t):
+    """t with contiguous last dimension (the layout every Triton launcher here needs; other strides
+    are passed to the kernels): t itself where it has one, a copy otherwise."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
 def needs_triton(*args, **kwargs):
     """Stands in for a Triton backend where triton is not installed."""
     raise RuntimeError("backend 'triton' needs the triton package, which is not installed: pip install triton")

@@ -450,10 +450,6 @@ def _attention_bwd_paired_kernel(
 
 # ----------------------------------------------------------------------------- launchers
 
-def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
@@ -535,7 +531,7 @@ def _tma_usable(*tensors: torch.Tensor) -> bool:
 def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.0,
                       seed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """o and the logsumexp; with dropout_p > 0, seed is a (1,) int64 tensor on q's device."""
-    q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
+    q, k, v = (runtime.unit_last_stride(t) for t in (q, k, v))
     B, H, T_Q, D = q.shape
     T_K = k.shape[2]
     o = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
@@ -565,7 +561,7 @@ BACKWARD_PROGRAMS = "split"
 def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_p: float = 0.0,
                        seed: torch.Tensor | None = None):
     """dq, dk, dv; dropout_p and seed as the forward had them."""
-    do, q, k, v = _unit_last_stride(do), _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
+    do, q, k, v = (runtime.unit_last_stride(t) for t in (do, q, k, v))
     B, H, T_Q, D = q.shape
     T_K = k.shape[2]
     delta = torch.empty_like(lse)

@@ -126,18 +126,13 @@ def check_targets_on_cpu(targets: torch.Tensor, vocab: int, ignore_index: int) -
                            f"and is not ignore_index ({ignore_index})")
 
 
-def logits_rows(logits: torch.Tensor) -> torch.Tensor:
-    """logits with unit column stride (rows may be strided): a view where possible."""
-    return logits if logits.stride(-1) == 1 else logits.contiguous()
-
-
 def cross_entropy_forward(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int,
                           grad: torch.Tensor | None = None,
                           grad_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row losses and logsumexps (fp32, (N,)). With grad (N, V) (which may be logits itself)
     and a fp32 scalar grad_scale, also writes (softmax - onehot) * grad_scale there, in the same sweep."""
     check_targets_on_cpu(targets, logits.shape[1], ignore_index)
-    logits = logits_rows(logits)
+    logits = runtime.unit_last_stride(logits)  # rows may stay strided
     n, v = logits.shape
     loss = torch.empty(n, dtype=torch.float32, device=logits.device)
     lse = torch.empty(n, dtype=torch.float32, device=logits.device)
@@ -154,7 +149,7 @@ def cross_entropy_forward(logits: torch.Tensor, targets: torch.Tensor, ignore_in
 def cross_entropy_backward(grad_loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor,
                            ignore_index: int) -> torch.Tensor:
     """dlogits in the logits' dtype; grad_loss (N,) fp32, one value per row (stride 0 allowed)."""
-    logits = logits_rows(logits)
+    logits = runtime.unit_last_stride(logits)  # rows may stay strided
     n, v = logits.shape
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
     if n > 0:

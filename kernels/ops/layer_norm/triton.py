@@ -164,8 +164,7 @@ def _backward_programs(x: torch.Tensor, m: int, launch: Launch) -> int:
 
 def rows_of(t: torch.Tensor, n: int) -> torch.Tensor:
     """t as (rows, n) with unit column stride: a view where possible, a copy otherwise."""
-    t2 = t.reshape(-1, n)
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+    return runtime.unit_last_stride(t.reshape(-1, n))
 
 
 def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
