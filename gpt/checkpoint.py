@@ -11,6 +11,7 @@ checked on load: damage inside a file is an error naming the file and the tensor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zlib
@@ -134,3 +135,56 @@ def load_train_state(path: Path) -> dict:
         raise ValueError(f"training state {path} is corrupted: {len(damaged)} tensor(s) do not match the checksums "
                          f"written with them ({', '.join(damaged[:3])}); it cannot be resumed from")
     return state
+
+
+# ----------------------------------------------------------------------------- a training run's state
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool,
+               with_optimizer: bool) -> tuple[dict, dict | None]:
+    """The model's full (unsharded) weights and, if asked, the optimizer's state. Collective under FSDP."""
+    if not fsdp:
+        return model.state_dict(), optimizer.state_dict() if with_optimizer else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=full)
+    # Before the first step the optimizer has no state, and asking for it would run a zero-gradient
+    # step to create some (advancing Adam's step count): save none then.
+    optimizer_state = (get_optimizer_state_dict(model, optimizer, options=full)
+                       if with_optimizer and optimizer.state else None)
+    return weights, optimizer_state
+
+
+def load_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool, state: dict | None) -> None:
+    """Restore what full_state saved (nothing when it was saved before the first step)."""
+    if state is None:
+        return
+    if not fsdp:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def rng_state(device: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0)}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state["cuda"].numel():
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def check_resumable(out_dir: Path, saved: GPTConfig, current: GPTConfig, saved_tokenizer: dict, tokenizer: dict) -> None:
+    """A run continues only with the model shape and the vocabulary it was started with."""
+    shape_fields = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "dropout"]
+    mismatched = [f"{name}: checkpoint {getattr(saved, name)}, now {getattr(current, name)}"
+                  for name in shape_fields if getattr(saved, name) != getattr(current, name)]
+    if mismatched:
+        raise ValueError(f"cannot resume from {out_dir}: the model differs ({'; '.join(mismatched)})")
+    if saved_tokenizer != tokenizer:
+        raise ValueError(f"cannot resume from {out_dir}: it was trained on another text or vocabulary "
+                         f"({saved_tokenizer.get('kind')}, {saved_tokenizer.get('vocab_size')} tokens)")

@@ -3,6 +3,11 @@
 With no arguments: the shakespeare-char preset on a CUDA machine, shakespeare-char-cpu otherwise.
 Several GPUs or nodes: `torchrun --nproc_per_node N -m gpt.train ...` (DDP; --fsdp true for FSDP2).
 Writes to --out_dir: best/last checkpoints, metrics.jsonl, loss.png.
+
+The loop reads the GPU's results on the host only at log points (every --log_interval iterations,
+and before every evaluation): there it logs, and decides together with every other rank whether to
+stop (a signal, the time budget, a non-finite step under --nonfinite stop). Between log points
+nothing waits for the GPU: a non-finite step is skipped and counted on the device.
 """
 
 from __future__ import annotations
@@ -11,12 +16,10 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,24 +28,12 @@ import torch.distributed as dist
 import kernels
 
 from . import checkpoint
-from .config import GPTConfig, TrainConfig, config_from_args
+from .config import TrainConfig, config_from_args
 from .data import BatchSampler, SyntheticSampler, prepare
+from .device import check_fits, peak_flops, resolve_device_dtype
+from .distributed import Distributed, init_distributed
 from .model import GPT
-
-# Dense bf16 tensor-core peak FLOP/s by device-name substring; first match wins.
-PEAK_BF16_FLOPS = (
-    ("H200", 989e12), ("H100", 989e12), ("GH200", 989e12), ("A100", 312e12), ("A800", 312e12),
-    ("L40S", 362e12), ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("RTX 4090", 165e12),
-    ("RTX 3090", 71e12),
-)
-
-
-def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
-    """The device's real bf16/fp16 peak, or None (no MFU) when it is unknown or training in fp32."""
-    if device.type != "cuda" or dtype == torch.float32:
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+from .signals import StopSignals
 
 
 def learning_rate(it: int, cfg: TrainConfig) -> float:
@@ -55,88 +46,6 @@ def learning_rate(it: int, cfg: TrainConfig) -> float:
         return cfg.min_lr
     ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
-
-
-@dataclass
-class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Distributed:
-    """Join the process group that torchrun describes in the environment (NCCL on GPUs, gloo on CPUs)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Distributed()
-    info = Distributed(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", info.local_rank))
-    else:
-        dist.init_process_group("gloo")
-    return info
-
-
-def resolve_device_dtype(cfg: TrainConfig, world: Distributed) -> tuple[torch.device, torch.dtype]:
-    if cfg.device:
-        try:
-            device = torch.device(cfg.device)
-        except RuntimeError:
-            device = None
-        if device is None or device.type not in ("cpu", "cuda"):
-            raise ValueError(f"--device {cfg.device!r} is not supported; expected cpu, cuda or cuda:N")
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", world.local_rank)
-    else:
-        device = torch.device("cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available on this machine")
-    if cfg.dtype:
-        dtype = getattr(torch, cfg.dtype)
-    elif device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        dtype = torch.float32
-    if device.type == "cpu" and dtype == torch.float16:
-        raise ValueError("--dtype float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
-    return device, dtype
-
-
-def activation_bytes(cfg: TrainConfig, vocab_size: int, dtype: torch.dtype, attention: str) -> int:
-    """Memory one micro-batch's forward and backward need, roughly (Korthikanti et al. 2022: 34bsh + 5as^2b
-    bytes per layer in 16-bit; the s^2 term only where attention materialises its scores), plus the
-    logits and their gradient, plus weights, gradients and AdamW's two moments in fp32."""
-    m, b = cfg.model, cfg.batch_size
-    scale = torch.finfo(dtype).bits / 16
-    per_layer = 34 * b * m.block_size * m.n_embd
-    if attention == "reference":
-        per_layer += 5 * m.n_head * m.block_size ** 2 * b
-    params = 12 * m.n_layer * m.n_embd ** 2 + (vocab_size + m.block_size) * m.n_embd
-    return int(scale * m.n_layer * per_layer + 3 * b * m.block_size * vocab_size * 4 + 16 * params)
-
-
-def device_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[1]
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_fits(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: torch.dtype, attention: str) -> None:
-    need, have = activation_bytes(cfg, vocab_size, dtype, attention), device_memory(device)
-    if need > have:
-        raise ValueError(f"this configuration needs about {need / 2**30:.1f} GiB for one micro-batch (block_size "
-                         f"{cfg.model.block_size}, batch_size {cfg.batch_size}, n_layer {cfg.model.n_layer}, n_embd "
-                         f"{cfg.model.n_embd}) but {device} has {have / 2**30:.1f} GiB: lower --batch_size or --block_size")
 
 
 RUN_FILES = ("last.safetensors", "last.state.pt", "best.safetensors", "metrics.jsonl", "loss.png")
@@ -171,7 +80,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, preset: str = "", world: Distributed | None = None):
         self.cfg = cfg
         self.world = world or Distributed()
-        self.device, self.dtype = resolve_device_dtype(cfg, self.world)
+        self.device, self.dtype = resolve_device_dtype(cfg, self.world.local_rank)
         self.ops = kernels.resolve(cfg.kernels, self.device)  # decided once, before anything runs
         self.out_dir = Path(cfg.out_dir)
         if self.world.is_main:
@@ -210,8 +119,9 @@ class Trainer:
             for block in self.model.transformer.h:
                 fully_shard(block)
             fully_shard(self.model)
+        # Fused: one kernel for the whole update, and the way to skip a step on the device (found_inf)
         self.optimizer = self.model.configure_optimizer(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                                        fused=self.device.type == "cuda" and not self.fsdp)
+                                                        fused=True)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if saved is not None:
             self.restore_optimizer(saved)
@@ -229,7 +139,10 @@ class Trainer:
                 self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.peak = peak_flops(self.device, self.dtype)
         self.flops_per_iter = self.model.flops_per_token() * cfg.tokens_per_iter
-        self.stop_signal: int | None = None
+        self.signals = StopSignals()
+        # Counted on the device between log points: non-finite steps, and the first one's iteration
+        self.nonfinite_steps = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.first_nonfinite = torch.full((), -1, dtype=torch.int64, device=self.device)
         mode = f"{'FSDP' if self.fsdp else 'DDP'} x{self.world.world_size} | " if self.world.enabled else ""
         self.log(f"preset {preset or '-'} | {mode}device {self.device} {str(self.dtype).removeprefix('torch.')} | "
                  f"compile {cfg.compile_mode if use_compile else False} | kernels {self.ops.spec()}" + (f" ({self.ops.origin})" if self.ops.origin else ""))
@@ -246,24 +159,11 @@ class Trainer:
 
     def save(self, tag: str) -> None:
         """Write <tag>.safetensors (and for "last" the training state). Collective under torchrun."""
-        if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                                 get_optimizer_state_dict)
-
-            full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            weights = get_model_state_dict(self.model, options=full)
-            # Before the first step the optimizer has no state, and asking for it would run a
-            # zero-gradient step to create some (advancing Adam's step count): save none then.
-            optimizer = (get_optimizer_state_dict(self.model, self.optimizer, options=full)
-                         if tag == "last" and self.optimizer.state else None)
-        else:
-            weights, optimizer = self.model.state_dict(), self.optimizer.state_dict()
-        rng = {"cpu": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.empty(0)}
-        rngs = [rng]
+        weights, optimizer = checkpoint.full_state(self.model, self.optimizer, self.fsdp, with_optimizer=tag == "last")
+        rngs = [checkpoint.rng_state(self.device)]
         if self.world.enabled:
-            rngs = [None] * self.world.world_size
-            dist.all_gather_object(rngs, rng)
+            mine, rngs = rngs[0], [None] * self.world.world_size
+            dist.all_gather_object(rngs, mine)
         if self.world.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.save_weights(self.out_dir / f"{tag}.safetensors", weights, self.model_config,
@@ -282,21 +182,12 @@ class Trainer:
         """Load last.safetensors into the (not yet sharded) model; return the training state."""
         state = checkpoint.load_train_state(self.out_dir / "last.state.pt")
         weights, saved_config, saved_tokenizer = checkpoint.load_weights(self.out_dir / "last.safetensors", self.device)
-        shape_fields = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "dropout"]
-        mismatched = [f"{name}: checkpoint {getattr(saved_config, name)}, now {getattr(self.model_config, name)}"
-                      for name in shape_fields if getattr(saved_config, name) != getattr(self.model_config, name)]
-        if mismatched:
-            raise ValueError(f"cannot resume from {self.out_dir}: the model differs ({'; '.join(mismatched)})")
-        if saved_tokenizer != self.tokenizer_meta:
-            raise ValueError(f"cannot resume from {self.out_dir}: it was trained on another text or vocabulary "
-                             f"({saved_tokenizer.get('kind')}, {saved_tokenizer.get('vocab_size')} tokens)")
+        checkpoint.check_resumable(self.out_dir, saved_config, self.model_config, saved_tokenizer, self.tokenizer_meta)
         self.model.load_state_dict(weights)
         self.train_batches.load_state_dict(state["train_batches"])
         rngs = state["rng"]
         if len(rngs) == self.world.world_size:
-            torch.set_rng_state(rngs[self.world.rank]["cpu"])
-            if self.device.type == "cuda" and rngs[self.world.rank]["cuda"].numel():
-                torch.cuda.set_rng_state(rngs[self.world.rank]["cuda"], self.device)
+            checkpoint.set_rng_state(rngs[self.world.rank], self.device)
         else:
             self.log(f"note: the checkpoint was written by {len(rngs)} processes, now {self.world.world_size}: "
                      "dropout streams start afresh (the data order continues)")
@@ -310,15 +201,7 @@ class Trainer:
             raise ValueError(f"cannot resume: the optimizer state was saved {'with' if not self.fsdp else 'without'} "
                              "FSDP; resume with the same --fsdp setting")
         self.scaler.load_state_dict(state["scaler"])
-        if state["optimizer"] is None:  # saved before the first step: nothing to restore
-            return
-        if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.load_optimizer(self.model, self.optimizer, self.fsdp, state["optimizer"])
 
     # ------------------------------------------------------------------ evaluation
 
@@ -326,18 +209,17 @@ class Trainer:
     def estimate_loss(self) -> dict[str, float]:
         """Mean loss over the same eval_iters batches of each split at every evaluation (and on every rank)."""
         self.model.eval()
-        losses = {}
-        for split in ("train", "val"):
+        totals = torch.zeros(2, device=self.device)
+        for i, split in enumerate(("train", "val")):
             batches = self.make_sampler(split, 0)
-            total = torch.zeros((), device=self.device)
             for _ in range(self.cfg.eval_iters):
                 x, y = batches.next_batch()
                 with self.autocast:
                     _, loss = self.forward(x, y)
-                total += loss.float()
-            losses[split] = total.item() / self.cfg.eval_iters
+                totals[i] += loss.float()
         self.model.train()
-        return losses
+        train_total, val_total = totals.tolist()
+        return {"train": train_total / self.cfg.eval_iters, "val": val_total / self.cfg.eval_iters}
 
     # ------------------------------------------------------------------ one optimisation step
 
@@ -350,8 +232,9 @@ class Trainer:
             return contextlib.nullcontext()
         return contextlib.nullcontext() if last_micro_step else self.forward.no_sync()
 
-    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Forward and backward over the micro-batches, clip, step. Returns (loss, grad norm, applied)."""
+    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward and backward over the micro-batches, clip, step. Returns, on the device and unread: the loss
+        (mean over micro-batches and ranks), the gradient norm, and whether the step was non-finite (and so skipped)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
@@ -365,60 +248,41 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                    self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf)
-        loss = total / self.accum
-        # with fp16 loss scaling, an inf gradient is routine: the scaler skips that step itself
-        healthy = torch.isfinite(loss) & (torch.isfinite(grad_norm) | self.scaler.is_enabled())
-        applied = bool(healthy.item())
-        if applied:
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        # The mean over ranks, the figure to log; it also makes the skip decision the same on every rank.
+        loss = self.world.all_reduce(total / self.accum) / self.world.world_size
+        if self.scaler.is_enabled():
+            # fp16: an inf gradient is routine and the scaler skips that step itself (as it does a
+            # non-finite loss, whose gradients are non-finite); only the loss counts as a fault
+            nonfinite = ~torch.isfinite(loss)
             self.scaler.step(self.optimizer)
+        else:
+            nonfinite = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+            # the fused AdamW leaves weights, moments and step count as they were where found_inf is 1
+            self.optimizer.found_inf = nonfinite.float()
+            self.optimizer.step()
+            del self.optimizer.found_inf
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss, grad_norm, applied
+        return loss, grad_norm, nonfinite
 
     # ------------------------------------------------------------------ the loop
 
-    def _install_signal_handlers(self):
-        """The first SIGINT or SIGTERM finishes the step, saves and exits; a second one exits at once.
-
-        The second is caught by a thread reading the interpreter's signal wake-up pipe, so it works
-        even while the main thread is inside one long kernel call."""
-        def request_stop(signum, _frame):
-            self.stop_signal = signum
-
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        read_end, write_end = os.pipe()
-        os.set_blocking(write_end, False)
-        previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-
-        def second_signal_exits():
-            seen = 0
-            while byte := os.read(read_end, 1):
-                if byte[0] in (signal.SIGINT, signal.SIGTERM):
-                    seen += 1
-                if seen >= 2:
-                    os.write(2, f"\n{signal.Signals(byte[0]).name} again: stopping now, without saving\n".encode())
-                    os._exit(128 + byte[0])
-            os.close(read_end)
-
-        watcher = threading.Thread(target=second_signal_exits, daemon=True)
-        watcher.start()
-
-        def restore():
-            signal.set_wakeup_fd(previous_wakeup)
-            os.close(write_end)  # the thread reads end-of-file and ends
-            # ... and is waited for: a daemon thread still waking while the interpreter shuts down is
-            # ended by the runtime mid-call, which can abort the process at exit.
-            watcher.join(timeout=10)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
-
-    def _stop_requested(self) -> bool:
-        flag = torch.tensor(int(self.stop_signal is not None))
-        if self.world.enabled:  # every rank must leave the loop at the same iteration
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    def read_log_point(self, loss: torch.Tensor, grad_norm: torch.Tensor, past_budget: bool) -> dict:
+        """The loop's one host sync between evaluations: the newest step's loss and gradient norm, the
+        non-finite steps since the last log point, and whether any rank was signalled or is past the
+        time budget (so every rank stops at the same iteration)."""
+        stop = torch.tensor([self.signals.received is not None, past_budget], dtype=torch.float32,
+                            device=self.device)
+        self.world.all_reduce(stop, "max")
+        loss, grad_norm, nonfinite, first, signalled, out_of_time = torch.cat([torch.stack(
+            [loss.float(), grad_norm.float(), self.nonfinite_steps.float(), self.first_nonfinite.float()]),
+            stop]).tolist()
+        self.nonfinite_steps.zero_()
+        self.first_nonfinite.fill_(-1)
+        return {"loss": loss, "grad_norm": grad_norm, "nonfinite_steps": int(nonfinite),
+                "first_nonfinite": int(first), "signalled": bool(signalled), "out_of_time": bool(out_of_time)}
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -432,99 +296,143 @@ class Trainer:
             metrics_path.write_text("".join(line + "\n" for line in kept))
         metrics = open(metrics_path, "a") if self.world.is_main else None
         in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers need it
-        restore_signal_handlers = self._install_signal_handlers() if in_main_thread else None
         start, t0 = self.iter_num, time.perf_counter()
-        progress = _progress_bar(cfg.max_iters, start, cfg.progress and self.world.is_main)
+        progress = Progress(cfg.max_iters, start, cfg.progress and self.world.is_main)
         last_log_time, last_log_iter = t0, start
         summary = {"iter": start, "best_val_loss": self.best_val_loss}
+        point = {"signalled": False, "out_of_time": False}  # what the last log point read
+        unread = None  # the newest step's (loss, grad norm), when no log point has read it yet
         try:
-            while True:
-                it = self.iter_num
-                if self._stop_requested():
-                    self.save("last")
-                    name = signal.Signals(self.stop_signal or signal.SIGTERM).name
-                    self.log(f"\n{name} received: finished iteration {it - 1}, saved {self.out_dir}/last.*; "
-                             "continue with --resume true")
-                    return summary | {"iter": it, "stopped_by": name}
-                out_of_time = cfg.max_seconds > 0 and time.perf_counter() - t0 > cfg.max_seconds
-                record = {}
-                evaluate = it % cfg.eval_interval == 0 or it == cfg.max_iters or out_of_time
-                if evaluate and not (cfg.resume and it == start):
-                    eval_start = time.perf_counter()
-                    losses = self.estimate_loss()
-                    if it == start:
-                        self.first_eval_s = time.perf_counter() - eval_start
-                    record = {"train_eval_loss": losses["train"], "val_loss": losses["val"],
-                              "warmup_s": self.first_step_s + self.first_eval_s}
-                    if self.world.is_main:
-                        progress.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-                                       f" ({time.perf_counter() - t0:.1f} s)")
-                    if losses["val"] < self.best_val_loss:
-                        self.best_val_loss = losses["val"]
-                        self.save("best")
-                    self.save("last")
-                    summary = {"iter": it, "val_loss": losses["val"], "best_val_loss": self.best_val_loss}
-                reached = bool(record) and 0 < cfg.target_val_loss and record["val_loss"] <= cfg.target_val_loss
-                if it >= cfg.max_iters or cfg.eval_only or out_of_time or reached:
-                    if record and metrics:
-                        metrics.write(json.dumps({"iter": it, "elapsed_s": time.perf_counter() - t0} | record) + "\n")
-                    summary["elapsed_s"] = time.perf_counter() - t0
-                    summary["first_step_s"] = self.first_step_s  # compilation and autotuning: elapsed_s includes it
-                    if out_of_time or reached:
-                        summary["stopped_by"] = "time budget" if out_of_time else "target val loss"
-                    return summary
-                lr = learning_rate(it, cfg)
-                step_start = time.perf_counter()
-                loss, grad_norm, applied = self.train_step(lr)
-                if it == start:
-                    self.first_step_s = seconds = time.perf_counter() - step_start
-                    uses_triton = "triton" in self.ops.names().values()
-                    if self.device.type == "cpu" and uses_triton:
-                        self.log(f"note: the Triton interpreter took {seconds:.1f} s for this iteration: {cfg.max_iters - it} "
-                                 f"iterations would take about {duration(seconds * (cfg.max_iters - it))}")
-                    elif self.compiled or uses_triton:
-                        self.log(f"first step: {seconds:.1f} s, compilation and Triton autotuning included")
-                if not applied:
-                    message = (f"non-finite loss or gradient at iteration {it} (loss {loss.item():.4g}, "
-                               f"grad norm {grad_norm.item():.4g})")
-                    if cfg.nonfinite == "stop":
-                        raise FloatingPointError(f"{message}: stopped. The last good checkpoint in {self.out_dir} "
-                                                 "is intact; resume from it with --resume true (perhaps with a "
-                                                 "lower --learning_rate), or pass --nonfinite skip")
-                    self.log(f"{message}: step skipped")
-                self.iter_num += 1
-                if it % cfg.log_interval == 0 or record or not applied:
-                    if self.world.enabled:
-                        dist.all_reduce(loss, op=dist.ReduceOp.AVG)
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
-                    now = time.perf_counter()
-                    tok_per_s = cfg.tokens_per_iter * (self.iter_num - last_log_iter) / (now - last_log_time)
-                    mfu = self.flops_per_iter / cfg.tokens_per_iter * tok_per_s / self.peak if self.peak else None
-                    record = {"iter": it, "loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr,
-                              "tok_per_s": tok_per_s, "mfu": mfu, "elapsed_s": now - t0} | record
-                    if not applied:
-                        record["skipped"] = True
-                    if metrics:
-                        metrics.write(json.dumps(record) + "\n")
-                        metrics.flush()
-                    progress.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{tok_per_s:,.0f}",
-                                         mfu="-" if mfu is None else f"{100 * mfu:.1f}%")
-                    last_log_time, last_log_iter = now, self.iter_num
-                progress.update(1)
+            with self.signals if in_main_thread else contextlib.nullcontext():
+                while True:
+                    it = self.iter_num
+                    evaluate = it % cfg.eval_interval == 0 or it == cfg.max_iters or point["out_of_time"]
+                    if unread is not None and (evaluate or it >= cfg.max_iters):
+                        point = self.check(it - 1, *unread, time.perf_counter() - t0)  # before anything is saved
+                        unread = None
+                        evaluate = evaluate or point["out_of_time"]
+                    if point["signalled"]:
+                        self.save("last")
+                        progress.close()  # nothing is printed after the stop message
+                        name = signal.Signals(self.signals.received or signal.SIGTERM).name
+                        self.log(f"\n{name} received: finished iteration {it - 1}, saved {self.out_dir}/last.*; "
+                                 "continue with --resume true")
+                        return summary | {"iter": it, "stopped_by": name}
+                    out_of_time = point["out_of_time"]
+                    record = {}
+                    if evaluate and not (cfg.resume and it == start):
+                        eval_start = time.perf_counter()
+                        losses = self.estimate_loss()
+                        if it == start:
+                            self.first_eval_s = time.perf_counter() - eval_start
+                        record = {"train_eval_loss": losses["train"], "val_loss": losses["val"],
+                                  "warmup_s": self.first_step_s + self.first_eval_s}
+                        if self.world.is_main:
+                            progress.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                                           f" ({time.perf_counter() - t0:.1f} s)")
+                        if losses["val"] < self.best_val_loss:
+                            self.best_val_loss = losses["val"]
+                            self.save("best")
+                        self.save("last")
+                        summary = {"iter": it, "val_loss": losses["val"], "best_val_loss": self.best_val_loss}
+                    reached = bool(record) and 0 < cfg.target_val_loss and record["val_loss"] <= cfg.target_val_loss
+                    if it >= cfg.max_iters or cfg.eval_only or out_of_time or reached:
+                        if record and metrics:
+                            metrics.write(json.dumps({"iter": it, "elapsed_s": time.perf_counter() - t0} | record) + "\n")
+                        summary["elapsed_s"] = time.perf_counter() - t0
+                        summary["first_step_s"] = self.first_step_s  # compilation and autotuning: elapsed_s includes it
+                        if out_of_time or reached:
+                            summary["stopped_by"] = "time budget" if out_of_time else "target val loss"
+                        return summary
+                    lr = learning_rate(it, cfg)
+                    step_start = time.perf_counter()
+                    loss, grad_norm, nonfinite = self.train_step(lr)
+                    self.nonfinite_steps += nonfinite
+                    self.first_nonfinite = torch.where(nonfinite & (self.first_nonfinite < 0), it, self.first_nonfinite)
+                    self.iter_num += 1
+                    unread = (loss, grad_norm)
+                    if it % cfg.log_interval == 0 or it == start or record:
+                        point = self.check(it, *unread, time.perf_counter() - t0)
+                        unread = None
+                        if it == start:
+                            self.first_step_s = time.perf_counter() - step_start
+                            self.note_first_step(it)
+                        now = time.perf_counter()
+                        tok_per_s = cfg.tokens_per_iter * (self.iter_num - last_log_iter) / (now - last_log_time)
+                        mfu = self.flops_per_iter / cfg.tokens_per_iter * tok_per_s / self.peak if self.peak else None
+                        record = {"iter": it, "loss": point["loss"], "grad_norm": point["grad_norm"], "lr": lr,
+                                  "tok_per_s": tok_per_s, "mfu": mfu, "elapsed_s": now - t0} | record
+                        if point["nonfinite_steps"]:
+                            record |= {"nonfinite_steps": point["nonfinite_steps"],
+                                       "first_nonfinite": point["first_nonfinite"]}
+                        if metrics:
+                            metrics.write(json.dumps(record) + "\n")
+                            metrics.flush()
+                        progress.record(record)
+                        last_log_time, last_log_iter = now, self.iter_num
+                    progress.update()
         finally:
             progress.close()
-            if restore_signal_handlers:
-                restore_signal_handlers()
             if metrics:
                 metrics.close()
                 plot_losses(metrics_path, self.out_dir / "loss.png")
 
+    def check(self, it: int, loss: torch.Tensor, grad_norm: torch.Tensor, elapsed: float) -> dict:
+        """A log point after iteration it: read it, and act on non-finite steps since the last one."""
+        point = self.read_log_point(loss, grad_norm, 0 < self.cfg.max_seconds < elapsed)
+        if point["nonfinite_steps"]:
+            message = (f"non-finite loss or gradient at iteration {point['first_nonfinite']}"
+                       + (f" and {point['nonfinite_steps'] - 1} more step(s) up to iteration {it}"
+                          if point["nonfinite_steps"] > 1 else ""))
+            if self.cfg.nonfinite == "stop":
+                raise FloatingPointError(f"{message}: stopped. The last good checkpoint in {self.out_dir} "
+                                         "is intact; resume from it with --resume true (perhaps with a "
+                                         "lower --learning_rate), or pass --nonfinite skip")
+            self.log(f"{message}: skipped")
+        return point
 
-def _progress_bar(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
+    def note_first_step(self, it: int) -> None:
+        seconds = self.first_step_s
+        uses_triton = "triton" in self.ops.names().values()
+        if self.device.type == "cpu" and uses_triton:
+            self.log(f"note: the Triton interpreter took {seconds:.1f} s for this iteration: {self.cfg.max_iters - it} "
+                     f"iterations would take about {duration(seconds * (self.cfg.max_iters - it))}")
+        elif self.compiled or uses_triton:
+            self.log(f"first step: {seconds:.1f} s, compilation and Triton autotuning included")
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="it", dynamic_ncols=True, file=sys.stdout)
+
+class Progress:
+    """A progress bar on a terminal; one plain line per log record when stdout is a file or a pipe."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = (tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stdout)
+                    if enabled and sys.stdout.isatty() else None)
+        self.lines = enabled and self.bar is None
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def record(self, record: dict) -> None:
+        mfu = "-" if record["mfu"] is None else f"{100 * record['mfu']:.1f}%"
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tok_per_s']:,.0f}", mfu=mfu)
+        elif self.lines:
+            print(f"iter {record['iter']}: loss {record['loss']:.4f}, {record['tok_per_s']:,.0f} tok/s, mfu {mfu}",
+                  flush=True)
+
+    def write(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> None:

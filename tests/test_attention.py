@@ -270,8 +270,9 @@ def test_dropout_in_the_model_trains_through_every_attention_backend():
         kernels.attention(q, k, v, dropout_p=1.0)
 
 
-@pytest.mark.gpu
-def test_dropout_gpu():
+def check_dropout_gpu(defect=None):
+    """The kernel's forward and backward with dropout against the float64 reference given the kernel's own
+    mask; PyTorch's error is that same masked reference computed in bf16. defect(outputs) plants a fault."""
     b, h, t, d, p = 2, 4, 128, 128, 0.2
     q, k, v, do = make_qkv(b, h, t, t, d, torch.bfloat16, "cuda")
     identity = torch.eye(t, d, device="cuda", dtype=torch.bfloat16).expand(b, h, t, d)
@@ -279,10 +280,28 @@ def test_dropout_gpu():
     keep = kernels.attention(q, k, identity, dropout_p=p)[..., :t] != 0
     torch.manual_seed(3)
     ours = forward_backward(lambda q, k, v: kernels.attention(q, k, v, dropout_p=p), q, k, v, do)
+    if defect is not None:
+        ours = defect(ours)
+    pytorch = forward_backward(lambda q, k, v: attention_with_mask(q, k, v, keep.to(q.dtype), p, True), q, k, v, do)
     truth = forward_backward(lambda q, k, v: attention_with_mask(q, k, v, keep.double(), p, True),
                              q.double(), k.double(), v.double(), do.double())
-    for name, out, ref in zip(("o", "dq", "dk", "dv"), ours, truth):
-        assert_close_to_reference(f"dropout {name}", out, out, ref, atol=3e-2 * max(1.0, ref.abs().max().item()))
+    for name, out, base, ref in zip(("o", "dq", "dk", "dv"), ours, pytorch, truth):
+        assert_close_to_reference(f"dropout {name}", out, base, ref)
+
+
+@pytest.mark.gpu
+def test_dropout_gpu():
+    check_dropout_gpu()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("defect", [
+    lambda outs: (outs[0] * (1 - 0.2), *outs[1:]),  # the output not rescaled by 1 / (1 - p)
+    lambda outs: (*outs[:2], outs[2].flip(-2), outs[3]),  # dK rows of the wrong keys
+])
+def test_dropout_gpu_catches_a_planted_defect(defect):
+    with pytest.raises(AssertionError, match="exceeds 2 x PyTorch's own"):
+        check_dropout_gpu(defect)
 
 
 def test_committed_configurations_are_found_by_gpu_and_shape_bucket():

@@ -60,3 +60,53 @@ def test_accumulation_must_divide_among_processes(tmp_path, corpus, data_cache):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "--gradient_accumulation_steps (3) must be divisible by the number of processes (2)" in result.stderr
+
+
+# Run by torchrun in each process: a process group that, like NCCL on GPUs, has no backend for
+# tensors off the training device. On this CPU the training device is the CPU as well, so the
+# stand-in for "a CPU tensor on a GPU run" is a tensor made without naming its device (which is
+# what lands on the CPU there): the factories mark those, and the collectives refuse them.
+DEVICE_CHECKED_RUN = """
+import sys
+import torch
+import torch.distributed as dist
+from gpt import train
+
+def marking(factory):
+    def make(*args, **kwargs):
+        tensor = factory(*args, **kwargs)
+        if kwargs.get("device") is None:
+            tensor.made_on_the_default_device = True
+        return tensor
+    return make
+
+for name in ("tensor", "zeros", "ones", "full", "empty"):
+    setattr(torch, name, marking(getattr(torch, name)))
+
+def refusing(collective):
+    def run(tensor, *args, **kwargs):
+        if getattr(tensor, "made_on_the_default_device", False) or tensor.device != torch.device("cpu"):
+            raise RuntimeError(f"{collective.__name__}: no backend for this tensor: it is not on the training device")
+        print("collective on the training device", flush=True)
+        return collective(tensor, *args, **kwargs)
+    return run
+
+for name in ("all_reduce", "broadcast", "reduce", "all_gather"):
+    setattr(dist, name, refusing(getattr(dist, name)))
+train.main(sys.argv[1:])
+"""
+
+
+def test_collectives_run_on_the_training_device(tmp_path, corpus, data_cache, single_process):
+    """Training, evaluation and the log points of a 2-process run make collectives only on tensors of the
+    training device, and the run still follows one process's losses."""
+    script = tmp_path / "device_checked_run.py"
+    script.write_text(DEVICE_CHECKED_RUN)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+               "--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path / "run"),
+               *TINY, "--max_iters", "10"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "collective on the training device" in result.stdout
+    for (_, a), (_, b) in zip(losses(tmp_path / "run"), single_process):
+        assert a == pytest.approx(b, rel=1e-5)

@@ -1,4 +1,8 @@
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,6 +12,7 @@ from gpt import sample, train
 import kernels
 from gpt.checkpoint import load_weights
 from gpt.config import PRESETS, GPTConfig, build_arg_parser, config_from_args
+from gpt.device import peak_flops
 from gpt.model import GPT
 from tiny import TINY_MODEL, tiny_flags
 
@@ -221,7 +226,7 @@ def test_cli_errors_are_one_line(capsys):
 
 
 def test_mfu_needs_a_known_peak():
-    assert train.peak_flops(torch.device("cpu"), torch.float32) is None
+    assert peak_flops(torch.device("cpu"), torch.float32) is None
 
 
 def test_learning_rate_schedule():
@@ -235,3 +240,91 @@ def test_learning_rate_schedule():
 
 def test_durations_read_at_a_glance():
     assert [train.duration(s) for s in (40, 720, 12600)] == ["40 s", "12 min", "3.5 h"]
+
+
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+
+def test_the_step_loop_reads_tensors_on_the_host_only_at_log_points(tmp_path, corpus, data_cache, monkeypatch):
+    """Every .item(), .tolist(), bool(), float() or int() of a tensor (a host sync on a GPU) happens at a log
+    point or an evaluation, never in the steps between; the batch sampler's host-side offsets aside."""
+    cfg, _, _ = config_from_args(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
+                                  *TINY, "--max_iters", "20", "--log_interval", "5", "--eval_interval", "20"])
+    trainer = train.Trainer(cfg)
+    reads_at: dict[int, int] = {}
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            frame = sys._getframe(1)
+            while frame is not None and not frame.f_code.co_filename.endswith(os.path.join("gpt", "data.py")):
+                frame = frame.f_back
+            if frame is None:  # not the sampler's offsets, which live on the host in every run
+                reads_at[trainer.iter_num] = reads_at.get(trainer.iter_num, 0) + 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    trainer.run()
+    monkeypatch.undo()
+    # evaluations at 0 and 20; log points after the steps 0, 5, 10 and 15 (when iter_num is one more)
+    assert set(reads_at) <= {0, 1, 6, 11, 16, 20}, sorted(reads_at)
+    assert {1, 6, 11, 16} <= set(reads_at)
+
+
+@pytest.mark.gpu
+def test_steps_between_log_points_never_synchronize_the_gpu(tmp_path, corpus, data_cache, monkeypatch):
+    """torch.cuda's sync debug mode raises on any host synchronisation: it is on from the end of the first
+    step to the next log point, over several steps of the compiled-free loop on a GPU."""
+    cfg, _, _ = config_from_args(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
+                                  *TINY, "--device", "cuda", "--compile", "false", "--max_iters", "6",
+                                  "--log_interval", "5", "--eval_interval", "1000"])
+    trainer = train.Trainer(cfg)
+    steps = {"n": 0}
+    original_step, original_read = train.Trainer.train_step, train.Trainer.read_log_point
+
+    def step(self, lr):
+        out = original_step(self, lr)
+        steps["n"] += 1
+        if steps["n"] == 1:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        return out
+
+    def read(self, *args):
+        torch.cuda.set_sync_debug_mode("default")
+        return original_read(self, *args)
+
+    monkeypatch.setattr(train.Trainer, "train_step", step)
+    monkeypatch.setattr(train.Trainer, "read_log_point", read)
+    try:
+        trainer.run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert steps["n"] == 6
+
+
+def test_help_shows_the_values_the_run_would_use(capsys):
+    with pytest.raises(SystemExit):
+        config_from_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for preset in PRESETS:
+        assert preset in text
+    assert "transformer blocks (default: 4, from preset shakespeare-char-cpu)" in text
+    assert "peak learning rate (default: 0.003, from preset shakespeare-char-cpu)" in text
+    assert "random seed (default: 1337)" in text and "(default: 'out-shakespeare-char', from preset" in text
+    with pytest.raises(SystemExit):
+        config_from_args(["--preset", "gpt2-124m", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "transformer blocks (default: 12, from preset gpt2-124m)" in text
+
+
+def test_output_to_a_file_is_one_line_per_log_record(tmp_path, corpus, data_cache):
+    """No progress bar when stdout is not a terminal: plain records, no carriage returns."""
+    command = [sys.executable, "-m", "gpt.train", "--input", str(corpus), "--data_cache", str(data_cache),
+               "--out_dir", str(tmp_path), *TINY, "--progress", "true", "--max_iters", "6", "--log_interval", "2",
+               "--eval_interval", "6"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout + result.stderr
+    records = [line for line in result.stdout.splitlines() if re.fullmatch(r"iter \d+: loss [\d.]+, [\d,]+ tok/s, mfu -", line)]
+    assert [line.split(":")[0] for line in records] == ["iter 0", "iter 2", "iter 4"]

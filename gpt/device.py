@@ -1,0 +1,78 @@
+"""Device facts the trainer needs: which device and dtype, the peak FLOP/s behind MFU, and whether a
+configuration fits in memory before anything is allocated."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .config import TrainConfig
+
+# Dense bf16 tensor-core peak FLOP/s by device-name substring; first match wins.
+PEAK_BF16_FLOPS = (
+    ("H200", 989e12), ("H100", 989e12), ("GH200", 989e12), ("A100", 312e12), ("A800", 312e12),
+    ("L40S", 362e12), ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("RTX 4090", 165e12),
+    ("RTX 3090", 71e12),
+)
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """The device's real bf16/fp16 peak, or None (no MFU) when it is unknown or training in fp32."""
+    if device.type != "cuda" or dtype == torch.float32:
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+
+
+def resolve_device_dtype(cfg: TrainConfig, local_rank: int = 0) -> tuple[torch.device, torch.dtype]:
+    """--device and --dtype, or the defaults: this process's GPU and bf16 where there is one, else the CPU in fp32."""
+    if cfg.device:
+        try:
+            device = torch.device(cfg.device)
+        except RuntimeError:
+            device = None
+        if device is None or device.type not in ("cpu", "cuda"):
+            raise ValueError(f"--device {cfg.device!r} is not supported; expected cpu, cuda or cuda:N")
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available on this machine")
+    if cfg.dtype:
+        dtype = getattr(torch, cfg.dtype)
+    elif device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = torch.float32
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("--dtype float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
+    return device, dtype
+
+
+def activation_bytes(cfg: TrainConfig, vocab_size: int, dtype: torch.dtype, attention: str) -> int:
+    """Memory one micro-batch's forward and backward need, roughly (Korthikanti et al. 2022: 34bsh + 5as^2b
+    bytes per layer in 16-bit; the s^2 term only where attention materialises its scores), plus the
+    logits and their gradient, plus weights, gradients and AdamW's two moments in fp32."""
+    m, b = cfg.model, cfg.batch_size
+    scale = torch.finfo(dtype).bits / 16
+    per_layer = 34 * b * m.block_size * m.n_embd
+    if attention == "reference":
+        per_layer += 5 * m.n_head * m.block_size ** 2 * b
+    params = 12 * m.n_layer * m.n_embd ** 2 + (vocab_size + m.block_size) * m.n_embd
+    return int(scale * m.n_layer * per_layer + 3 * b * m.block_size * vocab_size * 4 + 16 * params)
+
+
+def device_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: torch.dtype, attention: str) -> None:
+    need, have = activation_bytes(cfg, vocab_size, dtype, attention), device_memory(device)
+    if need > have:
+        raise ValueError(f"this configuration needs about {need / 2**30:.1f} GiB for one micro-batch (block_size "
+                         f"{cfg.model.block_size}, batch_size {cfg.batch_size}, n_layer {cfg.model.n_layer}, n_embd "
+                         f"{cfg.model.n_embd}) but {device} has {have / 2**30:.1f} GiB: lower --batch_size or --block_size")
