@@ -78,6 +78,9 @@ class TrainConfig:
     resume: bool = option(False, "continue the run in out_dir from its last checkpoint (on its own data unless --input is given)")
     overwrite: bool = option(False, "start afresh in an out_dir that holds another run, deleting that run's files")
     synthetic_data: bool = option(False, "random tokens instead of a text (throughput measurements)")
+    init_from: str = option("", "start from pretrained weights: a transformers GPT-2 folder (gpt.export's or "
+                                "save_pretrained's) or a model name transformers can fetch; the model's shape and "
+                                "vocabulary come from it")
     # model
     model: GPTConfig = option(GPTConfig, "the model's shape (its fields are flags of their own)")
     kernels: str = option("auto", "which implementation each op uses; see --kernels in --help")

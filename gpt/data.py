@@ -162,19 +162,22 @@ class PreparedData:
         return np.memmap(self.folder / f"{split}.bin", dtype=np.uint16, mode="r")
 
 
-def prepare(input_path: str | Path | None, tokenizer: str = "char", cache_dir: str | Path | None = None) -> PreparedData:
-    """Tokenize a text into cached uint16 memmaps (90% train, 10% val)."""
+def prepare(input_path: str | Path | None, tokenizer: str = "char", cache_dir: str | Path | None = None,
+            chars: list[str] | None = None) -> PreparedData:
+    """Tokenize a text into cached uint16 memmaps (90% train, 10% val). chars: a character vocabulary to
+    encode with (a pretrained model's) instead of the text's own."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     path = Path(input_path) if input_path else download_shakespeare(cache_dir)
     text = read_text(path)
     text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    folder = cache_dir / "prepared" / f"{text_hash[:16]}-{tokenizer}"
+    vocabulary = "" if chars is None else "-" + hashlib.sha256(json.dumps(chars).encode()).hexdigest()[:8]
+    folder = cache_dir / "prepared" / f"{text_hash[:16]}-{tokenizer}{vocabulary}"
     meta_path = folder / "meta.json"
     if meta_path.exists():
         return PreparedData(folder, json.loads(meta_path.read_text()))
 
     if tokenizer == "char":
-        tok = CharTokenizer.from_text(text)
+        tok = CharTokenizer.from_text(text) if chars is None else CharTokenizer(list(chars))
     elif tokenizer == "gpt2":
         tok = GPT2Tokenizer()
     else:

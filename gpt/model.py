@@ -7,6 +7,7 @@ implementations in a `kernels.Kernels`, resolved once before the model is built
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -238,35 +239,18 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, model_type: str = "gpt2", hf_model=None, ops: Kernels = TORCH_KERNELS,
                         **overrides) -> "GPT":
-        """GPT-2 weights from Hugging Face transformers (`pip install .[hf]`).
+        """GPT-2 weights in the transformers format (gpt/hf.py): a model name transformers resolves
+        (gpt2, gpt2-medium, gpt2-large, gpt2-xl; `pip install .[hf]`), a local transformers folder, or an
+        already built GPT2LMHeadModel as hf_model. overrides: GPTConfig fields such as dropout."""
+        from . import hf
 
-        model_type: gpt2, gpt2-medium, gpt2-large, gpt2-xl; or pass an already built
-        transformers GPT2LMHeadModel as hf_model. overrides: e.g. dropout.
-        """
-        if hf_model is None:
-            from transformers import GPT2LMHeadModel
-
-            hf_model = GPT2LMHeadModel.from_pretrained(model_type)
-        hf = hf_model.config
-        config = GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer,
-                           n_head=hf.n_head, n_embd=hf.n_embd, bias=True, **overrides)
-        model = cls(config, ops)
-        ours = model.state_dict()
-        theirs = {k: v for k, v in hf_model.state_dict().items()
-                  if not k.endswith((".attn.masked_bias", ".attn.bias"))}  # buffers, not weights
-        # HF's GPT-2 uses Conv1D modules, whose weights are the transpose of nn.Linear's.
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        missing = sorted(set(ours) - set(theirs))
-        if missing:
-            raise ValueError(f"pretrained state is missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        with torch.no_grad():
-            for name, value in theirs.items():
-                if name not in ours:
-                    continue
-                value = value.t() if name.endswith(transposed) else value
-                if value.shape != ours[name].shape:
-                    raise ValueError(f"shape of {name}: pretrained {tuple(value.shape)}, ours {tuple(ours[name].shape)}")
-                ours[name].copy_(value)
+        if hf_model is not None:
+            config = hf.gpt_config_from_hf(hf_model.config.to_dict())
+            state = hf.from_hf_state_dict(hf_model.state_dict())
+        else:
+            config, state, _ = hf.load_pretrained(model_type)
+        model = cls(dataclasses.replace(config, **overrides), ops)
+        model.load_state_dict(state)
         return model
 
 

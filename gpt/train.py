@@ -27,8 +27,8 @@ import torch.distributed as dist
 
 import kernels
 
-from . import checkpoint
-from .config import TrainConfig, config_from_args
+from . import checkpoint, hf
+from .config import MODEL_FLAGS, TrainConfig, config_from_args
 from .data import BatchSampler, SyntheticSampler, prepare
 from .device import check_fits, peak_flops, resolve_device_dtype
 from .distributed import Distributed, init_distributed
@@ -73,7 +73,28 @@ def with_the_runs_own_data(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     if not saved:
         return cfg
     cache = cfg.data_cache if "data_cache" in explicit else saved["data_cache"]
-    return dataclasses.replace(cfg, input=saved["input"], tokenizer=saved["tokenizer"], data_cache=cache)
+    init_from = cfg.init_from if "init_from" in explicit else saved.get("init_from", "")
+    return dataclasses.replace(cfg, input=saved["input"], tokenizer=saved["tokenizer"], data_cache=cache,
+                               init_from=init_from)
+
+
+def with_pretrained_shape(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """--init_from: the model's shape and tokenizer are the pretrained model's; a shape flag given on the
+    command line that says otherwise is an error naming both."""
+    if not cfg.init_from:
+        return cfg
+    values = hf.read_config(cfg.init_from)
+    pretrained = hf.gpt_config_from_hf(values, dropout=cfg.model.dropout)
+    contradicted = [f"--{name} {getattr(cfg.model, name)} (the pretrained model has {getattr(pretrained, name)})"
+                    for name in MODEL_FLAGS if name in explicit and getattr(cfg.model, name) != getattr(pretrained, name)]
+    if contradicted:
+        raise ValueError(f"--init_from {cfg.init_from}: the model's shape comes from it, and "
+                         f"{'; '.join(contradicted)} contradicts it: drop the flag")
+    tokenizer = hf.tokenizer_of(values)["kind"]
+    if "tokenizer" in explicit and cfg.tokenizer != tokenizer:
+        raise ValueError(f"--init_from {cfg.init_from}: the model reads {tokenizer} tokens, not --tokenizer {cfg.tokenizer}")
+    return dataclasses.replace(cfg, model=dataclasses.replace(pretrained, vocab_size=cfg.model.vocab_size),
+                               tokenizer=tokenizer)
 
 
 class Trainer:
@@ -92,13 +113,15 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
 
         rank, size = self.world.rank, self.world.world_size
+        init = hf.read_config(cfg.init_from) if cfg.init_from else None  # the pretrained model's config.json
+        chars = hf.tokenizer_of(init).get("chars") if init else None  # a character model's own vocabulary
         if cfg.synthetic_data:
             vocab_size = 50257 if cfg.tokenizer == "gpt2" else 65
             self.tokenizer_meta = {"kind": "synthetic", "vocab_size": vocab_size}
             self.make_sampler = lambda split, seed, rank=0, size=1: SyntheticSampler(  # noqa: E731
                 vocab_size, cfg.model.block_size, cfg.batch_size, self.device, seed, rank, size)
         else:
-            data = prepare(cfg.input or None, cfg.tokenizer, cfg.data_cache or None)
+            data = prepare(cfg.input or None, cfg.tokenizer, cfg.data_cache or None, chars)
             self.tokenizer_meta = data.meta
             vocab_size = data.vocab_size
             self.make_sampler = lambda split, seed, rank=0, size=1: BatchSampler(  # noqa: E731
@@ -107,8 +130,17 @@ class Trainer:
         self.train_batches = self.make_sampler("train", cfg.seed, rank, size)
         check_fits(cfg, vocab_size, self.device, self.dtype, self.ops.chosen["attention"].name)
 
+        if init:  # the pretrained vocabulary, which may be padded beyond the tokenizer's
+            if vocab_size > init["vocab_size"]:
+                raise ValueError(f"the data has {vocab_size} token ids, the pretrained model {cfg.init_from} "
+                                 f"only {init['vocab_size']}")
+            vocab_size = init["vocab_size"]
         self.model_config = dataclasses.replace(cfg.model, vocab_size=vocab_size)
-        self.model = GPT(self.model_config, self.ops).to(self.device)
+        self.model = GPT(self.model_config, self.ops)
+        if init and not cfg.resume:
+            self.model.load_state_dict(hf.load_pretrained(cfg.init_from)[1])
+            self.log(f"initialised from {cfg.init_from}")
+        self.model.to(self.device)
         torch.manual_seed(cfg.seed + self.world.rank)  # per-rank dropout streams
         self.iter_num, self.best_val_loss = 0, float("inf")
         saved = self.load_last() if cfg.resume else None
@@ -467,9 +499,9 @@ def duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg, preset, explicit = config_from_args(argv, cuda_available=torch.cuda.is_available())
-    cfg = with_the_runs_own_data(cfg, explicit)
     world = init_distributed()
     try:
+        cfg = with_pretrained_shape(with_the_runs_own_data(cfg, explicit), explicit)
         trainer = Trainer(cfg, preset, world)
         summary = trainer.run()
     except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as err:

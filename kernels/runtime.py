@@ -1,7 +1,8 @@
 """Where Triton runs: the bottom module that every Triton kernel file imports first.
 
 On a machine without an NVIDIA driver, importing it selects the Triton interpreter
-(TRITON_INTERPRET=1) before triton is imported, so the kernels run (slowly) on the CPU. It
+(TRITON_INTERPRET=1), so the kernels run (slowly) on the CPU, whether or not something imported
+triton before. It
 never initialises CUDA: the test is a file check, so importing stays fork-safe and fast.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import torch
 
@@ -18,8 +20,26 @@ def nvidia_driver_present() -> bool:
         os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl"))
 
 
+def interpret_triton_imported_before() -> None:
+    """Triton imported before this module (by transformers, say) built its own library of jit functions
+    (tl.sum, tl.max, tl.math...) for a GPU, and an interpreted kernel cannot call those: rebuild each
+    as an interpreted function, in every triton module that holds it."""
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    interpreted: dict[int, InterpretedFunction] = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "triton" or name.startswith("triton.")):
+            continue
+        for attr, value in list(vars(module).items()):
+            if isinstance(value, JITFunction):
+                setattr(module, attr, interpreted.setdefault(id(value), InterpretedFunction(value.fn)))
+
+
 if "TRITON_INTERPRET" not in os.environ and not nvidia_driver_present():
     os.environ["TRITON_INTERPRET"] = "1"
+    if "triton" in sys.modules:  # triton reads the switch when it defines its jit functions
+        interpret_triton_imported_before()
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_TRITON = importlib.util.find_spec("triton") is not None
