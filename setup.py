@@ -24,6 +24,7 @@ from setuptools import setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(ROOT, "_build"))
 from cuda_toolkit import find_cuda_toolkit  # noqa: E402
+
 BUILD_INFO = os.path.join(ROOT, "kernels", "_build_info.json")
 
 
@@ -68,7 +69,6 @@ def extension_modules():
                  "summary": f"building the extension with CUDA kernels for architectures {archs} with the toolkit in {toolkit}"}
         ext = CUDAExtension(
             "kernels._C", cpp_sources + cuda_sources, include_dirs=include_dirs,
-            define_macros=[("GPT_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]})
     else:
         why = ("torch is a CPU build" if not torch.version.cuda else

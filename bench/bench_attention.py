@@ -12,10 +12,10 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
+from common import DEVICE, ON_GPU, QUICK, run, shapes
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernels
-from common import DEVICE, ON_GPU, QUICK, run, shapes
 from kernels.ops.attention import reference
 from kernels.ops.attention import triton as attention_triton
 

@@ -10,9 +10,9 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
+from common import DEVICE, ON_GPU, peak_memory_during, run, shapes
 
 import kernels
-from common import DEVICE, ON_GPU, peak_memory_during, run, shapes
 
 SHAPES = shapes(full=[(8192, 50257), (16384, 50257), (16384, 65)], quick=[(8192, 50257), (16384, 65)],
                 cpu=[(64, 65)])

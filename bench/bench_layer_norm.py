@@ -8,9 +8,9 @@ GPU: pytest bench/bench_layer_norm.py --benchmark-enable --benchmark-json out.js
 import pytest
 import torch
 import torch.nn.functional as F
+from common import DEVICE, ON_GPU, copies_to_exceed_l2, run, shapes
 
 import kernels
-from common import DEVICE, ON_GPU, copies_to_exceed_l2, run, shapes
 from kernels.ops.layer_norm import reference
 
 SHAPES = shapes(full=[(16384, 768), (16384, 1024), (8192, 4096), (65536, 768)],

@@ -10,9 +10,9 @@ import contextlib
 
 import pytest
 import torch
+from common import DEVICE, ON_GPU, peak_memory_during, run, shapes
 
 import kernels
-from common import DEVICE, ON_GPU, peak_memory_during, run, shapes
 from kernels.ops.linear_cross_entropy import reference
 
 # (tokens N, width C, vocabulary V): GPT-2 124M at batch 8 and 16 of 1024 tokens; shakespeare-char

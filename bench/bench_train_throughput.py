@@ -3,7 +3,6 @@
 import math
 
 import pytest
-
 from common import ON_GPU
 from train_throughput import PROVIDERS, TINY, prepare_steps, preset_config, summarize
 

@@ -34,10 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from kernels import registry  # noqa: E402
+
 STAGES = ("install", "tests", "bench", "throughput", "train", "report")
-# Measured on the H100 (seconds): install 48-50; 425 GPU tests with -n 10 144 (513 now); bench 89
-# (add_layer_norm's and linear_cross_entropy's added since); one compiled GPT-2 124M provider 30-40
-# plus its steps; shakespeare-char to val 1.47 29 (+10 start) without compilation.
+# The budgets come from the H100 run of 2026-11-26 (seconds): install 48-50; 425 GPU tests with -n 10
+# 144; bench 89 (for fewer benchmark files than there are now); one compiled GPT-2 124M provider
+# 30-40 plus its steps; shakespeare-char to val 1.47 29 (+10 start) without compilation.
 BUDGETS_S = {"install": 75, "tests": 175, "bench": 130, "throughput": 110, "train": 70}
 THROUGHPUT_BUDGETS_S = {"torch eager": 20, "torch + compile": 42, "ours + compile": 48}  # sum: the stage's
 # shakespeare-char compiled, as the target asks (val 1.47 within 10 s of training, compilation apart):
@@ -79,7 +80,7 @@ class Step:
 
 
 def xdist_workers() -> int:
-    """Parallel pytest workers: 425 GPU tests take ~144 s with 10 on the H100 machine's 16 cores."""
+    """Parallel pytest workers: 10 on the H100 machine's 16 cores ran its 425 GPU tests in ~144 s."""
     if importlib.util.find_spec("xdist") is None:
         return 0
     return max(1, min(10, (os.cpu_count() or 2) - 2))

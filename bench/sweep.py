@@ -71,7 +71,7 @@ def variant(**settings):
             setattr(attention_module, name, value)
 
 
-def attention_config(config) -> "triton.Config":  # noqa: F821
+def attention_config(config) -> triton.Config:  # noqa: F821
     import triton
 
     m, n, warps, stages = config

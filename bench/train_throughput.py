@@ -115,7 +115,8 @@ def table(results: list[dict]) -> str:
         ratio = f"{r['tok_per_s'] / base:.2f}x" if base else "-"
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         peak = f"{r['peak_memory_GiB']:.2f}" if r["peak_memory_GiB"] is not None else "-"
-        lines.append(f"| {r['preset']} | {r.get('batch_size', '-')} | {r['provider']} | {r['tok_per_s']:,.0f} | {ratio} | {mfu} | "
+        lines.append(f"| {r['preset']} | {r.get('batch_size', '-')} | {r['provider']} | {r['tok_per_s']:,.0f} | "
+                     f"{ratio} | {mfu} | "
                      f"{r['step_ms']:.1f} | {peak} |")
     return "\n".join(lines)
 

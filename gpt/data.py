@@ -93,7 +93,7 @@ class CharTokenizer:
         self.vocab_size = len(chars)
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
 
     def encode(self, text: str) -> list[int]:
@@ -200,8 +200,74 @@ def prepare(input_path: str | Path | None, tokenizer: str = "char", cache_dir: s
 
 # ----------------------------------------------------------------------------- batches
 
+class ShardedData:
+    """A folder written by `python -m gpt.prepare`: its manifest, and each split's shards as memmaps.
+
+    Each shard's size is checked against the manifest when the folder is opened, and its sha256 on
+    first use (remembered by path, size and modification time in the cache folder, so later runs skip it)."""
+
+    def __init__(self, folder: str | Path, cache_dir: str | Path | None = None):
+        self.folder = Path(folder)
+        manifest_path = self.folder / "manifest.json"
+        if not manifest_path.is_file():
+            partial = " (its preparation has not finished: run the same gpt.prepare command again)" \
+                if (self.folder / "progress.json").exists() else ""
+            raise FileNotFoundError(f"--data {self.folder} has no manifest.json{partial}; "
+                                    "write one with python -m gpt.prepare SOURCE --out DIR")
+        self.manifest = json.loads(manifest_path.read_text())
+        self.dtype = np.dtype(self.manifest["dtype"])
+        self.verified_path = (Path(cache_dir) if cache_dir else default_cache_dir()) / "verified-shards.json"
+        for split in ("train", "val"):
+            for shard in self.manifest["splits"][split]["shards"]:
+                path = self.folder / shard["name"]
+                expected = shard["tokens"] * self.dtype.itemsize
+                if not path.is_file() or path.stat().st_size != expected:
+                    found = f"{path.stat().st_size} bytes" if path.is_file() else "missing"
+                    raise ValueError(f"shard {path} is {found}, the manifest says {expected} bytes: "
+                                     "the folder is incomplete or damaged; prepare it again")
+
+    @property
+    def meta(self) -> dict:
+        return {k: v for k, v in self.manifest["tokenizer"].items() if k != "end_of_text"} | {"data": str(self.folder)}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.manifest["tokenizer"]["vocab_size"]
+
+    def tokenizer(self):
+        return tokenizer_from_meta(self.meta)
+
+    def tokens(self, split: str) -> list[np.memmap]:
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        shards = self.manifest["splits"][split]["shards"]
+        self._verify(shards)
+        return [np.memmap(self.folder / s["name"], dtype=self.dtype, mode="r") for s in shards]
+
+    def _verify(self, shards: list[dict]) -> None:
+        verified = json.loads(self.verified_path.read_text()) if self.verified_path.exists() else {}
+        changed = False
+        for shard in shards:
+            path = (self.folder / shard["name"]).resolve()
+            stat = path.stat()
+            key, seen = str(path), [stat.st_size, stat.st_mtime_ns, shard["sha256"]]
+            if verified.get(key) == seen:
+                continue
+            actual = sha256_of(path)
+            if actual != shard["sha256"]:
+                raise ValueError(f"shard {path} has sha256 {actual}, the manifest says {shard['sha256']}: "
+                                 "it is damaged; prepare the folder again")
+            verified[key], changed = seen, True
+        if changed:
+            self.verified_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.verified_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(verified))
+            tmp.replace(self.verified_path)
+
+
 class BatchSampler:
-    """Random chunks of block_size tokens (targets shifted by one) from one split.
+    """Random chunks of block_size tokens (targets shifted by one) from one split: one token array, or
+    the shards of a prepared folder (a chunk never crosses a shard's end; every start is equally likely).
 
     The offsets come from a torch.Generator whose state is checkpointed, so a resumed run sees
     exactly the batches the uninterrupted run would have seen. Under torchrun every rank follows
@@ -209,14 +275,19 @@ class BatchSampler:
     slice: ranks see disjoint data, and W ranks reproduce one process's batches exactly.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, device: torch.device,
+    def __init__(self, tokens: np.ndarray | list[np.ndarray], block_size: int, batch_size: int, device: torch.device,
                  seed: int, split: str = "train", rank: int = 0, world_size: int = 1):
-        if len(tokens) < block_size + 1:
+        self.shards = tokens if isinstance(tokens, list) else [tokens]
+        windows = [max(0, len(shard) - block_size) for shard in self.shards]
+        self.window_starts = np.cumsum([0] + windows)  # shard i's chunks are numbered from window_starts[i]
+        if self.window_starts[-1] == 0:
+            counted = sum(len(shard) for shard in self.shards)
+            where = f" (the longest of its {len(self.shards)} shards has {max(map(len, self.shards))})" \
+                if len(self.shards) > 1 else ""
             raise ValueError(
-                f"the {split} split has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}; "
+                f"the {split} split has {counted} tokens{where}, fewer than block_size + 1 = {block_size + 1}; "
                 "use a longer text or a smaller --block_size"
             )
-        self.tokens = tokens
         self.block_size = block_size
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
@@ -224,10 +295,13 @@ class BatchSampler:
         self.generator = torch.Generator().manual_seed(seed)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(len(self.tokens) - self.block_size, (self.world_size * self.batch_size,),
+        starts = torch.randint(int(self.window_starts[-1]), (self.world_size * self.batch_size,),
                                generator=self.generator)[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-        chunks = np.stack([self.tokens[s:s + self.block_size + 1] for s in starts.tolist()]).astype(np.int64)
-        chunks = torch.from_numpy(chunks)  # (B, T+1)
+        starts = starts.numpy()
+        shard = np.searchsorted(self.window_starts, starts, side="right") - 1
+        chunks = np.stack([self.shards[i][s:s + self.block_size + 1]
+                           for i, s in zip(shard.tolist(), (starts - self.window_starts[shard]).tolist())])
+        chunks = torch.from_numpy(chunks.astype(np.int64))  # (B, T+1)
         x, y = chunks[:, :-1].contiguous(), chunks[:, 1:].contiguous()  # (B, T) each
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)

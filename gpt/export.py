@@ -112,7 +112,8 @@ def export(run_dir: str | Path, hf_dir: str | Path, which: str = "best", overwri
         tokenizer.save_pretrained(staging)
         if meta["kind"] == "gpt2":  # AutoTokenizer then gives GPT-2's own tokenizer class
             settings = json.loads((staging / "tokenizer_config.json").read_text())
-            (staging / "tokenizer_config.json").write_text(json.dumps(settings | {"tokenizer_class": "GPT2TokenizerFast"}, indent=2))
+            settings["tokenizer_class"] = "GPT2TokenizerFast"
+            (staging / "tokenizer_config.json").write_text(json.dumps(settings, indent=2))
         if hf_dir.exists():
             shutil.rmtree(hf_dir)
         staging.replace(hf_dir)  # the new folder appears whole, or not at all

@@ -238,7 +238,7 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_type: str = "gpt2", hf_model=None, ops: Kernels = TORCH_KERNELS,
-                        **overrides) -> "GPT":
+                        **overrides) -> GPT:
         """GPT-2 weights in the transformers format (gpt/hf.py): a model name transformers resolves
         (gpt2, gpt2-medium, gpt2-large, gpt2-xl; `pip install .[hf]`), a local transformers folder, or an
         already built GPT2LMHeadModel as hf_model. overrides: GPTConfig fields such as dropout."""

@@ -18,7 +18,7 @@ class StopSignals:
     def __init__(self):
         self.received: int | None = None
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         self._previous = {sig: signal.signal(sig, self._record) for sig in (signal.SIGINT, signal.SIGTERM)}
         self._read_end, self._write_end = os.pipe()
         os.set_blocking(self._write_end, False)

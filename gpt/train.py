@@ -29,7 +29,7 @@ import kernels
 
 from . import checkpoint, hf
 from .config import MODEL_FLAGS, TrainConfig, config_from_args
-from .data import BatchSampler, SyntheticSampler, prepare
+from .data import BatchSampler, ShardedData, SyntheticSampler, prepare
 from .device import check_fits, peak_flops, resolve_device_dtype
 from .distributed import Distributed, init_distributed
 from .model import GPT
@@ -67,15 +67,15 @@ def claim_out_dir(out_dir: Path, cfg: TrainConfig) -> None:
 
 def with_the_runs_own_data(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     """--resume continues on the data the run was started with, unless the command names other data."""
-    if not cfg.resume or explicit & {"input", "tokenizer"}:
+    if not cfg.resume or explicit & {"input", "data", "tokenizer"}:
         return cfg
     saved = checkpoint.saved_train_config(Path(cfg.out_dir) / "last.safetensors")
     if not saved:
         return cfg
     cache = cfg.data_cache if "data_cache" in explicit else saved["data_cache"]
     init_from = cfg.init_from if "init_from" in explicit else saved.get("init_from", "")
-    return dataclasses.replace(cfg, input=saved["input"], tokenizer=saved["tokenizer"], data_cache=cache,
-                               init_from=init_from)
+    return dataclasses.replace(cfg, input=saved["input"], data=saved.get("data", ""), tokenizer=saved["tokenizer"],
+                               data_cache=cache, init_from=init_from)
 
 
 def with_pretrained_shape(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
@@ -118,13 +118,14 @@ class Trainer:
         if cfg.synthetic_data:
             vocab_size = 50257 if cfg.tokenizer == "gpt2" else 65
             self.tokenizer_meta = {"kind": "synthetic", "vocab_size": vocab_size}
-            self.make_sampler = lambda split, seed, rank=0, size=1: SyntheticSampler(  # noqa: E731
+            self.make_sampler = lambda split, seed, rank=0, size=1: SyntheticSampler(
                 vocab_size, cfg.model.block_size, cfg.batch_size, self.device, seed, rank, size)
         else:
-            data = prepare(cfg.input or None, cfg.tokenizer, cfg.data_cache or None, chars)
+            data = (ShardedData(cfg.data, cfg.data_cache or None) if cfg.data
+                    else prepare(cfg.input or None, cfg.tokenizer, cfg.data_cache or None, chars))
             self.tokenizer_meta = data.meta
             vocab_size = data.vocab_size
-            self.make_sampler = lambda split, seed, rank=0, size=1: BatchSampler(  # noqa: E731
+            self.make_sampler = lambda split, seed, rank=0, size=1: BatchSampler(
                 data.tokens(split), cfg.model.block_size, cfg.batch_size, self.device, seed, split, rank, size)
             self.make_sampler("val", 0)  # fail now, not at the first evaluation, if val is too short
         self.train_batches = self.make_sampler("train", cfg.seed, rank, size)
@@ -177,7 +178,8 @@ class Trainer:
         self.first_nonfinite = torch.full((), -1, dtype=torch.int64, device=self.device)
         mode = f"{'FSDP' if self.fsdp else 'DDP'} x{self.world.world_size} | " if self.world.enabled else ""
         self.log(f"preset {preset or '-'} | {mode}device {self.device} {str(self.dtype).removeprefix('torch.')} | "
-                 f"compile {cfg.compile_mode if use_compile else False} | kernels {self.ops.spec()}" + (f" ({self.ops.origin})" if self.ops.origin else ""))
+                 f"compile {cfg.compile_mode if use_compile else False} | kernels {self.ops.spec()}"
+                 + (f" ({self.ops.origin})" if self.ops.origin else ""))
         for note in self.ops.notes:
             self.log(f"note: {note}")
         self.log(f"{self.model.num_params() / 1e6:.2f}M parameters | vocab {vocab_size} | "

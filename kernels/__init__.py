@@ -15,6 +15,7 @@ NVIDIA driver it selects the Triton interpreter (kernels/runtime.py).
 from __future__ import annotations
 
 from . import ext, registry, runtime
+
 # Registration order is the order ops appear in specs and reports: the model's, bottom to top.
 from .ops.layer_norm import layer_norm  # isort: skip
 from .ops.add_layer_norm import add_layer_norm  # isort: skip
@@ -24,6 +25,7 @@ from .ops.linear_cross_entropy import linear_cross_entropy  # isort: skip
 from .registry import Kernels, resolve
 
 INTERPRETER = runtime.INTERPRETER
+DISTRIBUTION = "gpt-kernels"  # PyPI's `kernels` (Hugging Face's kernel hub) has the same import name: gpt checks this
 
 
 def cuda_extension_available() -> bool:

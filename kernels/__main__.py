@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import torch
 
 from . import ext, registry, runtime
@@ -12,7 +14,8 @@ def describe() -> str:
     if runtime.HAS_TRITON:
         import triton
 
-        lines.append(f"triton {triton.__version__}" + (" (its interpreter: no NVIDIA driver here)" if runtime.INTERPRETER else ""))
+        interpreted = " (its interpreter: no NVIDIA driver here)" if runtime.INTERPRETER else ""
+        lines.append(f"triton {triton.__version__}{interpreted}")
     else:
         lines.append("triton: not installed")
     if ext.available():
@@ -23,6 +26,10 @@ def describe() -> str:
             lines.append(f"  build: {ext.BUILD_INFO['summary']}")
     else:
         lines.append(f"extension kernels._C: not built ({ext.LOAD_ERROR}); {ext.BUILD_HINT}")
+    others = sorted(set(importlib.metadata.packages_distributions().get("kernels", [])) - {"gpt-kernels"})
+    if others:
+        lines.append(f"note: {', '.join(others)} also install(s) a top-level `kernels` package; whichever comes "
+                     "first on the path is the one `import kernels` gets")
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from corpus import write_corpus
 
 import kernels  # noqa: F401  (selects the Triton interpreter on GPU-less machines before any kernel is defined)
-from corpus import write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"

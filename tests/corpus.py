@@ -1,4 +1,4 @@
-"""A play-shaped text this project writes itself, so the tests need no download.
+"""A play-shaped text this project writes itself, so the tests need no download, and a BPE trained on it.
 
 It uses exactly Tiny Shakespeare's 65 characters (so vocabularies, prompts and shapes match the
 real data set's), in speaker-and-lines form, with enough repetition of words and names for a
@@ -46,3 +46,32 @@ def write_corpus(path: Path, n_chars: int = 300_000, seed: int = 0) -> Path:
     assert set(text) == set(CHARACTERS), sorted(set(CHARACTERS) ^ set(text))
     path.write_text(text, encoding="utf-8")
     return path
+
+
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def small_bpe(text: str, merges: int = 60):
+    """A byte-level BPE with GPT-2's split pattern and end-of-text token, trained here on text."""
+    import regex
+    import tiktoken
+
+    ranks = {bytes([b]): b for b in range(256)}
+    words = [[bytes([b]) for b in word.encode()] for word in regex.findall(GPT2_PATTERN, text)]
+    for _ in range(merges):
+        counts = {}
+        for word in words:
+            for pair in zip(word, word[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        a, b = max(counts, key=counts.get)
+        ranks[a + b] = len(ranks)
+        for word in words:
+            i = 0
+            while i < len(word) - 1:
+                if word[i] == a and word[i + 1] == b:
+                    word[i:i + 2] = [a + b]
+                i += 1
+    return tiktoken.Encoding("small-bpe", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": len(ranks)})

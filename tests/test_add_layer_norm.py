@@ -4,10 +4,10 @@ mixed dtypes (a bf16/fp16 sublayer output joining an fp32 stream), errors, regis
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerance import assert_close_to_reference
 
 import kernels
 from kernels.ops.add_layer_norm import reference
-from tolerance import assert_close_to_reference
 
 BACKENDS = ["triton", "ext", "torch"]
 CPU_CASES = [(1, 1), (3, 7), (7, 127), (64, 64), (5, 384), (3, 1000)]

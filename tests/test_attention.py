@@ -4,10 +4,10 @@ import itertools
 
 import pytest
 import torch
+from tolerance import assert_close_to_reference
 
 import kernels
 from kernels.ops.attention import reference
-from tolerance import assert_close_to_reference
 
 BATCH_HEADS = [(1, 1), (2, 3), (1, 3), (2, 1)]
 # Every T x D x causal x dtype combination, with (B, H) cycling through all four pairs.
@@ -262,7 +262,7 @@ def test_dropout_in_the_model_trains_through_every_attention_backend():
     q, k, v, do = make_qkv(1, 2, 16, 16, 16, torch.float32, "cpu")
     for backend in ("torch", "reference", "triton"):
         torch.manual_seed(0)
-        out = forward_backward(lambda q, k, v: kernels.attention(q, k, v, dropout_p=0.5, backend=backend),
+        out = forward_backward(lambda q, k, v, backend=backend: kernels.attention(q, k, v, dropout_p=0.5, backend=backend),
                                q, k, v, do)
         dropped = (out[0] - kernels.attention(q, k, v, backend=backend)).abs().max().item()
         assert dropped > 1e-3 and all(torch.isfinite(t).all() for t in out), backend

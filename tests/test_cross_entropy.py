@@ -4,10 +4,10 @@ the gpu marker), against the reference."""
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerance import assert_close_to_reference
 
 import kernels
 from kernels.ops.cross_entropy import reference
-from tolerance import assert_close_to_reference
 
 CASES = [(n, v) for n in (1, 3, 1000) for v in (1, 7, 65, 50257)]
 # The interpreter runs one program per row in Python: fewer rows, and a vocabulary of several blocks.
@@ -41,8 +41,8 @@ def ours(backend):
 def check_parity(backend, n, v, dtype, device, reduction="mean", **make_kwargs):
     logits, targets = make(n, v, dtype, device, **make_kwargs)
     ours_out = loss_and_grad(ours(backend), logits, targets, reduction)
-    same_dtype = loss_and_grad(lambda l, t, r: F.cross_entropy(l, t, reduction=r), logits, targets, reduction)
-    truth = loss_and_grad(lambda l, t, r: reference.cross_entropy(l, t, reduction=r), logits.double(), targets,
+    same_dtype = loss_and_grad(lambda z, t, r: F.cross_entropy(z, t, reduction=r), logits, targets, reduction)
+    truth = loss_and_grad(lambda z, t, r: reference.cross_entropy(z, t, reduction=r), logits.double(), targets,
                           reduction)
     assert ours_out[0].dtype == torch.float32 and ours_out[1].dtype == dtype
     assert_close_to_reference(f"{backend} loss N{n} V{v} {dtype}", ours_out[0], same_dtype[0], truth[0])
@@ -74,7 +74,7 @@ def test_strided_rows():
     strided = wide[:, :65]  # rows 80 apart, columns contiguous: no copy needed
     for backend in BACKENDS:
         got = loss_and_grad(ours(backend), strided, targets)
-        want = loss_and_grad(lambda l, t, r: reference.cross_entropy(l, t, reduction=r), logits, targets)
+        want = loss_and_grad(lambda z, t, r: reference.cross_entropy(z, t, reduction=r), logits, targets)
         torch.testing.assert_close(got[0], want[0])
         torch.testing.assert_close(got[1], want[1])
 
@@ -95,7 +95,7 @@ def test_all_ignored_batch_is_zero_not_nan(backend):
 def test_extreme_logits_do_not_overflow(backend, shift, dtype):
     logits, targets = make(16, 1000, dtype, "cpu", scale=100.0, shift=shift)
     loss, grad = loss_and_grad(ours(backend), logits, targets)
-    truth = loss_and_grad(lambda l, t, r: reference.cross_entropy(l, t, reduction=r), logits.double(), targets)
+    truth = loss_and_grad(lambda z, t, r: reference.cross_entropy(z, t, reduction=r), logits.double(), targets)
     assert torch.isfinite(loss) and torch.isfinite(grad).all()
     torch.testing.assert_close(loss.double(), truth[0], atol=1e-3 * abs(shift), rtol=1e-2)
 
@@ -153,7 +153,7 @@ def test_opcheck(namespace):
 def test_compile_fullgraph_has_no_graph_breaks(backend):
     torch._dynamo.reset()
     logits, targets = make(32, 65, torch.float32, "cpu", ignore_every=5)
-    fn = lambda l, t, r: kernels.cross_entropy(l * 2, t, reduction=r, backend=backend)  # noqa: E731
+    fn = lambda z, t, r: kernels.cross_entropy(z * 2, t, reduction=r, backend=backend)  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     for a, c in zip(loss_and_grad(compiled, logits, targets), loss_and_grad(fn, logits, targets)):
         torch.testing.assert_close(a, c)

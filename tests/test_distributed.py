@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from tiny import tiny_flags
 
 TINY = [*tiny_flags(batch_size=4, eval_iters=2), "--gradient_accumulation_steps", "2", "--eval_interval", "5"]

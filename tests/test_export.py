@@ -8,46 +8,18 @@ import sys
 
 import pytest
 import torch
+from corpus import small_bpe
+from tiny import tiny_flags
+from tolerance import assert_close_to_reference
 
 from gpt import data, export, sample, train
 from gpt.checkpoint import load_weights
 from gpt.config import config_from_args
 from gpt.model import GPT
-from tiny import tiny_flags
-from tolerance import assert_close_to_reference
 
 transformers = pytest.importorskip("transformers")
 
 TINY = tiny_flags(batch_size=4, eval_iters=2)
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-
-def small_bpe(text: str, merges: int = 60):
-    """A byte-level BPE with GPT-2's split pattern and end-of-text token, trained here on text."""
-    import regex
-    import tiktoken
-
-    ranks = {bytes([b]): b for b in range(256)}
-    words = [[bytes([b]) for b in word.encode()] for word in regex.findall(GPT2_PATTERN, text)]
-    for _ in range(merges):
-        counts = {}
-        for word in words:
-            for pair in zip(word, word[1:]):
-                counts[pair] = counts.get(pair, 0) + 1
-        if not counts:
-            break
-        a, b = max(counts, key=counts.get)
-        ranks[a + b] = len(ranks)
-        for word in words:
-            i = 0
-            while i < len(word) - 1:
-                if word[i] == a and word[i + 1] == b:
-                    word[i:i + 2] = [a + b]
-                i += 1
-    return tiktoken.Encoding("small-bpe", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": len(ranks)})
-
-
 def trained_run(out_dir, corpus, data_cache, *extra):
     train.main(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(out_dir), *TINY,
                 "--max_iters", "3", "--eval_interval", "3", "--learning_rate", "1e-2", *extra])
@@ -223,7 +195,8 @@ from kernels.ops.layer_norm import reference as layer_norm
 from kernels.ops.linear_cross_entropy import reference as linear_cross_entropy
 
 g = torch.Generator().manual_seed(0)
-x, r, w, b = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g), torch.rand(16, generator=g), torch.randn(16, generator=g)
+x, r = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
+w, b = torch.rand(16, generator=g), torch.randn(16, generator=g)
 q = torch.randn(1, 2, 24, 16, generator=g)
 logits, targets = torch.randn(6, 11, generator=g), torch.randint(11, (6,), generator=g)
 head = torch.randn(11, 16, generator=g)

@@ -1,9 +1,9 @@
 """Faults a long unattended run meets: a kill mid-save, a signal, a non-finite loss, damaged or foreign checkpoints."""
 
 import json
-import re
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -12,10 +12,10 @@ import time
 
 import pytest
 import torch
+from tiny import tiny_flags
 
 from gpt import checkpoint, train
 from gpt.config import GPTConfig, config_from_args
-from tiny import tiny_flags
 
 TINY = tiny_flags(batch_size=4, eval_iters=2)
 

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tolerance import assert_close_to_reference
 
 import kernels
 from kernels.ops.attention import reference as attention_reference
 from kernels.ops.cross_entropy import reference as cross_entropy_reference
 from kernels.ops.layer_norm import reference as layer_norm_reference
-from tolerance import assert_close_to_reference
 
 CI = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 LONG = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -130,9 +130,9 @@ def check_cross_entropy(case):
         return loss, torch.autograd.grad(loss, leaf, torch.ones_like(loss))[0]
 
     r = case["reduction"]
-    ours = run(lambda l: kernels.cross_entropy(l, targets, reduction=r, backend="ext"), logits)
-    same = run(lambda l: F.cross_entropy(l, targets, reduction=r), logits)
-    truth = run(lambda l: cross_entropy_reference.cross_entropy(l, targets, reduction=r), logits.double())
+    ours = run(lambda z: kernels.cross_entropy(z, targets, reduction=r, backend="ext"), logits)
+    same = run(lambda z: F.cross_entropy(z, targets, reduction=r), logits)
+    truth = run(lambda z: cross_entropy_reference.cross_entropy(z, targets, reduction=r), logits.double())
     # the loss is fp32 whatever the logits' dtype; PyTorch's own same-dtype loss is the yardstick
     assert_close_to_reference(f"cross_entropy loss {case}", ours[0], same[0], truth[0],
                               atol=1e-5 * max(1.0, truth[0].abs().max().item()))

@@ -76,3 +76,16 @@ def test_a_backend_that_cannot_run_is_refused_before_training(tmp_path, corpus, 
         train.main(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
                     "--kernels", "ext", "--max_iters", "1"])
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_another_kernels_package_first_on_the_path_is_named(tmp_path):
+    """PyPI's `kernels` (Hugging Face's kernel hub) has our import name: gpt says so in one line."""
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "__init__.py").write_text("")
+    env = os.environ | {"PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", "import gpt"], capture_output=True, text=True, timeout=120,
+                            env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: `import kernels` found ") and str(tmp_path / "kernels") in last
+    assert "gpt-kernels" in last and "pip uninstall kernels" in last

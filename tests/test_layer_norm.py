@@ -7,10 +7,10 @@ C++ extension, whose CPU kernels are tested here on every machine and CUDA kerne
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerance import assert_close_to_reference
 
 import kernels
 from kernels.ops.layer_norm import reference
-from tolerance import assert_close_to_reference
 
 ROWS = [1, 3, 7, 127, 1000]
 WIDTHS = [1, 7, 64, 127, 384, 768, 1000, 4096]

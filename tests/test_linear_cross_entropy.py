@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerance import assert_close_to_reference
 
 import kernels
 from kernels.ops.linear_cross_entropy import reference
 from kernels.ops.linear_cross_entropy import triton as fused
-from tolerance import assert_close_to_reference
 
 
 def make(n, c, v, dtype, device, ignore_every=0, seed=0):

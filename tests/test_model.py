@@ -1,9 +1,9 @@
 import pytest
 import torch
+from tiny import TINY_MODEL
 
 from gpt.config import PRESETS, GPTConfig
 from gpt.model import GPT, sample_next
-from tiny import TINY_MODEL
 
 
 def tiny_config(**overrides) -> GPTConfig:
@@ -89,9 +89,6 @@ def test_config_errors():
         GPTConfig(n_embd=100, n_head=3)
     with pytest.raises(ValueError, match=r"unknown GPTConfig fields \['n_experts'\]"):
         GPTConfig.from_dict(GPTConfig().to_dict() | {"n_experts": 8})
-    # checkpoints of the first release named each op's backend in the model config: still loadable
-    legacy = GPTConfig().to_dict() | {"ln_backend": "cuda", "attn_backend": "sdpa", "loss_backend": "cuda"}
-    assert GPTConfig.from_dict(legacy) == GPTConfig()
     model = GPT(tiny_config())
     with pytest.raises(ValueError, match="block_size is only 16"):
         model(torch.zeros(1, 17, dtype=torch.long))

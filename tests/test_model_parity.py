@@ -8,12 +8,12 @@ rerun; then torch.compile(fullgraph=True) with zero graph breaks.
 
 import pytest
 import torch
+from tiny import TINY_MODEL
+from tolerance import assert_close_to_reference
 
 import kernels
 from gpt.config import GPTConfig
 from gpt.model import GPT
-from tiny import TINY_MODEL
-from tolerance import assert_close_to_reference
 
 # --kernels values: each of this project's backends alone, every op's reference, and the full sets
 # (`triton` includes linear_cross_entropy=triton: the head and the loss fused in training)

@@ -7,14 +7,14 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import TINY_MODEL, tiny_flags
 
-from gpt import sample, train
 import kernels
+from gpt import sample, train
 from gpt.checkpoint import load_weights
 from gpt.config import PRESETS, GPTConfig, build_arg_parser, config_from_args
 from gpt.device import peak_flops
 from gpt.model import GPT
-from tiny import TINY_MODEL, tiny_flags
 
 TINY = [*tiny_flags(batch_size=8, eval_iters=4), "--warmup_iters", "5"]
 

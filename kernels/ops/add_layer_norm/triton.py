@@ -8,15 +8,13 @@ pass (kernels/ops/layer_norm/triton.py, HAS_DS): no separate add, forward or bac
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 from torch.library import wrap_triton
 
-from ... import runtime  # selects the interpreter on a CPU before triton is imported
-import triton  # noqa: E402,I001
-import triton.language as tl  # noqa: E402
-
-from ... import checks  # noqa: E402
-from ..layer_norm.triton import MAX_WIDTH, SUPPORTED_DTYPES, _launch, _normalize_rows, rows_of  # noqa: E402
-from . import autograd  # noqa: E402
+from ... import checks, runtime
+from ..layer_norm.triton import MAX_WIDTH, SUPPORTED_DTYPES, _launch, _normalize_rows, rows_of
+from . import autograd
 
 
 @triton.jit

@@ -27,14 +27,12 @@ import os
 from pathlib import Path
 
 import torch
+import triton
+import triton.language as tl
 from torch.library import wrap_triton
 
-from ... import runtime
-from ...runtime import INTERPRETER  # selects the interpreter on a CPU before triton is imported
-import triton  # noqa: E402,I001
-import triton.language as tl  # noqa: E402
-
-from ... import checks  # noqa: E402
+from ... import checks, runtime
+from ...runtime import INTERPRETER
 
 HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -16,14 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import triton
+import triton.language as tl
 from torch.library import wrap_triton
 
-from ... import runtime  # selects the interpreter on a CPU before triton is imported
-import triton  # noqa: E402,I001
-import triton.language as tl  # noqa: E402
-
-from ... import checks  # noqa: E402
-from . import autograd  # noqa: E402
+from ... import checks, runtime
+from . import autograd
 
 MAX_WIDTH = 65536
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
