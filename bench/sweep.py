@@ -12,7 +12,7 @@
    program count for the backward.
 Each configuration is timed by pinning it in the kernel module's PINNED table (the launchers
 keep one signature). The winners, with their speed against the ceilings, are what to commit as
-defaults (kernels/ops/attention/triton.py's configs, kernels/ops/layer_norm/triton.py's _launch).
+defaults (kernels/ops/attention/triton.py's configs, kernels/ops/rows.py's row_launch).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kernels  # noqa: E402,F401  (selects the interpreter on a CPU before the kernels are defined)
+from kernels.ops import rows as rows_module  # noqa: E402
 from kernels.ops.attention import reference as attention_reference  # noqa: E402
 from kernels.ops.attention import triton as attention_module  # noqa: E402
 from kernels.ops.layer_norm import reference as layer_norm_reference  # noqa: E402
@@ -160,12 +161,12 @@ def layer_norm_sweep(measure, device, dtype, shapes, dry_run: bool) -> list[dict
         dy = torch.randn(m, n, generator=gen).to(device, dtype)
         element = torch.finfo(dtype).bits // 8
         truth = layer_norm_reference.layer_norm(x.float(), w.float(), b.float())
-        launch = layer_norm_module.Launch
+        launch = rows_module.Launch
         _, _, rstd = layer_norm_module.layer_norm_forward(x, w, b, 1e-5)
         sms = torch.cuda.get_device_properties(0).multi_processor_count if device == "cuda" else 2
         for block_m, warps in itertools.product([1] if dry_run else [1, 2, 4, 8, 16], [4] if dry_run else [2, 4, 8, 16]):
             row = {"op": "layer_norm forward", "shape": [m, n], "config": [block_m, warps]}
-            with pinned(layer_norm_module.PINNED, forward=launch(block_m, warps)):
+            with pinned(rows_module.PINNED, forward=launch(block_m, warps)):
                 y, _, _ = layer_norm_module.layer_norm_forward(x, w, b, 1e-5)
                 row["max_error"] = (y.float() - truth).abs().max().item()
                 row["ok"] = row["max_error"] < 5e-2
@@ -175,7 +176,7 @@ def layer_norm_sweep(measure, device, dtype, shapes, dry_run: bool) -> list[dict
                                                         [4] if dry_run else [4, 8, 16], [1] if dry_run else [1, 2, 4, 8]):
             row = {"op": "layer_norm backward", "shape": [m, n], "config": [block_m, warps, per_sm * sms]}
             reference_dx, _, _ = layer_norm_module.layer_norm_backward(dy, x, w, rstd)
-            with pinned(layer_norm_module.PINNED, backward=launch(block_m, warps, per_sm * sms)):
+            with pinned(rows_module.PINNED, backward=launch(block_m, warps, per_sm * sms)):
                 dx, _, _ = layer_norm_module.layer_norm_backward(dy, x, w, rstd)
                 row["max_error"] = (dx.float() - reference_dx.float()).abs().max().item()
                 row["ok"] = row["max_error"] < 5e-2

@@ -13,7 +13,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ... import checks, runtime
-from ..layer_norm.triton import MAX_WIDTH, SUPPORTED_DTYPES, _launch, _normalize_rows, rows_of
+from ..rows import MAX_WIDTH, SUPPORTED_DTYPES, normalize_rows, row_launch, rows_of
 from . import autograd
 
 
@@ -32,7 +32,7 @@ def _add_layer_norm_fwd_kernel(
     r = tl.load(R + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     s = (x + r).to(S.dtype.element_ty)  # rounded to x's dtype, as the unfused add would be
     tl.store(S + rows[:, None] * stride_s + cols[None, :], s, mask=mask)
-    _normalize_rows(s.to(tl.float32), Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS)
+    normalize_rows(s.to(tl.float32), Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS)
 
 
 def add_layer_norm_forward(x, residual, weight, bias, eps):
@@ -44,7 +44,7 @@ def add_layer_norm_forward(x, residual, weight, bias, eps):
     mean = torch.empty(m, dtype=torch.float32, device=x.device)
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     if m > 0:
-        launch, block_n = _launch("forward", n)
+        launch, block_n = row_launch("forward", n)
         wrap_triton(_add_layer_norm_fwd_kernel)[(triton.cdiv(m, launch.block_m),)](
             x2, r2, s, y, weight, bias if bias is not None else weight, mean, rstd,
             x2.stride(0), r2.stride(0), s.stride(0), y.stride(0), m, n, eps,

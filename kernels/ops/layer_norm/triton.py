@@ -13,31 +13,14 @@ offset keeps its precision instead of losing it to the rounding of the mean.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
 from ... import checks, runtime
+from ..rows import MAX_WIDTH, SUPPORTED_DTYPES, Launch, centre_rows, normalize_rows, row_launch, rows_of
 from . import autograd
-
-MAX_WIDTH = 65536
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-@triton.jit
-def _first_column(x, cols):
-    return tl.sum(tl.where(cols[None, :] == 0, x, 0.0), axis=1)
-
-
-@triton.jit
-def _centre_rows(x, cols, mask, N):
-    """x - mean(x) per row as (x - x0) - mean(x - x0), and mean(x - x0); zero outside mask."""
-    shifted = tl.where(mask, x - _first_column(x, cols)[:, None], 0.0)
-    shifted_mean = tl.sum(shifted, axis=1) / N
-    return tl.where(mask, shifted - shifted_mean[:, None], 0.0), shifted_mean
 
 
 @triton.jit
@@ -54,21 +37,7 @@ def _layer_norm_fwd_kernel(
     row_ok = rows < M
     mask = row_ok[:, None] & (cols[None, :] < N)
     x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    _normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS)
-
-
-@triton.jit
-def _normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS: tl.constexpr):
-    """LayerNorm of the fp32 rows x: stores y, mean and rstd (shared with add_layer_norm's forward)."""
-    centered, shifted_mean = _centre_rows(x, cols, mask, N)
-    rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=1) / N + eps)
-    w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
-    y = centered * rstd[:, None] * w[None, :]
-    if HAS_BIAS:
-        y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
-    tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
-    tl.store(Mean + rows, _first_column(x, cols) + shifted_mean, mask=row_ok)
-    tl.store(Rstd + rows, rstd, mask=row_ok)
+    normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS)
 
 
 @triton.jit
@@ -95,7 +64,7 @@ def _layer_norm_bwd_kernel(
         x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(Rstd + rows, mask=row_ok, other=0.0)
-        xhat = _centre_rows(x, cols, mask, N)[0] * rstd[:, None]
+        xhat = centre_rows(x, cols, mask, N)[0] * rstd[:, None]
         wdy = w[None, :] * dy
         # dx = rstd * (w*dy - mean(w*dy) - xhat * mean(w*dy*xhat))
         c1 = tl.sum(xhat * wdy, axis=1) / N
@@ -130,25 +99,6 @@ def _column_sum_kernel(
     tl.store(DB + cols, tl.sum(acc_b, axis=0).to(DB.dtype.element_ty), mask=cols < N)
 
 
-@dataclass(frozen=True)
-class Launch:
-    block_m: int  # rows per tile
-    num_warps: int
-    programs: int = 0  # backward only: programs that split the rows (0: enough to fill the GPU)
-
-
-# A launch pinned per kernel ("forward", "backward") instead of the rule below: bench/sweep.py times
-# configurations by setting it; empty in normal use.
-PINNED: dict[str, Launch] = {}
-
-
-def _launch(kernel: str, n: int) -> tuple[Launch, int]:
-    """The launch for width n (whole rows in registers, several narrow rows per program) and BLOCK_N."""
-    block_n = triton.next_power_of_2(n)
-    rule = Launch(block_m=max(1, min(16, 4096 // block_n)), num_warps=16 if block_n >= 8192 else 8 if block_n >= 2048 else 4)
-    return PINNED.get(kernel, rule), block_n
-
-
 def _backward_programs(x: torch.Tensor, m: int, launch: Launch) -> int:
     """Enough programs to fill the GPU a few times over; each owns a run of rows."""
     if launch.programs:
@@ -160,11 +110,6 @@ def _backward_programs(x: torch.Tensor, m: int, launch: Launch) -> int:
     return max(1, min(target, triton.cdiv(m, launch.block_m)))
 
 
-def rows_of(t: torch.Tensor, n: int) -> torch.Tensor:
-    """t as (rows, n) with unit column stride: a view where possible, a copy otherwise."""
-    return runtime.unit_last_stride(t.reshape(-1, n))
-
-
 def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = x.shape[-1]
@@ -174,7 +119,7 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     mean = torch.empty(m, dtype=torch.float32, device=x.device)
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     if m > 0:
-        launch, block_n = _launch("forward", n)
+        launch, block_n = row_launch("forward", n)
         wrap_triton(_layer_norm_fwd_kernel)[(triton.cdiv(m, launch.block_m),)](
             x2, y, weight, bias if bias is not None else weight, mean, rstd,
             x2.stride(0), y.stride(0), m, n, eps,
@@ -192,7 +137,7 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
     dweight = torch.empty(n, dtype=weight.dtype, device=x.device)
     dbias = torch.empty(n, dtype=weight.dtype, device=x.device)
-    launch, block_n = _launch("backward", n)
+    launch, block_n = row_launch("backward", n)
     programs = _backward_programs(x2, m, launch)
     rows_per_program = triton.cdiv(triton.cdiv(max(m, 1), programs), launch.block_m) * launch.block_m
     # every program writes its whole partial rows, so only an empty batch needs them zeroed

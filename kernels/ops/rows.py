@@ -1,0 +1,69 @@
+"""Triton pieces of the row-wise normalisations (LayerNorm, residual add + LayerNorm): a whole row in
+registers, rows centred from their first element, the launch rule for a width, and rows as (M, N).
+
+Each op's kernels call these; PINNED lets bench/sweep.py time other launches of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import runtime
+
+MAX_WIDTH = 65536
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def first_column(x, cols):
+    return tl.sum(tl.where(cols[None, :] == 0, x, 0.0), axis=1)
+
+
+@triton.jit
+def centre_rows(x, cols, mask, N):
+    """x - mean(x) per row as (x - x0) - mean(x - x0), and mean(x - x0); zero outside mask."""
+    shifted = tl.where(mask, x - first_column(x, cols)[:, None], 0.0)
+    shifted_mean = tl.sum(shifted, axis=1) / N
+    return tl.where(mask, shifted - shifted_mean[:, None], 0.0), shifted_mean
+
+
+@triton.jit
+def normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS: tl.constexpr):
+    """LayerNorm of the fp32 rows x: stores y, mean and rstd."""
+    centered, shifted_mean = centre_rows(x, cols, mask, N)
+    rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=1) / N + eps)
+    w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+    y = centered * rstd[:, None] * w[None, :]
+    if HAS_BIAS:
+        y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Mean + rows, first_column(x, cols) + shifted_mean, mask=row_ok)
+    tl.store(Rstd + rows, rstd, mask=row_ok)
+
+
+@dataclass(frozen=True)
+class Launch:
+    block_m: int  # rows per tile
+    num_warps: int
+    programs: int = 0  # backward only: programs that split the rows (0: enough to fill the GPU)
+
+
+# A launch pinned per kernel ("forward", "backward") instead of the rule below: bench/sweep.py times
+# configurations by setting it; empty in normal use.
+PINNED: dict[str, Launch] = {}
+
+
+def row_launch(kernel: str, n: int) -> tuple[Launch, int]:
+    """The launch for width n (whole rows in registers, several narrow rows per program) and BLOCK_N."""
+    block_n = triton.next_power_of_2(n)
+    rule = Launch(block_m=max(1, min(16, 4096 // block_n)), num_warps=16 if block_n >= 8192 else 8 if block_n >= 2048 else 4)
+    return PINNED.get(kernel, rule), block_n
+
+
+def rows_of(t: torch.Tensor, n: int) -> torch.Tensor:
+    """t as (rows, n) with unit column stride: a view where possible, a copy otherwise."""
+    return runtime.unit_last_stride(t.reshape(-1, n))
