@@ -217,6 +217,7 @@ class ShardedData:
         self.manifest = json.loads(manifest_path.read_text())
         self.dtype = np.dtype(self.manifest["dtype"])
         self.verified_path = (Path(cache_dir) if cache_dir else default_cache_dir()) / "verified-shards.json"
+        self._opened: dict[str, list[np.memmap]] = {}
         for split in ("train", "val"):
             for shard in self.manifest["splits"][split]["shards"]:
                 path = self.folder / shard["name"]
@@ -240,9 +241,11 @@ class ShardedData:
     def tokens(self, split: str) -> list[np.memmap]:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        shards = self.manifest["splits"][split]["shards"]
-        self._verify(shards)
-        return [np.memmap(self.folder / s["name"], dtype=self.dtype, mode="r") for s in shards]
+        if split not in self._opened:  # the trainer asks again at every evaluation
+            shards = self.manifest["splits"][split]["shards"]
+            self._verify(shards)
+            self._opened[split] = [np.memmap(self.folder / s["name"], dtype=self.dtype, mode="r") for s in shards]
+        return self._opened[split]
 
     def _verify(self, shards: list[dict]) -> None:
         verified = json.loads(self.verified_path.read_text()) if self.verified_path.exists() else {}

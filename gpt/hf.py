@@ -89,24 +89,27 @@ def tokenizer_of(hf_config: dict) -> dict:
     return hf_config.get(TOKENIZER_KEY) or {"kind": "gpt2", "vocab_size": 50257}
 
 
-def load_pretrained(name_or_path: str) -> tuple[GPTConfig, dict[str, torch.Tensor], dict]:
-    """(our config, our state dict, the config.json values) of a local transformers GPT-2 folder
-    (save_pretrained's), or of a model name transformers resolves (and may download)."""
-    hf = read_config(name_or_path)
+def load_state(name_or_path: str) -> dict[str, torch.Tensor]:
+    """Our state dict from a local transformers GPT-2 folder (save_pretrained's), or from a model name
+    transformers resolves (and may download)."""
     path = Path(name_or_path)
     if not path.exists():
+        read_config(name_or_path)  # the clear error when the name cannot be resolved
         from transformers import GPT2LMHeadModel
 
-        return gpt_config_from_hf(hf), from_hf_state_dict(GPT2LMHeadModel.from_pretrained(name_or_path).state_dict()), hf
+        return from_hf_state_dict(GPT2LMHeadModel.from_pretrained(name_or_path).state_dict())
     if (path / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
-        state = load_file(str(path / "model.safetensors"))
-    elif (path / "pytorch_model.bin").is_file():
-        state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
-    return gpt_config_from_hf(hf), from_hf_state_dict(state), hf
+        return from_hf_state_dict(load_file(str(path / "model.safetensors")))
+    if (path / "pytorch_model.bin").is_file():
+        return from_hf_state_dict(torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True))
+    raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
+
+
+def load_pretrained(name_or_path: str) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """(our config, our state dict) of a transformers GPT-2 folder or model name."""
+    return gpt_config_from_hf(read_config(name_or_path)), load_state(name_or_path)
 
 
 def hf_config_values(config: GPTConfig, tokenizer_meta: dict) -> dict:

@@ -248,7 +248,7 @@ class GPT(nn.Module):
             config = hf.gpt_config_from_hf(hf_model.config.to_dict())
             state = hf.from_hf_state_dict(hf_model.state_dict())
         else:
-            config, state, _ = hf.load_pretrained(model_type)
+            config, state = hf.load_pretrained(model_type)
         model = cls(dataclasses.replace(config, **overrides), ops)
         model.load_state_dict(state)
         return model

@@ -255,6 +255,13 @@ class SplitWriter:
         self.shards.append({"name": final.name, "tokens": self.partial_tokens, "sha256": sha256_of(final)})
         self.partial_tokens = 0
 
+    def sync(self) -> None:
+        """The open shard's tokens on disk, before a progress record names them."""
+        partial = self._partial()
+        if partial.exists():
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+
     def finish(self) -> None:
         if self.partial_tokens:
             self._close_shard()
@@ -342,10 +349,7 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
 
     def record_progress(position: int) -> None:
         for writer in writers.values():  # what the state records is on disk first
-            partial = writer._partial()
-            if partial.exists():
-                with open(partial, "rb+") as f:
-                    os.fsync(f.fileno())
+            writer.sync()
         atomic_json(progress_path, {"arguments": defined, "sources": sources, "next_document": position,
                                     "splits": {s: w.state() for s, w in writers.items()}})
 

@@ -139,7 +139,7 @@ class Trainer:
         self.model_config = dataclasses.replace(cfg.model, vocab_size=vocab_size)
         self.model = GPT(self.model_config, self.ops)
         if init and not cfg.resume:
-            self.model.load_state_dict(hf.load_pretrained(cfg.init_from)[1])
+            self.model.load_state_dict(hf.load_state(cfg.init_from))
             self.log(f"initialised from {cfg.init_from}")
         self.model.to(self.device)
         torch.manual_seed(cfg.seed + self.world.rank)  # per-rank dropout streams
