@@ -15,7 +15,7 @@ from common import DEVICE, ON_GPU, copies_to_exceed_l2, run, shapes
 import kernels
 from kernels.ops.add_layer_norm import reference
 
-SHAPES = shapes(full=[(16384, 768), (16384, 1024), (8192, 4096)], quick=[(16384, 768)], cpu=[(64, 128)])
+SHAPES = shapes("add_layer_norm")
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 PROVIDERS = ["triton", "torch", "torch-compiled"] + (["ext"] if kernels.cuda_extension_available() else [])
 _compiled = None

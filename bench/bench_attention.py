@@ -19,10 +19,7 @@ import kernels
 from kernels.ops.attention import reference
 from kernels.ops.attention import triton as attention_triton
 
-# (B, H, T, D) at B*T = 16384 tokens: GPT-2's heads (D=64), heads of 128, and the shakespeare-char model
-SHAPES = shapes(full=[(16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096)]
-                + [(16384 // t, 6, t, 128) for t in (1024, 2048, 4096)] + [(64, 6, 256, 64)],
-                quick=[(8, 12, 2048, 64), (8, 6, 2048, 128), (64, 6, 256, 64)], cpu=[(1, 2, 64, 16)])
+SHAPES = shapes("attention")  # (B, H, T, D)
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 SDPA_BACKENDS = {"torch-flash": SDPBackend.FLASH_ATTENTION, "torch-efficient": SDPBackend.EFFICIENT_ATTENTION,
                  "torch-cudnn": SDPBackend.CUDNN_ATTENTION}

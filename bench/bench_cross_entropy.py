@@ -14,8 +14,7 @@ from common import DEVICE, ON_GPU, peak_memory_during, run, shapes
 
 import kernels
 
-SHAPES = shapes(full=[(8192, 50257), (16384, 50257), (16384, 65)], quick=[(8192, 50257), (16384, 65)],
-                cpu=[(64, 65)])
+SHAPES = shapes("cross_entropy")
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 _compiled = None
 

@@ -13,8 +13,7 @@ from common import DEVICE, ON_GPU, copies_to_exceed_l2, run, shapes
 import kernels
 from kernels.ops.layer_norm import reference
 
-SHAPES = shapes(full=[(16384, 768), (16384, 1024), (8192, 4096), (65536, 768)],
-                quick=[(16384, 768), (8192, 4096)], cpu=[(64, 128)])
+SHAPES = shapes("layer_norm")
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 PROVIDERS = ["triton", "torch", "torch-compiled"] + (["ext"] if kernels.cuda_extension_available() else [])
 _compiled_layer_norm = None

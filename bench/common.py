@@ -18,11 +18,13 @@ L2_BYTES = 64 << 20  # at least the L2 of an H100 (50 MB) / H200
 QUICK = os.environ.get("GPT_BENCH_QUICK") == "1"  # the one-shot GPU check: fewer shapes and rounds
 
 
-def shapes(full: list, quick: list, cpu: list) -> list:
-    """The benchmark shapes for this run: all on a GPU, a meaningful few in quick mode, a smoke case on a CPU."""
-    if not ON_GPU:
-        return cpu
-    return quick if QUICK else full
+def shapes(op: str) -> list:
+    """The op's declared benchmark shapes for this run (kernels/ops/<op>/__init__.py): all on a GPU,
+    a telling few in quick mode, a smoke case on a CPU."""
+    from kernels.registry import OPS
+
+    declared = OPS[op].shapes
+    return list(declared.cpu if not ON_GPU else declared.quick if QUICK else declared.gpu)
 
 
 def copies_to_exceed_l2(bytes_per_call: int) -> int:

@@ -47,10 +47,16 @@ TRAIN_ARGS = ["--preset", "shakespeare-char", "--compile", "true", "--max_iters"
               "--eval_interval", "250", "--eval_iters", "40"]
 TRAIN_SECONDS = 55  # compilation (about 30-40 s on the first run) included; the report gives training time apart
 # Each benchmark file runs as its own step with its own budget and results file, so one that
-# overruns loses only its own results (pytest-benchmark writes its JSON at the end). Sum: the stage's.
-BENCH_BUDGETS_S = {"bench/bench_layer_norm.py": 22, "bench/bench_add_layer_norm.py": 14,
-                   "bench/bench_attention.py": 54, "bench/bench_cross_entropy.py": 18,
-                   "bench/bench_linear_cross_entropy.py": 22}
+# overruns loses only its own results (pytest-benchmark writes its JSON at the end), with the
+# budget its op declares (kernels/ops/<op>/__init__.py). Sum: the stage's.
+
+
+def bench_budgets_s() -> dict[str, int]:
+    from kernels.registry import OPS
+
+    return {f"bench/bench_{op.name}.py": op.bench_budget_s for op in OPS.values()}
+
+
 ARCHIVE = "gpu-check-files.tar.gz"
 KEPT_OUTSIDE_ARCHIVE = ("report.md", "report.json", "auto_backends.json", "kernels.png", "val_loss.png", ARCHIVE)
 TARGET_VAL_LOSS = 1.47
@@ -106,7 +112,7 @@ def stage_steps(stage: str, out: Path, dry_run: bool, train_args: list[str] = TR
     if stage == "bench":
         return [Step([py, "-m", "pytest", path, "-q", "--benchmark-enable", f"--benchmark-json={out}/{kernels_json(path)}",
                       "--benchmark-columns=median,iqr,rounds"], file_budget, {"GPT_BENCH_QUICK": "1"})
-                for path, file_budget in BENCH_BUDGETS_S.items()]
+                for path, file_budget in bench_budgets_s().items()]
     if stage == "throughput":  # one process per provider: each compiles its own model
         jsonl = ["--jsonl", f"{out}/throughput.jsonl"]
         if dry_run:
@@ -210,7 +216,7 @@ def kernels_json(bench_file: str) -> str:
 
 
 def kernel_rows(out: Path) -> list[dict]:
-    benchmarks = [bench for path in BENCH_BUDGETS_S if (out / kernels_json(path)).exists()
+    benchmarks = [bench for path in bench_budgets_s() if (out / kernels_json(path)).exists()
                   for bench in json.loads((out / kernels_json(path)).read_text())["benchmarks"]]
     rows = []
     for bench in benchmarks:

@@ -109,9 +109,11 @@ class Block(nn.Module):
         """Pre-LN: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), with every residual add fused into the
         LayerNorm that follows it. pending is the previous block's MLP output, not yet added (None
         in the first block); this block's MLP output is returned pending in turn."""
-        x, h = self.ln_1(x, pending)  # (B, T, C) stream and its normalisation
-        x, h = self.ln_2(x, self.attn(h, cache))
-        return x, self.mlp(h)
+        x, h = self.ln_1(x, pending)  # x = x + pending (the previous MLP's output); h = ln_1(x), both (B, T, C)
+        y = self.attn(h, cache)
+        x, h = self.ln_2(x, y)  # x = x + attn(ln_1(x)); h = ln_2(x)
+        y = self.mlp(h)
+        return x, y  # x + y is the next LayerNorm's to add
 
 
 class GPT(nn.Module):

@@ -44,6 +44,42 @@ class Backend:
 BACKENDS: dict[str, dict[str, Backend]] = {}  # op -> backend name -> Backend, in registration order
 
 
+@dataclass(frozen=True)
+class Shapes:
+    """An op's benchmark shapes: all of them on a GPU, a telling few for the one-call GPU check, a
+    smoke case on a CPU."""
+    gpu: tuple[tuple[int, ...], ...]
+    quick: tuple[tuple[int, ...], ...]
+    cpu: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class Op:
+    """What everything that lists ops reads, declared once in the op's package: the benchmarks, the
+    GPU check, CI's extension check and the compiled-code view (python -m bench.compiled)."""
+    name: str
+    shapes: Shapes
+    model_shapes: tuple[tuple[int, ...], ...]  # GPT-2 124M's shapes, where the compiled-code checks apply
+    bench_budget_s: int  # seconds its benchmark file gets in the one-call GPU check
+    cuda_kernels: tuple[str, ...] = ()  # gpt_ext ops that must have CUDA kernels in a CUDA build
+    # (shape, dtype) -> None: every Triton launcher of the op at that shape, on CPU tensors (the
+    # compiled-code view records the launches instead of running them); None without Triton kernels.
+    triton_launches: Callable[[tuple[int, ...], torch.dtype], None] | None = None
+    triton_dtypes: tuple[torch.dtype, ...] = ()
+    memory_bound: bool = False  # its kernels' bulk loads and stores must be 16 bytes wide
+    # (shape, element size) -> {what: (bytes, flops)}: the least traffic and work of each pass, for
+    # the lower-bound times of the compiled-code view.
+    cost: Callable[[tuple[int, ...], int], dict[str, tuple[int, float]]] | None = None
+
+
+OPS: dict[str, Op] = {}  # op -> its declaration, in the order of the backends
+
+
+def declare(op: Op) -> Op:
+    OPS[op.name] = op
+    return op
+
+
 def register(op: str, name: str, fn: Callable, summary: str, **checks) -> None:
     BACKENDS.setdefault(op, {})[name] = Backend(op, name, fn, summary, **checks)
 

@@ -79,6 +79,24 @@ def test_strided_rows():
         torch.testing.assert_close(got[1], want[1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("first_column", [0, 3])
+def test_triton_every_target_column_at_every_row_alignment(dtype, first_column):
+    """The Triton kernels split each row where 16-byte boundaries fall: the head before the first,
+    the aligned body, the tail after the last. Rows of 21 start at every offset modulo 16 bytes (and
+    with first_column 3, a view that starts off a boundary); the targets visit every column of each."""
+    v = 21
+    n = 16 * v
+    logits, _ = make(n, v + first_column, dtype, "cpu")
+    logits = logits[:, first_column:]
+    targets = torch.arange(n) % v
+    got = loss_and_grad(ours("triton"), logits, targets, "none")
+    same_dtype = loss_and_grad(lambda z, t, r: F.cross_entropy(z, t, reduction=r), logits, targets, "none")
+    truth = loss_and_grad(lambda z, t, r: reference.cross_entropy(z, t, reduction=r), logits.double(), targets, "none")
+    assert_close_to_reference(f"loss {dtype}", got[0], same_dtype[0], truth[0])
+    assert_close_to_reference(f"dlogits {dtype}", got[1], same_dtype[1], truth[1])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_all_ignored_batch_is_zero_not_nan(backend):
     """By design: the mean over no targets is 0 with zero gradients (PyTorch's is NaN), so a

@@ -29,15 +29,32 @@ def torch_add_layer_norm(x, residual, weight, bias=None, eps=1e-5):
 
 
 if runtime.HAS_TRITON:
+    from ..rows import SUPPORTED_DTYPES
     from .triton import add_layer_norm as triton_add_layer_norm
+    from .triton import triton_launches
 else:
     triton_add_layer_norm = runtime.needs_triton
+    triton_launches, SUPPORTED_DTYPES = None, ()
 
 registry.register("add_layer_norm", "torch", torch_add_layer_norm, "x + residual, then F.layer_norm")
 registry.register("add_layer_norm", "reference", reference.add_layer_norm, "the add rounded to x's dtype, LayerNorm in fp32")
 registry.register("add_layer_norm", "triton", triton_add_layer_norm, "one fused Triton kernel forward, one backward",
                   unavailable=runtime.triton_unavailable, note=runtime.triton_note)
 registry.register("add_layer_norm", "ext", ext.add_layer_norm, "C++/CUDA extension kernels", unavailable=_ext.unavailable)
+
+registry.declare(registry.Op(
+    "add_layer_norm",
+    shapes=registry.Shapes(gpu=((16384, 768), (16384, 1024), (8192, 4096)), quick=((16384, 768),), cpu=((64, 128),)),
+    model_shapes=((8192, 768),),
+    bench_budget_s=14,
+    cuda_kernels=("add_layer_norm_fwd",),  # its backward is layer_norm_bwd with ds
+    triton_launches=triton_launches,
+    triton_dtypes=SUPPORTED_DTYPES,
+    memory_bound=True,
+    # forward: read x and the residual, write s and y; backward: read dy, x and ds, write dx
+    cost=lambda shape, size: {"forward": (4 * shape[0] * shape[1] * size, 9 * shape[0] * shape[1]),
+                              "backward": (4 * shape[0] * shape[1] * size, 15 * shape[0] * shape[1])},
+))
 
 
 def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

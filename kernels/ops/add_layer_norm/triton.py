@@ -13,6 +13,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ... import checks, runtime
+from ..layer_norm.triton import layer_norm_backward
 from ..rows import MAX_WIDTH, SUPPORTED_DTYPES, normalize_rows, row_launch, rows_of
 from . import autograd
 
@@ -59,6 +60,16 @@ def add_layer_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 
 
 autograd.register_add_layer_norm_autograd("gpt_triton::add_layer_norm_fwd", torch.ops.gpt_triton.layer_norm_bwd)
+
+
+def triton_launches(shape: tuple[int, int], dtype: torch.dtype) -> None:
+    """The forward at (rows, width), the residual in x's dtype and in fp32 (a bf16 sublayer output
+    joining an fp32 stream), and the backward with ds (the compiled-code view)."""
+    x = torch.empty(shape, dtype=dtype)
+    weight = torch.empty(shape[1], dtype=dtype)
+    for residual_dtype in dict.fromkeys((dtype, torch.float32)):
+        add_layer_norm_forward(x, torch.empty(shape, dtype=residual_dtype), weight, weight, 1e-5)
+    layer_norm_backward(x, x, weight, torch.empty(shape[0]), ds=x)
 
 
 def add_layer_norm(x, residual, weight, bias=None, eps=1e-5):

@@ -25,14 +25,38 @@ def _checked(fn):
 
 
 if runtime.HAS_TRITON:
+    from .triton import SUPPORTED_DTYPES, triton_launches
     from .triton import attention as triton_attention
 else:
     triton_attention = runtime.needs_triton
+    triton_launches, SUPPORTED_DTYPES = None, ()
 
 registry.register("attention", "torch", _checked(sdpa.attention), "F.scaled_dot_product_attention")
 registry.register("attention", "reference", _checked(reference.attention), "explicit softmax attention in fp32")
 registry.register("attention", "triton", triton_attention, "Triton flash attention, forward and backward",
                   unavailable=runtime.triton_unavailable, note=runtime.triton_note)
+
+
+def _cost(shape, size):
+    """Causal: half the 4*B*H*T*T*D FLOPs of the full product; the backward 2.5 times the forward's.
+    Bytes: q, k, v read and o written; the backward reads q, k, v, o, do and writes dq, dk, dv."""
+    b, h, t, d = shape
+    forward_flops = 2 * b * h * t * t * d
+    return {"forward": (4 * b * h * t * d * size, forward_flops), "backward": (8 * b * h * t * d * size, 2.5 * forward_flops)}
+
+
+# (B, H, T, D) at B*T = 16384 tokens: GPT-2's heads (D=64), heads of 128, and the shakespeare-char model
+registry.declare(registry.Op(
+    "attention",
+    shapes=registry.Shapes(gpu=tuple((16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096))
+                           + tuple((16384 // t, 6, t, 128) for t in (1024, 2048, 4096)) + ((64, 6, 256, 64),),
+                           quick=((8, 12, 2048, 64), (8, 6, 2048, 128), (64, 6, 256, 64)), cpu=((1, 2, 64, 16),)),
+    model_shapes=((8, 12, 1024, 64),),
+    bench_budget_s=54,
+    triton_launches=triton_launches,
+    triton_dtypes=SUPPORTED_DTYPES,
+    cost=_cost,
+))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True, scale: float | None = None,

@@ -38,39 +38,80 @@ HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _configs(gpu_configs, safe_config):
-    """Autotuning candidates on a GPU. The interpreter, and GPT_TRITON_AUTOTUNE=0 (quick test runs),
-    get the one safe configuration: autotuning benchmarks every candidate and needs a GPU."""
-    if INTERPRETER or os.environ.get("GPT_TRITON_AUTOTUNE") == "0":
-        m, n, w, st = safe_config
-        return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=1 if INTERPRETER else st)]
-    return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=st) for m, n, w, st in gpu_configs]
+AUTOTUNE = os.environ.get("GPT_TRITON_AUTOTUNE") != "0"  # 0: quick GPU test runs, each kernel's default only
 
 
-def _prune(configs, named_args, **kwargs):
-    """Drop candidates that cannot pay off before they are benchmarked (the Triton tutorial's rule:
-    8 warps only for tiles of at least 128 x 128), and fp32 tiles too large for shared memory at
-    head dim 128."""
+def _configs(gpu_configs, interpreter_config=(32, 32, 4, 1)):
+    """Autotuning candidates as (BLOCK_M, BLOCK_N, warps, stages); on a GPU the first one its
+    kernel's pruning keeps is its default, the one launched with autotuning off. The interpreter gets
+    one small configuration: autotuning times every candidate and needs a GPU."""
+    return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=st)
+            for m, n, w, st in ([interpreter_config] if INTERPRETER else gpu_configs)]
+
+
+def _shared_memory_limit() -> int:
+    """The most shared memory a block of the current GPU may ask for, from Triton's driver."""
+    from triton.runtime import driver
+
+    return driver.active.utils.get_device_properties(driver.active.get_current_device())["max_shared_mem"]
+
+
+def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **kwargs):
+    """The candidates worth offering, as the compiled code decides (python -m bench.compiled, sm_90):
+    - the program's own tile (BLOCK_M queries in the forward and dQ, BLOCK_N keys in dK/dV) is the
+      row count of its dots: under 64 rows they compile to mma.sync, not warpgroup MMA; 8 warps
+      (two warpgroups) only for 128 rows;
+    - shared memory within the GPU's limit (the forward: a Q tile and `stages` K and V tiles);
+    - no tile that spills registers: in the forward with 4 warps, BLOCK_M * BLOCK_N * HEAD_DIM of
+      2^20 or more, and with dropout (its Philox draws hold registers) more than 32 keys a step,
+      2^18 with 4 warps, 4 stages at head dim 128; in dK/dV, BLOCK_M * HEAD_DIM over 4096, and with
+      dropout at head dim 128 more than 2 stages or 8 warps.
+    With autotuning off, only the first kept one."""
     args = {**named_args, **kwargs}  # where Triton puts the constexprs differs across versions
-    head_dim, fp32 = args["HEAD_DIM"], args["Q"].dtype == torch.float32
-    kept = [c for c in configs
-            if not (c.num_warps == 8 and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 128)
-            and not (fp32 and head_dim == 128 and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] > 64 * 64)]
-    return kept or configs[:1]
+    head_dim, dropout, element = args["HEAD_DIM"], args["DROPOUT"], args["Q"].element_size()
+    if INTERPRETER:
+        return configs
+    smem_limit = _shared_memory_limit()
+
+    def worth_offering(c):
+        m, n, warps, stages = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+        own = c.kwargs[program_tile]
+        if own < 64 or (warps == 8 and own < 128):
+            return False
+        if forward:
+            if (stages * 2 * n + m) * head_dim * element + 1024 > smem_limit:
+                return False
+            if warps == 4 and m * n * head_dim >= 1 << 20:
+                return False
+            return not dropout or (n <= 32 and not (warps == 4 and m * n * head_dim > 1 << 18)
+                                   and not (head_dim >= 128 and stages >= 4))
+        if program_tile == "BLOCK_N":  # dK/dV
+            return m * head_dim <= 4096 and not (dropout and head_dim >= 128 and (stages > 2 or warps == 8))
+        return True
+
+    kept = [c for c in configs if worth_offering(c)] or configs[:1]
+    return kept if AUTOTUNE else kept[:1]
 
 
-# (BLOCK_M, BLOCK_N, warps, stages): the Triton tutorial's forward space on Hopper, pruned above; the
-# safe configuration fits the shared memory of an A100 at D=128 in fp32
-FWD_CONFIGS = _configs([(m, n, w, st) for m in (64, 128) for n in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4)],
-                       safe_config=(32, 32, 4, 2) if INTERPRETER else (64, 64, 4, 2))
-BWD_CONFIGS = _configs([(64, 64, 4, 2), (64, 64, 8, 2), (32, 64, 4, 3), (64, 128, 8, 2), (32, 32, 4, 2),
-                        (64, 64, 4, 3), (128, 64, 8, 2), (64, 32, 4, 3)],
-                       safe_config=(32, 32, 4, 2) if INTERPRETER else (32, 64, 4, 2))
-# The paired backward: BLOCK_N keys (dK/dV) and queries (dQ) per program, BLOCK_M of the other per
-# step (the tutorial's 128/32 on Hopper first)
+# The Triton tutorial's forward space on Hopper, pruned above; (64, 64) and (64, 32) first, the
+# defaults without and with dropout.
+FWD_CONFIGS = _configs([(64, 64, 4, 2), (64, 32, 4, 2)] + [(m, n, w, st) for m in (64, 128) for n in (32, 64, 128)
+                                                         for w in (4, 8) for st in (2, 3, 4)
+                                                         if (m, n, w, st) not in ((64, 64, 4, 2), (64, 32, 4, 2))])
+FORWARD_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_M", forward=True)}
+# dK/dV: programs own BLOCK_N keys; dQ: programs own BLOCK_M queries
+DKDV_CONFIGS = _configs([(32, 64, 4, 3), (32, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (32, 128, 8, 2),
+                         (64, 128, 8, 2)])
+DQ_CONFIGS = _configs([(64, 32, 4, 3), (64, 32, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 32, 8, 2),
+                       (128, 64, 8, 2)])
+DKDV_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
+DQ_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_M")}
+# The paired backward (a variant): BLOCK_N keys (dK/dV) and queries (dQ) per program, BLOCK_M of
+# the other per step (the tutorial's 128/32 on Hopper first)
 PAIRED_BWD_CONFIGS = _configs([(32, 128, 4, 2), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 4, 2), (32, 64, 4, 2),
-                               (32, 64, 4, 3), (64, 64, 4, 2)],
-                              safe_config=(32, 32, 4, 2) if INTERPRETER else (32, 64, 4, 2))
+                               (32, 64, 4, 3), (64, 64, 4, 2)])
+PAIRED_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
+
 # Configurations measured on a GPU and committed (bench/sweep.py writes them): used directly, with
 # no autotuning, for that GPU and shape bucket. {gpu name: {key: [BLOCK_M, BLOCK_N, warps, stages]}}
 TUNED_PATH = Path(__file__).with_name("tuned_configs.json")
@@ -156,7 +197,7 @@ def _causal_ranges(start_m, offset, T_K, CAUSAL: tl.constexpr, BLOCK_M: tl.const
     return full_end, end
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=FORWARD_PRUNING,
                  cache_results=True)
 @triton.jit
 def _attention_fwd_kernel(
@@ -202,7 +243,7 @@ def _attention_fwd_kernel(
     tl.store(LSE + bh * T_Q + offs_m, m_i + tl.log2(l_safe), mask=q_ok)
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=FORWARD_PRUNING,
                  cache_results=True)
 @triton.jit
 def _attention_fwd_tma_kernel(
@@ -367,7 +408,7 @@ def _input_heads(Q, K, V, DO, bh, H, stride_qb, stride_qh, stride_kb, stride_kh,
             DO + b * stride_dob + h * stride_doh)
 
 
-@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+@triton.autotune(configs=DKDV_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=DKDV_PRUNING,
                  cache_results=True)
 @triton.jit
 def _attention_bwd_dkdv_kernel(
@@ -390,7 +431,7 @@ def _attention_bwd_dkdv_kernel(
                CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
 
 
-@triton.autotune(configs=BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+@triton.autotune(configs=DQ_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=DQ_PRUNING,
                  cache_results=True)
 @triton.jit
 def _attention_bwd_dq_kernel(
@@ -412,7 +453,7 @@ def _attention_bwd_dq_kernel(
              CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
 
 
-@triton.autotune(configs=PAIRED_BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune},
+@triton.autotune(configs=PAIRED_BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=PAIRED_PRUNING,
                  cache_results=True)
 @triton.jit
 def _attention_bwd_paired_kernel(
@@ -631,6 +672,16 @@ def _backward(ctx, do, _dlse):
 
 
 attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def triton_launches(shape: tuple[int, int, int, int], dtype: torch.dtype) -> None:
+    """Causal forward and backward at (B, H, T, D), without and with dropout (the compiled-code view)."""
+    q = torch.empty(shape, dtype=dtype)
+    lse = torch.empty(shape[:3])
+    seed = torch.zeros(1, dtype=torch.int64)
+    for dropout_p in (0.0, 0.1):
+        attention_forward(q, q, q, True, 0.125, dropout_p, seed)
+        attention_backward(q, q, q, q, q, lse, True, 0.125, dropout_p, seed)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,

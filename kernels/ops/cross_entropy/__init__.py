@@ -23,9 +23,11 @@ def torch_cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
 
 
 if runtime.HAS_TRITON:
+    from .triton import SUPPORTED_DTYPES, triton_launches
     from .triton import cross_entropy as triton_cross_entropy
 else:
     triton_cross_entropy = runtime.needs_triton
+    triton_launches, SUPPORTED_DTYPES = None, ()
 
 registry.register("cross_entropy", "torch", torch_cross_entropy, "F.cross_entropy")
 registry.register("cross_entropy", "reference", reference.cross_entropy, "F.cross_entropy on fp32 logits")
@@ -34,6 +36,21 @@ registry.register("cross_entropy", "triton", triton_cross_entropy,
                   unavailable=runtime.triton_unavailable, note=runtime.triton_note)
 registry.register("cross_entropy", "ext", ext.cross_entropy, "fused C++/CUDA kernel, one pass per row",
                   unavailable=_ext.unavailable)
+
+registry.declare(registry.Op(
+    "cross_entropy",
+    shapes=registry.Shapes(gpu=((8192, 50257), (16384, 50257), (16384, 65)), quick=((8192, 50257), (16384, 65)),
+                           cpu=((64, 65),)),
+    model_shapes=((8192, 50257),),  # GPT-2's vocabulary, 8 sequences of 1024 tokens
+    bench_budget_s=18,
+    cuda_kernels=("cross_entropy_fwd", "cross_entropy_bwd"),
+    triton_launches=triton_launches,
+    triton_dtypes=SUPPORTED_DTYPES,
+    memory_bound=True,
+    # forward: read the logits; backward: read them again and write their gradient
+    cost=lambda shape, size: {"forward": (shape[0] * shape[1] * size, 4 * shape[0] * shape[1]),
+                              "backward": (2 * shape[0] * shape[1] * size, 4 * shape[0] * shape[1])},
+))
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, ignore_index: int = -100, reduction: str = "mean",

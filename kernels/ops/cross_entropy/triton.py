@@ -32,31 +32,71 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
-def _row_logsumexp(row_ptr, target, V, BLOCK_V: tl.constexpr):
-    """(logsumexp of the row, the target's logit) in fp32, the row read once in BLOCK_V blocks."""
-    cols = tl.arange(0, BLOCK_V)
-    running_max = -float("inf")
-    running_sum = 0.0
-    target_logit = 0.0
-    for start in range(0, V, BLOCK_V):
-        x = tl.load(row_ptr + start + cols, mask=start + cols < V, other=-float("inf")).to(tl.float32)
+def _row_edges(row_start, V, ALIGN: tl.constexpr):
+    """(head, body_end) of a row starting row_start elements past a 16-byte-aligned base: its
+    columns [0, head) lie before its first 16-byte boundary and [body_end, V) after its last, so
+    [head, body_end) starts aligned and spans whole 16-byte groups (ALIGN elements each). A row of
+    50257 bf16 logits starts aligned in one row out of eight; this way every row's body loads and
+    stores 16 bytes at a time."""
+    head = tl.minimum((ALIGN - row_start % ALIGN) % ALIGN, V)
+    return head, head + (V - head) // ALIGN * ALIGN
+
+
+@triton.jit
+def _edge_columns(head, body_end, V, ALIGN: tl.constexpr):
+    """The at most 2 * (ALIGN - 1) columns outside the body, as one small block and its mask."""
+    edge = tl.arange(0, 2 * ALIGN)
+    cols = tl.where(edge < ALIGN, edge, body_end + edge - ALIGN)
+    return cols, tl.where(edge < ALIGN, edge < head, cols < V)
+
+
+@triton.jit
+def _row_logsumexp(Logits, row_start, target, V, BLOCK_V: tl.constexpr, ALIGN: tl.constexpr):
+    """(logsumexp of the row, the target's logit) in fp32, the row read once: its edges, then its
+    aligned body in BLOCK_V blocks. The row starts row_start elements past the aligned Logits."""
+    head, body_end = _row_edges(row_start, V, ALIGN)
+    cols, ok = _edge_columns(head, body_end, V, ALIGN)
+    edge = tl.load(Logits + row_start + cols, mask=ok, other=-float("inf")).to(tl.float32)
+    running_max = tl.max(edge, axis=0)
+    running_sum = tl.sum(tl.exp(edge - tl.where(running_max == -float("inf"), 0.0, running_max)), axis=0)
+    target_logit = tl.sum(tl.where(ok & (cols == target), edge, 0.0), axis=0)
+    Body = Logits + tl.multiple_of(row_start + head, ALIGN)  # told to the compiler: 16-byte accesses
+    body_len = tl.multiple_of(body_end - head, ALIGN)
+    offs = tl.arange(0, BLOCK_V)
+    for start in range(0, body_len, BLOCK_V):
+        mask = start + offs < body_len
+        x = tl.load(Body + start + offs, mask=mask, other=-float("inf")).to(tl.float32)
         new_max = tl.maximum(running_max, tl.max(x, axis=0))
         running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max), axis=0)
         running_max = new_max
-        target_logit += tl.sum(tl.where(start + cols == target, x, 0.0), axis=0)
+        target_logit += tl.sum(tl.where(mask & (head + start + offs == target), x, 0.0), axis=0)
     return running_max + tl.log(running_sum), target_logit
 
 
 @triton.jit
-def _store_softmax_grad(row_ptr, grad_ptr, target, lse, scale, V, BLOCK_V: tl.constexpr):
-    """grad = (softmax(row) - onehot(target)) * scale, in grad's dtype; grad_ptr may be row_ptr."""
-    cols = tl.arange(0, BLOCK_V)
-    for start in range(0, V, BLOCK_V):
-        mask = start + cols < V
-        x = tl.load(row_ptr + start + cols, mask=mask, other=-float("inf")).to(tl.float32)
+def _store_softmax_grad(Logits, Grad, row_start, grad_row_start, target, lse, scale, V, BLOCK_V: tl.constexpr,
+                        ALIGN: tl.constexpr, SAME_ROWS: tl.constexpr):
+    """grad = (softmax(row) - onehot(target)) * scale, in grad's dtype, edges then the aligned body
+    (as _row_logsumexp); Grad may be Logits. The launcher gives grad the logits' row stride where it
+    can (SAME_ROWS: grad_row_start == row_start): then the body's stores are 16 bytes wide too."""
+    head, body_end = _row_edges(row_start, V, ALIGN)
+    cols, ok = _edge_columns(head, body_end, V, ALIGN)
+    edge_p = tl.exp(tl.load(Logits + row_start + cols, mask=ok, other=-float("inf")).to(tl.float32) - lse)
+    edge_grad = tl.where(cols == target, edge_p - 1.0, edge_p) * scale
+    tl.store(Grad + grad_row_start + cols, edge_grad.to(Grad.dtype.element_ty), mask=ok)
+    Body = Logits + tl.multiple_of(row_start + head, ALIGN)
+    if SAME_ROWS:
+        GradBody = Grad + tl.multiple_of(row_start + head, ALIGN)
+    else:
+        GradBody = Grad + grad_row_start + head
+    body_len = tl.multiple_of(body_end - head, ALIGN)
+    offs = tl.arange(0, BLOCK_V)
+    for start in range(0, body_len, BLOCK_V):
+        mask = start + offs < body_len
+        x = tl.load(Body + start + offs, mask=mask, other=-float("inf")).to(tl.float32)
         p = tl.exp(x - lse)
-        grad = tl.where(start + cols == target, p - 1.0, p) * scale
-        tl.store(grad_ptr + start + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+        grad = tl.where(head + start + offs == target, p - 1.0, p) * scale
+        tl.store(GradBody + start + offs, grad.to(Grad.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -67,18 +107,22 @@ def _cross_entropy_fwd_kernel(
     V, ignore_index,
     WRITE_GRAD: tl.constexpr,
     BLOCK_V: tl.constexpr,
+    ALIGN: tl.constexpr,  # elements per 16 bytes
+    SAME_ROWS: tl.constexpr,  # stride_grad == stride_logits
 ):
     row = tl.program_id(0).to(tl.int64)  # row * stride overflows int32 past 2^31 elements
     target = tl.load(Targets + row)
     ignored = target == ignore_index
-    lse, target_logit = _row_logsumexp(Logits + row * stride_logits, target, V, BLOCK_V)
+    row_start = row * stride_logits
+    lse, target_logit = _row_logsumexp(Logits, row_start, target, V, BLOCK_V, ALIGN)
     in_range = (target >= 0) & (target < V)
     loss = tl.where(ignored, 0.0, tl.where(in_range, lse - target_logit, float("nan")))
     tl.store(Loss + row, loss)
     tl.store(Lse + row, lse)
     if WRITE_GRAD:
         scale = tl.where(ignored, 0.0, tl.load(Scale))
-        _store_softmax_grad(Logits + row * stride_logits, Grad + row * stride_grad, target, lse, scale, V, BLOCK_V)
+        _store_softmax_grad(Logits, Grad, row_start, row * stride_grad, target, lse, scale, V, BLOCK_V, ALIGN,
+                            SAME_ROWS)
 
 
 @triton.jit
@@ -87,12 +131,15 @@ def _cross_entropy_bwd_kernel(
     stride_logits, stride_grad, stride_grad_loss,  # row strides; stride_grad_loss 0 for one shared value
     V, ignore_index,
     BLOCK_V: tl.constexpr,
+    ALIGN: tl.constexpr,
+    SAME_ROWS: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     target = tl.load(Targets + row)
     scale = tl.where(target == ignore_index, 0.0, tl.load(GradLoss + row * stride_grad_loss).to(tl.float32))
-    _store_softmax_grad(Logits + row * stride_logits, Grad + row * stride_grad, target, tl.load(Lse + row), scale,
-                        V, BLOCK_V)
+    row_start = row * stride_logits
+    _store_softmax_grad(Logits, Grad, row_start, row * stride_grad, target, tl.load(Lse + row), scale, V, BLOCK_V,
+                        ALIGN, SAME_ROWS)
 
 
 @dataclass(frozen=True)
@@ -140,7 +187,8 @@ def cross_entropy_forward(logits: torch.Tensor, targets: torch.Tensor, ignore_in
         wrap_triton(_cross_entropy_fwd_kernel)[(n,)](
             logits, targets, loss, lse, grad if write_grad else logits, grad_scale if write_grad else lse,
             logits.stride(0), grad.stride(0) if write_grad else 0, v, ignore_index,
-            WRITE_GRAD=write_grad, BLOCK_V=launch.block_v, num_warps=launch.num_warps)
+            WRITE_GRAD=write_grad, BLOCK_V=launch.block_v, ALIGN=16 // logits.element_size(),
+            SAME_ROWS=write_grad and grad.stride(0) == logits.stride(0), num_warps=launch.num_warps)
     return loss, lse
 
 
@@ -149,12 +197,15 @@ def cross_entropy_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target
     """dlogits in the logits' dtype; grad_loss (N,) fp32, one value per row (stride 0 allowed)."""
     logits = runtime.unit_last_stride(logits)  # rows may stay strided
     n, v = logits.shape
-    grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+    # the logits' row stride (rows of a wider tensor's view included, not broadcast ones), so that
+    # each row of both is aligned alike
+    grad = torch.empty_strided((n, v), (max(logits.stride(0), v), 1), dtype=logits.dtype, device=logits.device)
     if n > 0:
         launch = _launch("backward", v)
         wrap_triton(_cross_entropy_bwd_kernel)[(n,)](
             logits, targets, lse, grad_loss, grad, logits.stride(0), grad.stride(0), grad_loss.stride(0),
-            v, ignore_index, BLOCK_V=launch.block_v, num_warps=launch.num_warps)
+            v, ignore_index, BLOCK_V=launch.block_v, ALIGN=16 // logits.element_size(),
+            SAME_ROWS=grad.stride(0) == logits.stride(0), num_warps=launch.num_warps)
     return grad
 
 
@@ -177,6 +228,16 @@ def cross_entropy_bwd(grad_loss: torch.Tensor, logits: torch.Tensor, targets: to
 
 
 autograd.register_cross_entropy_autograd("gpt_triton::cross_entropy_fwd", torch.ops.gpt_triton.cross_entropy_bwd)
+
+
+def triton_launches(shape: tuple[int, int], dtype: torch.dtype) -> None:
+    """Forward (plain and gradient-writing, as linear_cross_entropy calls it) and backward at
+    (rows, vocabulary) (the compiled-code view)."""
+    logits = torch.empty(shape, dtype=dtype)
+    targets = torch.zeros(shape[0], dtype=torch.int64)
+    _, lse = cross_entropy_forward(logits, targets, -100)
+    cross_entropy_forward(logits, targets, -100, grad=logits, grad_scale=torch.ones(()))
+    cross_entropy_backward(torch.empty(shape[0]), logits, targets, lse, -100)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,

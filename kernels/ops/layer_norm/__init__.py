@@ -20,15 +20,33 @@ def torch_layer_norm(x, weight, bias=None, eps=1e-5):
 
 
 if runtime.HAS_TRITON:
+    from ..rows import SUPPORTED_DTYPES
     from .triton import layer_norm as triton_layer_norm
+    from .triton import triton_launches
 else:
     triton_layer_norm = runtime.needs_triton
+    triton_launches, SUPPORTED_DTYPES = None, ()
 
 registry.register("layer_norm", "torch", torch_layer_norm, "F.layer_norm")
 registry.register("layer_norm", "reference", reference.layer_norm, "F.layer_norm in fp32, cast back")
 registry.register("layer_norm", "triton", triton_layer_norm, "fused Triton forward and backward",
                   unavailable=runtime.triton_unavailable, note=runtime.triton_note)
 registry.register("layer_norm", "ext", ext.layer_norm, "C++/CUDA extension kernels", unavailable=_ext.unavailable)
+
+registry.declare(registry.Op(
+    "layer_norm",
+    shapes=registry.Shapes(gpu=((16384, 768), (16384, 1024), (8192, 4096), (65536, 768)),
+                           quick=((16384, 768), (8192, 4096)), cpu=((64, 128),)),
+    model_shapes=((8192, 768),),  # GPT-2 124M, 8 sequences of 1024 tokens
+    bench_budget_s=22,
+    cuda_kernels=("layer_norm_fwd", "layer_norm_bwd"),
+    triton_launches=triton_launches,
+    triton_dtypes=SUPPORTED_DTYPES,
+    memory_bound=True,
+    # forward: read x, write y; backward: read x and dy, write dx (the statistics and parameters are small)
+    cost=lambda shape, size: {"forward": (2 * shape[0] * shape[1] * size, 8 * shape[0] * shape[1]),
+                              "backward": (3 * shape[0] * shape[1] * size, 14 * shape[0] * shape[1])},
+))
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, eps: float = 1e-5,

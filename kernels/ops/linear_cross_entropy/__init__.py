@@ -24,9 +24,11 @@ def torch_linear_cross_entropy(h, weight, targets, ignore_index=-100, reduction=
 
 
 if runtime.HAS_TRITON:
+    from .triton import SUPPORTED_DTYPES, triton_launches
     from .triton import linear_cross_entropy as triton_linear_cross_entropy
 else:
     triton_linear_cross_entropy = runtime.needs_triton
+    triton_launches, SUPPORTED_DTYPES = None, ()
 
 registry.register("linear_cross_entropy", "torch", torch_linear_cross_entropy, "F.linear, then F.cross_entropy")
 registry.register("linear_cross_entropy", "reference", reference.linear_cross_entropy,
@@ -34,6 +36,21 @@ registry.register("linear_cross_entropy", "reference", reference.linear_cross_en
 registry.register("linear_cross_entropy", "triton", triton_linear_cross_entropy,
                   "chunked: per chunk a GEMM, the Triton loss writing its gradient, two GEMMs",
                   unavailable=runtime.triton_unavailable, note=runtime.triton_note)
+
+# (tokens N, width C, vocabulary V): GPT-2 124M at batch 8 and 16 of 1024 tokens; shakespeare-char
+registry.declare(registry.Op(
+    "linear_cross_entropy",
+    shapes=registry.Shapes(gpu=((8192, 768, 50257), (16384, 768, 50257), (16384, 384, 65)),
+                           quick=((8192, 768, 50257),), cpu=((64, 16, 65),)),
+    model_shapes=((8192, 768, 50257),),
+    bench_budget_s=22,
+    triton_launches=triton_launches,
+    triton_dtypes=SUPPORTED_DTYPES,
+    memory_bound=True,  # its Triton kernel is the loss; the three GEMMs per chunk are PyTorch's
+    # three GEMMs of 2*N*C*V (logits, dh, dweight); h and the weight read, dh and dweight written
+    cost=lambda shape, size: {"forward+backward": (2 * (shape[0] + shape[2]) * shape[1] * size,
+                                                   6 * shape[0] * shape[1] * shape[2])},
+))
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, ignore_index: int = -100,
