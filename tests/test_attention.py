@@ -317,15 +317,30 @@ def test_committed_configurations_are_found_by_gpu_and_shape_bucket():
     assert attention_triton.lookup_tuned("NVIDIA H100 80GB HBM3", key.replace("q1024", "q2048"), table) is None
 
 
-def test_autotune_candidates_that_cannot_pay_off_are_pruned_before_benchmarking():
+def test_autotune_candidates_that_cannot_pay_off_are_pruned_before_benchmarking(monkeypatch):
+    """The rules bench.compiled's sm_90 facts gave: no mma.sync-sized own tile, no spilling tile, no
+    tile over the shared-memory limit (checked in CI on the compiled code itself)."""
     import triton
 
     from kernels.ops.attention import triton as attention_triton
 
+    monkeypatch.setattr(attention_triton, "INTERPRETER", False)  # the GPU's rules (the interpreter keeps its one)
+    monkeypatch.setattr(attention_triton, "_shared_memory_limit", lambda: 227 * 1024)  # an H100's block limit
     configs = [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=3)
-               for m, n, w in [(64, 64, 8), (128, 128, 8), (64, 64, 4), (128, 64, 4)]]
+               for m, n, w in [(64, 64, 8), (128, 128, 8), (64, 64, 4), (128, 64, 4), (32, 64, 4), (128, 128, 4),
+                               (64, 32, 4)]]
     bf16, fp32 = torch.empty(1, dtype=torch.bfloat16), torch.empty(1)
-    kept = attention_triton._prune(configs, {"Q": bf16}, HEAD_DIM=64)
-    assert [(c.kwargs["BLOCK_M"], c.num_warps) for c in kept] == [(128, 8), (64, 4), (128, 4)]
-    kept = attention_triton._prune(configs, {"Q": fp32}, HEAD_DIM=128)
-    assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) for c in kept] == [(64, 64, 4)]
+
+    def kept(q, head_dim, dropout=False, **rule):
+        chosen = attention_triton._prune(configs, {"Q": q}, HEAD_DIM=head_dim, DROPOUT=dropout, **rule)
+        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) for c in chosen]
+
+    forward = dict(program_tile="BLOCK_M", forward=True)
+    assert kept(bf16, 64, **forward) == [(128, 128, 8), (64, 64, 4), (128, 64, 4), (64, 32, 4)]
+    assert kept(bf16, 64, dropout=True, **forward) == [(64, 32, 4)]
+    # fp32 at head dim 128: 128 x 128 tiles ask for 449 KB of shared memory, 128 x 64 x 128 spills
+    assert kept(fp32, 128, **forward) == [(64, 64, 4), (64, 32, 4)]
+    # dK/dV owns BLOCK_N keys: 32 queries a step at head dim 128, 64 spill
+    assert kept(bf16, 128, program_tile="BLOCK_N") == [(32, 64, 4)]
+    monkeypatch.setattr(attention_triton, "AUTOTUNE", False)
+    assert kept(bf16, 64, **forward) == [(128, 128, 8)]  # autotuning off: the first kept one

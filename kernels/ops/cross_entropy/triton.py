@@ -154,8 +154,10 @@ PINNED: dict[str, Launch] = {}
 
 
 def _launch(kernel: str, v: int) -> Launch:
-    """16-byte loads with a few in flight per thread at large V; one block for a small vocabulary."""
-    rule = Launch(block_v=min(triton.next_power_of_2(v), 4096), num_warps=8 if v >= 4096 else 4)
+    """One 16-byte bf16 load per thread a step at large V (8 columns x 256 threads): at 16 columns
+    (4096 a step) the gradient-writing forward spilled under Triton 3.8 (python -m bench.compiled);
+    one block for a small vocabulary."""
+    rule = Launch(block_v=min(triton.next_power_of_2(v), 2048), num_warps=8 if v >= 2048 else 4)
     return PINNED.get(kernel, rule)
 
 
