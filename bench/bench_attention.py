@@ -1,7 +1,7 @@
 """Causal attention: triton against torch (SDPA) with each of its backends (torch-flash, torch-efficient,
 torch-cudnn; torch-math on a CPU) and the compiled reference (reference-compiled). triton-tma is
-the Triton forward moving its tiles with the tensor-memory engine (FORWARD_LOADS = "tma"),
-triton-paired the Triton backward as one kernel (BACKWARD_PROGRAMS = "paired").
+the Triton forward moving its tiles with the tensor-memory engine, triton-paired the Triton
+backward as one kernel (both in kernels/ops/attention/variants.py).
 
 TFLOP/s from the standard count: forward 4*B*H*T*T*D, halved when causal; backward 2.5x forward.
 GPU: pytest bench/bench_attention.py --benchmark-enable --benchmark-json out.json
@@ -16,16 +16,15 @@ from common import DEVICE, ON_GPU, QUICK, run, shapes
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernels
-from kernels.ops.attention import reference
-from kernels.ops.attention import triton as attention_triton
+from kernels.ops.attention import reference, variants
 
 SHAPES = shapes("attention")  # (B, H, T, D)
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 SDPA_BACKENDS = {"torch-flash": SDPBackend.FLASH_ATTENTION, "torch-efficient": SDPBackend.EFFICIENT_ATTENTION,
                  "torch-cudnn": SDPBackend.CUDNN_ATTENTION}
-# Variants of the Triton kernels, measured beside the default: provider -> (setting, value) in
-# kernels/ops/attention/triton.py. The backward is the same in triton-tma, the forward in triton-paired.
-VARIANTS = {"triton-tma": ("FORWARD_LOADS", "tma"), "triton-paired": ("BACKWARD_PROGRAMS", "paired")}
+# Variants of the Triton kernels, measured beside the default: provider -> variant of
+# kernels/ops/attention/variants.py. The backward is the default's in triton-tma, the forward in triton-paired.
+VARIANTS = {"triton-tma": "tma", "triton-paired": "paired"}
 SAME_AS_DEFAULT = {"triton-tma": "backward", "triton-paired": "forward"}
 # The quick run (the one-call GPU check) leaves out the two baselines that never lead on Hopper.
 PROVIDERS = (["triton", *VARIANTS] + (list(SDPA_BACKENDS) if ON_GPU else ["torch-math"])
@@ -40,16 +39,7 @@ def provider_call(provider, q, k, v):
     if provider == "triton":
         return lambda: kernels.attention(q, k, v, causal=True)
     if provider in VARIANTS:
-        setting, value = VARIANTS[provider]
-
-        def variant():
-            default = getattr(attention_triton, setting)
-            setattr(attention_triton, setting, value)
-            try:
-                return kernels.attention(q, k, v, causal=True)
-            finally:
-                setattr(attention_triton, setting, default)
-        return variant
+        return lambda: variants.attention(q, k, v, True, variant=VARIANTS[provider])
     if provider == "reference-compiled":
         if _compiled_naive is None:
             _compiled_naive = torch.compile(reference.attention)

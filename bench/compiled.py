@@ -28,6 +28,7 @@ import argparse
 import contextvars
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -98,6 +99,7 @@ class Compiled:
     limit: str = ""
     occupancy: float = 0.0
     memory_bound: bool = False
+    variant: bool = False  # a measured alternative (kernels/ops/<op>/variants.py): reported, not checked
     shapes: list = field(default_factory=list)  # the cases that compile to this code
     model_shape: bool = False  # one of them is a model shape
     flags: list = field(default_factory=list)
@@ -302,21 +304,22 @@ def triton_records(quick: bool, targets, dtypes, progress=print) -> list[Compile
 
     merged: dict[tuple, Compiled] = {}
     for op in OPS.values():
-        if op.triton_launches is None:
-            continue
+        launches = [(op.name, op.triton_launches)] + ([] if quick else [(f"{op.name} (variants)", op.variant_launches)])
         shapes = list(op.model_shapes) if quick else list(dict.fromkeys(op.model_shapes + op.shapes.gpu))
-        for cc in targets:
-            for dtype in (d for d in op.triton_dtypes if str(d).removeprefix("torch.") in dtypes):
+        for label, launch in ((label, launch) for label, launch in launches if launch is not None):
+            for cc, dtype, shape in itertools.product(targets, op.triton_dtypes, shapes):
                 name = str(dtype).removeprefix("torch.")
-                for shape in shapes:
-                    started = time.time()
-                    found = record_launches(functools.partial(op.triton_launches, shape, dtype), cc, op.name, name, quick)
-                    for record in found:
-                        kept = merged.setdefault(record.key, record)
-                        kept.shapes.append(list(shape))
-                        kept.model_shape |= shape in op.model_shapes
-                        kept.memory_bound = op.memory_bound
-                    progress(f"  {op.name} {name} {shape} sm_{cc}: {len(found)} launches in {time.time() - started:.0f} s")
+                if name not in dtypes:
+                    continue
+                started = time.time()
+                found = record_launches(functools.partial(launch, shape, dtype), cc, label, name, quick)
+                for record in found:
+                    kept = merged.setdefault(record.key, record)
+                    kept.shapes.append(list(shape))
+                    kept.model_shape |= shape in op.model_shapes
+                    kept.memory_bound = op.memory_bound
+                    kept.variant = launch is op.variant_launches
+                progress(f"  {label} {name} {shape} sm_{cc}: {len(found)} launches in {time.time() - started:.0f} s")
     return list(merged.values())
 
 
@@ -385,7 +388,7 @@ def violations(records: list[Compiled]) -> list[str]:
     found = []
     for r in records:
         where = f"{r.kernel} [{r.op} {r.dtype} {r.constants} | {r.config} | {r.role} | sm_{r.target}]"
-        if r.role == "pruned":
+        if r.role == "pruned" or r.variant:
             continue
         if r.status != "ok":
             found.append(f"COMPILE: {where}: {r.status}")
@@ -406,7 +409,8 @@ def violations(records: list[Compiled]) -> list[str]:
 
 def flag(records: list[Compiled]) -> None:
     for r in records:
-        r.flags = sorted({line.split(":")[0] for line in violations([Compiled(**{**asdict(r), "role": "kept"})])})
+        judged = Compiled(**{**asdict(r), "role": "kept", "variant": False})  # flag what the checks would
+        r.flags = sorted({line.split(":")[0] for line in violations([judged])})
 
 
 # ----------------------------------------------------------------------------- the report
@@ -431,10 +435,15 @@ def cost_lines(dtype_size: int = 2) -> list[str]:
 
 
 def report(records: list[Compiled], header: str) -> str:
-    counts = Counter(f for r in records if r.role != "pruned" for f in r.flags)
+    def findings(variants: bool) -> str:
+        counts = Counter(f for r in records if r.role != "pruned" and r.variant == variants for f in r.flags)
+        return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+    summary = findings(False) + (f"; in the variants' (not checked): {findings(True)}"
+                                 if any(r.variant for r in records) else "")
     lines = [f"# Compiled code: {header}", "",
              f"{len(records)} compilations ({sum(r.status == 'ok' for r in records)} ok). Findings in configurations a "
-             f"launcher can pick: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none") + ".", "",
+             f"launcher can pick: {summary}.", "",
              "Columns: regs per thread; spill = local bytes / local stores (STL) / stack bytes; smem = shared memory per "
              "block (dynamic + static); MMA = static HGMMA (warpgroup) and HMMA (mma.sync) counts; TMA and cp.async "
              "counts; LDG/STG = static count x access bits; blocks/SM and theoretical occupancy with the limiting "

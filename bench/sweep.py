@@ -34,6 +34,7 @@ import kernels  # noqa: E402,F401  (selects the interpreter on a CPU before the 
 from kernels.ops import rows as rows_module  # noqa: E402
 from kernels.ops.attention import reference as attention_reference  # noqa: E402
 from kernels.ops.attention import triton as attention_module  # noqa: E402
+from kernels.ops.attention import variants as attention_variants  # noqa: E402
 from kernels.ops.layer_norm import reference as layer_norm_reference  # noqa: E402
 from kernels.ops.layer_norm import triton as layer_norm_module  # noqa: E402
 
@@ -42,8 +43,9 @@ LAYER_NORM_SHAPES = [(16384, 768), (8192, 4096)]
 FWD_GRID = list(itertools.product([64, 128], [32, 64, 128], [4, 8], [2, 3, 4]))
 BWD_GRID = list(itertools.product([32, 64, 128], [32, 64, 128], [4, 8], [1, 2, 3]))
 PAIRED_GRID = list(itertools.product([16, 32, 64], [64, 128], [4, 8], [2, 3, 5]))  # (BLOCK_M, BLOCK_N, ...)
-# (op, PINNED kernel name, FORWARD_LOADS)
-FORWARD_VARIANTS = [("attention forward", "forward", "pointer"), ("attention forward, tma", "forward_tma", "tma")]
+# (op, PINNED kernel name, the forward launcher)
+FORWARD_VARIANTS = [("attention forward", "forward", attention_module.attention_forward),
+                    ("attention forward, tma", "forward_tma", attention_variants.attention_forward_tma)]
 DRY = dict(attention=[(1, 2, 64, 16)], layer_norm=[(64, 128)], fwd=[(32, 32, 4, 1)], bwd=[(32, 32, 4, 1)],
            paired=[(32, 32, 4, 1)])
 
@@ -57,19 +59,6 @@ def pinned(table: dict, **configs):
     finally:
         for name in configs:
             table.pop(name, None)
-
-
-@contextlib.contextmanager
-def variant(**settings):
-    """Set module-level variant switches of the attention kernels (FORWARD_LOADS, BACKWARD_PROGRAMS)."""
-    saved = {name: getattr(attention_module, name) for name in settings}
-    for name, value in settings.items():
-        setattr(attention_module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(attention_module, name, value)
 
 
 def attention_config(config) -> triton.Config:  # noqa: F821
@@ -113,15 +102,14 @@ def attention_sweep(measure, device, dtype, shapes, fwd_grid, bwd_grid, paired_g
         truth = attention_reference.attention(q, k, v, True)
         fwd_flops = 4 * b * h * t * t * d / 2
         o, lse = attention_module.attention_forward(q, k, v, True, scale)
-        for (op, kernel, loads), config in itertools.product(FORWARD_VARIANTS, fwd_grid):
+        for (op, kernel, forward), config in itertools.product(FORWARD_VARIANTS, fwd_grid):
             row = {"op": op, "shape": [b, h, t, d], "config": list(config)}
             try:
-                with pinned(attention_module.PINNED, **{kernel: attention_config(config)}), \
-                        variant(FORWARD_LOADS=loads):
-                    out, _ = attention_module.attention_forward(q, k, v, True, scale)
+                with pinned(attention_module.PINNED, **{kernel: attention_config(config)}):
+                    out, _ = forward(q, k, v, True, scale)
                     row["max_error"] = (out.float() - truth.float()).abs().max().item()
                     row["ok"] = row["max_error"] < 5e-2
-                    ms = measure(lambda: attention_module.attention_forward(q, k, v, True, scale))
+                    ms = measure(lambda: forward(q, k, v, True, scale))
                 row |= {"ms": ms, "TFLOP/s": fwd_flops / ms / 1e9}
             except Exception as err:  # out of shared memory or registers: record and go on
                 row |= {"ok": False, "error": f"{type(err).__name__}: {str(err)[:120]}"}
@@ -137,10 +125,11 @@ def attention_sweep(measure, device, dtype, shapes, fwd_grid, bwd_grid, paired_g
                        "dQ": dict(backward_dkdv=first, backward_dq=attention_config(config)),
                        "paired": dict(backward_paired=attention_config(config))}[kernel]
             row = {"op": f"attention backward, {kernel} kernel", "shape": [b, h, t, d], "config": list(config)}
-            run = lambda: attention_module.attention_backward(do, q, k, v, o, lse, True, scale)  # noqa: E731
+            backward = (attention_variants.attention_backward_paired if kernel == "paired"
+                        else attention_module.attention_backward)
+            run = lambda: backward(do, q, k, v, o, lse, True, scale)  # noqa: E731
             try:
-                with pinned(attention_module.PINNED, **configs), \
-                        variant(BACKWARD_PROGRAMS="paired" if kernel == "paired" else "split"):
+                with pinned(attention_module.PINNED, **configs):
                     ours = run()
                     row["max_error"] = max((a.double() - g).abs().max().item() for a, g in zip(ours, grads))
                     row["ok"] = row["max_error"] < 1e-1

@@ -32,9 +32,9 @@ def forward_backward(fn, q, k, v, do):
     return (o, *torch.autograd.grad(o, (q, k, v), do))
 
 
-def check_parity(b, h, t_q, t_k, d, causal, dtype, device, scale=None):
+def check_parity(b, h, t_q, t_k, d, causal, dtype, device, scale=None, attention=kernels.attention):
     q, k, v, do = make_qkv(b, h, t_q, t_k, d, dtype, device)
-    ours = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, scale=scale), q, k, v, do)
+    ours = forward_backward(lambda q, k, v: attention(q, k, v, causal=causal, scale=scale), q, k, v, do)
     sdpa = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, scale=scale, backend="torch"),
                             q, k, v, do)
     truth = forward_backward(lambda q, k, v: reference.attention(q, k, v, causal, scale),
@@ -140,26 +140,25 @@ def test_parity_gpu(b, h, t, d, causal, dtype):
     check_parity(b, h, t, t, d, causal, dtype, "cuda")
 
 
-# Variants of the Triton kernels (module-level switches in kernels/ops/attention/triton.py), each
-# held to the same parity as the default: the forward through tensor descriptors, the one-kernel backward.
-VARIANTS = [("FORWARD_LOADS", "tma"), ("BACKWARD_PROGRAMS", "paired")]
+# Variants of the Triton kernels (kernels/ops/attention/variants.py), each held to the same parity
+# as the default: the forward through tensor descriptors, the one-kernel backward.
+VARIANTS = ["tma", "paired"]
 VARIANT_CPU_CASES = [(2, 3, 37, 37, 16, True, torch.float32), (1, 2, 70, 70, 32, False, torch.float16),
                      (1, 2, 20, 45, 32, True, torch.float32), (2, 1, 45, 20, 16, False, torch.float32),
                      (2, 1, 33, 33, 64, False, torch.float32), (1, 1, 1, 17, 64, True, torch.float16)]
 
 
-def use_variant(monkeypatch, setting, value):
-    from kernels.ops.attention import triton as attention_triton
+def variant_attention(variant):
+    from kernels.ops.attention import variants
 
-    monkeypatch.setattr(attention_triton, setting, value)
-    return attention_triton
+    return lambda q, k, v, causal=True, scale=None, dropout_p=0.0: variants.attention(
+        q, k, v, causal, scale, dropout_p, variant=variant)
 
 
-@pytest.mark.parametrize("setting, value", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("b, h, t_q, t_k, d, causal, dtype", VARIANT_CPU_CASES)
-def test_variant_parity_cpu(monkeypatch, setting, value, b, h, t_q, t_k, d, causal, dtype):
-    use_variant(monkeypatch, setting, value)
-    check_parity(b, h, t_q, t_k, d, causal, dtype, "cpu")
+def test_variant_parity_cpu(variant, b, h, t_q, t_k, d, causal, dtype):
+    check_parity(b, h, t_q, t_k, d, causal, dtype, "cpu", attention=variant_attention(variant))
 
 
 # A subset of GPU_CASES (the GPU check's test stage has a time budget): GPT-2's and longer
@@ -169,44 +168,51 @@ VARIANT_GPU_CASES = [(b, h, t, d, causal, torch.bfloat16) for (b, h, t), d, caus
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("setting, value", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("b, h, t, d, causal, dtype", VARIANT_GPU_CASES)
-def test_variant_parity_gpu(monkeypatch, setting, value, b, h, t, d, causal, dtype):
-    use_variant(monkeypatch, setting, value)
-    check_parity(b, h, t, t, d, causal, dtype, "cuda")
+def test_variant_parity_gpu(variant, b, h, t, d, causal, dtype):
+    check_parity(b, h, t, t, d, causal, dtype, "cuda", attention=variant_attention(variant))
+
+
+def test_unknown_variant_is_named():
+    from kernels.ops.attention import variants
+
+    q = torch.randn(1, 1, 4, 16)
+    with pytest.raises(ValueError, match="unknown attention variant 'fast'; expected one of \\['tma', 'paired'\\]"):
+        variants.attention(q, q, q, variant="fast")
 
 
 def test_tma_forward_takes_the_model_layout_and_falls_back_on_unaligned_strides(monkeypatch):
-    tma_forward = use_variant(monkeypatch, "FORWARD_LOADS", "tma")
+    from kernels.ops.attention import variants
+
     qkv = torch.randn(2, 19, 3 * 2 * 32)  # (B, T, 3 * H * D): q, k, v are strided views, 16-byte aligned
     q, k, v = (t.view(2, 19, 2, 32).transpose(1, 2) for t in qkv.split(64, dim=2))
-    assert tma_forward._tma_usable(q, k, v)
-    expected = reference.attention(q, k, v, True)
-    torch.testing.assert_close(kernels.attention(q, k, v), expected, atol=1e-5, rtol=1e-5)
+    assert variants._tma_usable(q, k, v)
     unaligned = torch.randn(2 * 2 * 19 * 32 + 1)[1:].view(2, 2, 19, 32)  # starts 4 bytes into its storage
-    assert not tma_forward._tma_usable(unaligned, k, v)
-    launched, choose = [], tma_forward._kernel
-    monkeypatch.setattr(tma_forward, "_kernel",
-                        lambda kernel, name, *args: launched.append(name) or choose(kernel, name, *args))
-    kernels.attention(q, k, v)
-    torch.testing.assert_close(kernels.attention(unaligned, k, v), reference.attention(unaligned, k, v, True),
-                               atol=1e-5, rtol=1e-5)
-    assert launched[:2] == ["forward_tma", "forward"]  # aligned views: descriptors; the unaligned start: pointers
+    assert not variants._tma_usable(unaligned, k, v)
+    launched, choose = [], variants._kernel
+    monkeypatch.setattr(variants, "_kernel", lambda kernel, name, *args: launched.append(name) or choose(kernel, name, *args))
+    tma = variant_attention("tma")
+    torch.testing.assert_close(tma(q, k, v), reference.attention(q, k, v, True), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tma(unaligned, k, v), reference.attention(unaligned, k, v, True), atol=1e-5, rtol=1e-5)
+    assert launched == ["forward_tma"]  # aligned views: descriptors; the unaligned start: the default forward
 
 
-def test_paired_backward_is_deterministic_and_regenerates_dropout(monkeypatch):
-    paired = use_variant(monkeypatch, "BACKWARD_PROGRAMS", "paired")
+def test_paired_backward_is_deterministic_and_regenerates_dropout():
     q, k, v, do = make_qkv(1, 2, 40, 40, 16, torch.float32, "cpu")
-    run = lambda: forward_backward(lambda q, k, v: kernels.attention(q, k, v, dropout_p=0.2), q, k, v, do)  # noqa: E731
+    paired = variant_attention("paired")
+
+    def run(attention):
+        return forward_backward(lambda q, k, v: attention(q, k, v, dropout_p=0.2), q, k, v, do)
+
     torch.manual_seed(5)
-    first = run()
+    first = run(paired)
     torch.manual_seed(5)
-    second = run()
+    second = run(paired)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
-    paired.BACKWARD_PROGRAMS = "split"  # the split kernels regenerate the same mask
-    torch.manual_seed(5)
-    for a, b in zip(first, run()):
+    torch.manual_seed(5)  # the default split kernels regenerate the same mask
+    for a, b in zip(first, run(lambda q, k, v, dropout_p: kernels.attention(q, k, v, dropout_p=dropout_p))):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 

@@ -14,9 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench import compiled  # noqa: E402  (bench is not an installed package)
 
-pytestmark = pytest.mark.skipif(compiled.shutil.which("nvdisasm") is None and not (
-    Path(__import__("triton").__file__).parent / "backends/nvidia/bin/nvdisasm").exists(),
-    reason="needs Triton's NVIDIA backend tools (cuobjdump, nvdisasm)")
+
+def nvidia_tools_found() -> bool:
+    try:
+        return bool(compiled.tool("cuobjdump") and compiled.tool("nvdisasm"))
+    except SystemExit:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not nvidia_tools_found(), reason="needs cuobjdump and nvdisasm (Triton's NVIDIA backend "
+                                "ships them)")
 
 
 @pytest.mark.parametrize("regs, smem, warps, blocks, limit", [

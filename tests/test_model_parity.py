@@ -15,11 +15,11 @@ import kernels
 from gpt.config import GPTConfig
 from gpt.model import GPT
 
-# --kernels values: each of this project's backends alone, every op's reference, and the full sets
-# (`triton` includes linear_cross_entropy=triton: the head and the loss fused in training)
-BACKENDS = ["layer_norm=triton", "layer_norm=ext", "add_layer_norm=triton", "add_layer_norm=ext", "attention=triton",
-            "reference", "cross_entropy=triton", "cross_entropy=ext", "linear_cross_entropy=triton", "triton",
-            "ext,attention=triton"]
+# --kernels values: each of this project's backends alone (every op's, as registered), every op's
+# reference, and the full sets (`triton` includes linear_cross_entropy=triton: the head and the
+# loss fused in training)
+BACKENDS = [f"{op}={name}" for op, backends in kernels.registry.BACKENDS.items() for name in backends
+            if name in kernels.registry.OURS] + ["reference", "triton", "ext,attention=triton"]
 FULL_SETS = BACKENDS[-2:]
 SMALL = TINY_MODEL | dict(vocab_size=65, n_embd=64)
 

@@ -144,8 +144,7 @@ def test_auto_kernels_use_measurements_only(monkeypatch):
     table = {"NVIDIA H100": {"layer_norm": "ext", "attention": "triton"}}
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
-    assert chosen == {"layer_norm": "ext", "add_layer_norm": "torch", "attention": "triton", "cross_entropy": "torch",
-                      "linear_cross_entropy": "torch"}
+    assert chosen == dict.fromkeys(kernels.registry.OPS, "torch") | {"layer_norm": "ext", "attention": "triton"}
     assert "measured on NVIDIA H100" in origin
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
     chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
@@ -167,7 +166,7 @@ def test_auto_kernels_read_another_table_when_told(monkeypatch, tmp_path):
 def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, corpus, data_cache, capsys):
     run(tmp_path, corpus, data_cache, "--max_iters", "1", "--eval_interval", "1", "--kernels", "auto")
     out = capsys.readouterr().out
-    all_torch = "layer_norm=torch,add_layer_norm=torch,attention=torch,cross_entropy=torch,linear_cross_entropy=torch"
+    all_torch = ",".join(f"{op}=torch" for op in kernels.registry.OPS)
     assert f"kernels {all_torch} (auto: PyTorch's ops on the CPU)" in out
     state = torch.load(tmp_path / "last.state.pt", weights_only=True)
     assert state["kernels"] == all_torch
@@ -176,14 +175,17 @@ def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, corpus, data_c
 def test_one_vocabulary_of_ops_and_backends():
     """The same op keys and backend names on the command line, in the registry and in the benchmarks."""
     parse = kernels.registry.parse_spec
-    ops = ["layer_norm", "add_layer_norm", "attention", "cross_entropy", "linear_cross_entropy"]
+    ops = list(kernels.registry.OPS)
+    assert ops == list(kernels.registry.BACKENDS)  # every registered op declared, in one order
     assert parse("torch") == dict.fromkeys(ops, "torch")
-    assert parse("ext") == {"layer_norm": "ext", "add_layer_norm": "ext", "attention": "torch", "cross_entropy": "ext",
-                            "linear_cross_entropy": "torch"}
+    with_ext = [op for op, backends in kernels.registry.BACKENDS.items() if "ext" in backends]
+    assert "layer_norm" in with_ext and "attention" not in with_ext
+    assert parse("ext") == dict.fromkeys(ops, "torch") | dict.fromkeys(with_ext, "ext")
     assert parse("attention=triton") == dict.fromkeys(ops, "torch") | {"attention": "triton"}
     assert parse("triton,cross_entropy=ext") == dict.fromkeys(ops, "triton") | {"cross_entropy": "ext"}
-    assert kernels.resolve("layer_norm=triton,cross_entropy=ext").spec() == (
-        "layer_norm=triton,add_layer_norm=torch,attention=torch,cross_entropy=ext,linear_cross_entropy=torch")
+    named = {"layer_norm": "triton", "cross_entropy": "ext"}
+    assert kernels.resolve("layer_norm=triton,cross_entropy=ext").spec() == ",".join(
+        f"{op}={named.get(op, 'torch')}" for op in ops)
     assert kernels.registry.provider_backend("torch-compiled") == "torch"
     help_text = kernels.registry.spec_help()
     for op, names in kernels.registry.BACKENDS.items():

@@ -27,9 +27,10 @@ def _checked(fn):
 if runtime.HAS_TRITON:
     from .triton import SUPPORTED_DTYPES, triton_launches
     from .triton import attention as triton_attention
+    from .variants import triton_launches as variant_launches
 else:
     triton_attention = runtime.needs_triton
-    triton_launches, SUPPORTED_DTYPES = None, ()
+    triton_launches, variant_launches, SUPPORTED_DTYPES = None, None, ()
 
 registry.register("attention", "torch", _checked(sdpa.attention), "F.scaled_dot_product_attention")
 registry.register("attention", "reference", _checked(reference.attention), "explicit softmax attention in fp32")
@@ -55,6 +56,7 @@ registry.declare(registry.Op(
     bench_budget_s=54,
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,
+    variant_launches=variant_launches,
     cost=_cost,
 ))
 

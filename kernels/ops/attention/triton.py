@@ -16,6 +16,9 @@ query, key) from a seed tensor, regenerated in the backward instead of storing a
 
 Queries continuing a KV cache (Tq < Tk) are aligned bottom-right: query i sees keys up to
 i + Tk - Tq, which serves generation with the same kernel.
+
+Alternatives measured beside these (the forward through TMA descriptors, the one-kernel backward)
+live in variants.py until a GPU run decides.
 """
 
 from __future__ import annotations
@@ -106,12 +109,6 @@ DQ_CONFIGS = _configs([(64, 32, 4, 3), (64, 32, 4, 2), (64, 64, 4, 2), (64, 64, 
                        (128, 64, 8, 2)])
 DKDV_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
 DQ_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_M")}
-# The paired backward (a variant): BLOCK_N keys (dK/dV) and queries (dQ) per program, BLOCK_M of
-# the other per step (the tutorial's 128/32 on Hopper first)
-PAIRED_BWD_CONFIGS = _configs([(32, 128, 4, 2), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 4, 2), (32, 64, 4, 2),
-                               (32, 64, 4, 3), (64, 64, 4, 2)])
-PAIRED_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
-
 # Configurations measured on a GPU and committed (bench/sweep.py writes them): used directly, with
 # no autotuning, for that GPU and shape bucket. {gpu name: {key: [BLOCK_M, BLOCK_N, warps, stages]}}
 TUNED_PATH = Path(__file__).with_name("tuned_configs.json")
@@ -167,20 +164,6 @@ def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt,
             v = tl.load(V_tile + keys[:, None] * stride_vt + offs_d[None, :])
         acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, seed, bh, T_Q,
                                       dropout_p, MASK, CAUSAL, PRECISION, DROPOUT)
-    return acc, l_i, m_i
-
-
-@triton.jit
-def _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, offs_n, start, end, qk_scale, offset,
-                             T_K, seed, bh, T_Q, dropout_p,
-                             MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                             PRECISION: tl.constexpr, DROPOUT: tl.constexpr):
-    """The key tiles [start, end), loaded by the tensor-memory engine (rows past T_K come back zero)."""
-    for start_n in range(start, end, BLOCK_N):
-        k = k_desc.load([b, h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
-        v = v_desc.load([b, h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
-        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, tl.trans(k), v, offs_m, start_n + offs_n, qk_scale, offset,
-                                      T_K, seed, bh, T_Q, dropout_p, MASK, CAUSAL, PRECISION, DROPOUT)
     return acc, l_i, m_i
 
 
@@ -241,52 +224,6 @@ def _attention_fwd_kernel(
     tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
              o.to(O.dtype.element_ty), mask=q_ok[:, None])
     tl.store(LSE + bh * T_Q + offs_m, m_i + tl.log2(l_safe), mask=q_ok)
-
-
-@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=FORWARD_PRUNING,
-                 cache_results=True)
-@triton.jit
-def _attention_fwd_tma_kernel(
-    Q, K, V, O, LSE, SEED, sm_scale, dropout_p,  # as _attention_fwd_kernel
-    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
-    stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,  # multiples of 16 bytes (checked)
-    B, H, T_Q, T_K, Q_BUCKET, K_BUCKET,
-    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """The forward with q, k, v and o moved by Hopper's tensor-memory engine: 4-D descriptors over
-    the (B, H, T, D) views, made on the device (no host descriptor per launch)."""
-    start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1)
-    b, h = bh // H, bh % H
-    q_desc = tl.make_tensor_descriptor(Q, shape=[B, H, T_Q, HEAD_DIM], strides=[stride_qb, stride_qh, stride_qt, 1],
-                                       block_shape=[1, 1, BLOCK_M, HEAD_DIM])
-    k_desc = tl.make_tensor_descriptor(K, shape=[B, H, T_K, HEAD_DIM], strides=[stride_kb, stride_kh, stride_kt, 1],
-                                       block_shape=[1, 1, BLOCK_N, HEAD_DIM])
-    v_desc = tl.make_tensor_descriptor(V, shape=[B, H, T_K, HEAD_DIM], strides=[stride_vb, stride_vh, stride_vt, 1],
-                                       block_shape=[1, 1, BLOCK_N, HEAD_DIM])
-    o_desc = tl.make_tensor_descriptor(O, shape=[B, H, T_Q, HEAD_DIM], strides=[stride_ob, stride_oh, stride_ot, 1],
-                                       block_shape=[1, 1, BLOCK_M, HEAD_DIM])
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    q = q_desc.load([b, h, start_m, 0]).reshape(BLOCK_M, HEAD_DIM)
-    qk_scale = sm_scale * 1.4426950408889634
-    offset = T_K - T_Q
-    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
-    seed = tl.load(SEED) if DROPOUT else 0
-    full_end, end = _causal_ranges(start_m, offset, T_K, CAUSAL, BLOCK_M, BLOCK_N)
-    acc, l_i, m_i = _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, offs_n, 0, full_end,
-                                             qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
-                                             False, CAUSAL, BLOCK_N, HEAD_DIM, PRECISION, DROPOUT)
-    acc, l_i, m_i = _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, offs_n, full_end, end,
-                                             qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
-                                             True, CAUSAL, BLOCK_N, HEAD_DIM, PRECISION, DROPOUT)
-    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-    o = (acc / l_safe[:, None]).to(O.dtype.element_ty)
-    o_desc.store([b, h, start_m, 0], o.reshape(1, 1, BLOCK_M, HEAD_DIM))  # rows past T_Q are not written
-    tl.store(LSE + bh * T_Q + offs_m, m_i + tl.log2(l_safe), mask=offs_m < T_Q)
 
 
 @triton.jit
@@ -453,40 +390,6 @@ def _attention_bwd_dq_kernel(
              CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
 
 
-@triton.autotune(configs=PAIRED_BWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=PAIRED_PRUNING,
-                 cache_results=True)
-@triton.jit
-def _attention_bwd_paired_kernel(
-    Q, K, V, DO, LSE, Delta, DQ, DK, DV,
-    SEED, sm_scale, dropout_p,
-    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
-    stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
-    stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
-    H, T_Q, T_K, Q_BUCKET, K_BUCKET,
-    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """The Triton tutorial's one backward kernel: program i computes dK/dV of key block i (BLOCK_N
-    keys, BLOCK_M queries at a time), then dQ of query block i (BLOCK_N queries, BLOCK_M keys at a
-    time). Under the causal mask the two loops' lengths add up to the same for every program (early
-    key blocks see many queries, early query blocks few keys): balanced, one launch, no atomics."""
-    bh = tl.program_id(1)
-    b, h = bh // H, bh % H
-    start = tl.program_id(0) * BLOCK_N
-    seed = tl.load(SEED) if DROPOUT else 0
-    Q_head, K_head, V_head, DO_head = _input_heads(Q, K, V, DO, bh, H, stride_qb, stride_qh, stride_kb, stride_kh,
-                                                   stride_vb, stride_vh, stride_dob, stride_doh)
-    if start < T_K:
-        _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q,
-                   DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
-                   stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
-                   start, seed, bh, sm_scale, dropout_p, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
-    if start < T_Q:
-        _dq_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
-                 stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
-                 start, seed, bh, sm_scale, dropout_p, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_N, BLOCK_M)
-
-
 # ----------------------------------------------------------------------------- launchers
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int]:
@@ -542,31 +445,6 @@ def _kernel(autotuned, name: str, q: torch.Tensor, k: torch.Tensor, causal: bool
     return autotuned.fn, dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
-# How the forward moves its tiles: "pointer" (loads and stores through pointers, every GPU: the
-# measured default) or "tma" (Hopper's tensor-memory engine through device-side descriptors, where
-# the GPU has one and every stride is a multiple of 16 bytes; otherwise pointer). bench_attention's
-# provider triton-tma measures it beside the default; the faster becomes the default.
-FORWARD_LOADS = "pointer"
-
-
-@functools.lru_cache
-def _has_tensor_memory_engine(device: torch.device) -> bool:
-    return torch.cuda.get_device_capability(device)[0] >= 9
-
-
-def _tma_allocator(size: int, alignment: int, stream) -> torch.Tensor:
-    """Scratch for the descriptors a kernel makes on the device (Triton asks for it at launch)."""
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
-def _tma_usable(*tensors: torch.Tensor) -> bool:
-    """Descriptors need 16-byte-aligned starts and strides (allocations themselves are aligned)."""
-    if tensors[0].device.type == "cuda" and not _has_tensor_memory_engine(tensors[0].device):
-        return False
-    return all((t.storage_offset() * t.element_size()) % 16 == 0
-               and all((stride * t.element_size()) % 16 == 0 for stride in t.stride()[:-1]) for t in tensors)
-
-
 def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.0,
                       seed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """o and the logsumexp; with dropout_p > 0, seed is a (1,) int64 tensor on q's device."""
@@ -580,47 +458,33 @@ def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.
     grid = lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)  # noqa: E731
     args = (q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
             *_strides(q), *_strides(k), *_strides(v), *_strides(o))
-    if FORWARD_LOADS == "tma" and _tma_usable(q, k, v, o):
-        if q.device.type == "cuda":
-            triton.set_allocator(_tma_allocator)
-        kernel, pinned = _kernel(_attention_fwd_tma_kernel, "forward_tma", q, k, causal)
-        wrap_triton(kernel)[grid](*args, B, H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
-    else:
-        kernel, pinned = _kernel(_attention_fwd_kernel, "forward", q, k, causal)
-        wrap_triton(kernel)[grid](*args, H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
+    kernel, pinned = _kernel(_attention_fwd_kernel, "forward", q, k, causal)
+    wrap_triton(kernel)[grid](*args, H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
     return o, lse
 
 
-# How the backward splits its work: "split" (one kernel for dK/dV over key blocks, one for dQ over
-# query blocks: the measured default) or "paired" (the Triton tutorial's single kernel, program i
-# doing key block i then query block i). bench_attention's provider triton-paired measures it.
-BACKWARD_PROGRAMS = "split"
+def backward_preprocess(do, q, k, o, lse):
+    """delta = rowsum(dO * O) (B, H, Tq) fp32, and the empty dq, dk, dv."""
+    B, H, T_Q, D = q.shape
+    delta = torch.empty_like(lse)
+    block = 64
+    wrap_triton(_attention_bwd_preprocess_kernel)[(triton.cdiv(T_Q, block), B * H)](
+        o, do, delta, *_strides(o), *_strides(do), H, T_Q, HEAD_DIM=D, BLOCK_M=block)
+    return delta, torch.empty_like(q, memory_format=torch.contiguous_format), torch.empty(
+        k.shape, dtype=k.dtype, device=k.device), torch.empty(k.shape, dtype=k.dtype, device=k.device)
 
 
 def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_p: float = 0.0,
                        seed: torch.Tensor | None = None):
     """dq, dk, dv; dropout_p and seed as the forward had them."""
     do, q, k, v = (runtime.unit_last_stride(t) for t in (do, q, k, v))
-    B, H, T_Q, D = q.shape
-    T_K = k.shape[2]
-    delta = torch.empty_like(lse)
-    block = 64
-    if B * H == 0:
+    if q.shape[0] * q.shape[1] == 0:
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    wrap_triton(_attention_bwd_preprocess_kernel)[(triton.cdiv(T_Q, block), B * H)](
-        o, do, delta, *_strides(o), *_strides(do), H, T_Q, HEAD_DIM=D, BLOCK_M=block)
-    dq = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
-    dk = torch.empty((B, H, T_K, D), dtype=k.dtype, device=k.device)
-    dv = torch.empty((B, H, T_K, D), dtype=v.dtype, device=v.device)
+    delta, dq, dk, dv = backward_preprocess(do, q, k, o, lse)
+    B, H, T_Q, _ = q.shape
+    T_K = k.shape[2]
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
     seed_arg = seed if seed is not None else lse
-    if BACKWARD_PROGRAMS == "paired":
-        kernel, pinned = _kernel(_attention_bwd_paired_kernel, "backward_paired", q, k, causal)
-        wrap_triton(kernel)[lambda meta: (triton.cdiv(max(T_Q, T_K), meta["BLOCK_N"]), B * H)](
-            q, k, v, do, lse, delta, dq, dk, dv, seed_arg, scale, dropout_p,
-            *common, *_strides(dq), *_strides(dk), *_strides(dv),
-            H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
-        return dq, dk, dv
     dkdv_kernel, dkdv_pinned = _kernel(_attention_bwd_dkdv_kernel, "backward_dkdv", q, k, causal)
     wrap_triton(dkdv_kernel)[lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H)](
         q, k, v, do, lse, delta, dk, dv, seed_arg, scale, dropout_p,
