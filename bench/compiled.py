@@ -273,10 +273,16 @@ def record_launches(launch: Callable[[], None], cc: int, op: str, dtype: str, sk
         record.has_dot = "tt.dot" in kernel.asm["ttir"]
         return kernel
 
+    # torch's wrap_triton hands Triton a new autotuner holding only the configurations the kernel's
+    # pruning keeps; the full list (the pruned ones reported too) is the module-level original's.
+    originals = {id(value.fn): value for name, module in list(sys.modules.items())
+                 if name.startswith("kernels.") and module is not None
+                 for value in vars(module).values() if isinstance(value, Autotuner)}
+
     def every_config(self, *args, **kwargs):
         self.nargs = dict(zip(self.arg_names, args))
         kept = self.prune_configs(kwargs)
-        for config in self.configs:
+        for config in originals.get(id(self.fn), self).configs:
             role = ("default" if config is kept[0] else "kept") if config in kept else "pruned"
             if role == "pruned" and skip_pruned:
                 continue
