@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ... import checks, registry, runtime
 from ... import ext as _ext
-from . import ext, reference
+from ... import registry, runtime
+from . import checks, ext, reference
 
 CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ... import checks, ext
+from ... import ext
 from ..layer_norm.ext import SUPPORTED_DTYPES
-from . import autograd
+from . import autograd, checks
 
 if ext.available():
     torch.library.register_fake("gpt_ext::add_layer_norm_fwd", autograd.add_layer_norm_fwd_fake)

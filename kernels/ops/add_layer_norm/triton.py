@@ -12,10 +12,10 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from ... import checks, runtime
+from ... import runtime
 from ..layer_norm.triton import layer_norm_backward
 from ..rows import MAX_WIDTH, SUPPORTED_DTYPES, normalize_rows, row_launch, rows_of
-from . import autograd
+from . import autograd, checks
 
 
 @triton.jit

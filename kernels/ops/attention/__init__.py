@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ... import checks, registry, runtime
-from . import reference, sdpa
+from ... import registry, runtime
+from . import checks, reference, sdpa
 
 CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 

@@ -34,8 +34,9 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from ... import checks, runtime
+from ... import runtime
 from ...runtime import INTERPRETER
+from . import checks
 
 HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -25,8 +25,8 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from ... import checks, runtime
-from . import autograd
+from ... import runtime
+from . import autograd, checks
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

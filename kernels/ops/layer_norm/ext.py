@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ... import checks, ext
-from . import autograd
+from ... import ext
+from . import autograd, checks
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

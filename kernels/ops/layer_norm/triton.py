@@ -20,9 +20,9 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from ... import checks, runtime
+from ... import runtime
 from ..rows import MAX_WIDTH, SUPPORTED_DTYPES, Launch, centre_rows, normalize_rows, row_launch, rows_of
-from . import autograd
+from . import autograd, checks
 
 
 @triton.jit

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from ... import checks
+from ... import checks as shared_checks
 from ..cross_entropy.triton import cross_entropy_forward
+from . import checks
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The most bytes one chunk's logits may take (rows rounded down to a power of two, GEMM-friendly):
@@ -110,7 +111,7 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     if torch.is_autocast_enabled(device_type):
         matmul_dtype = torch.get_autocast_dtype(device_type)
     else:
-        checks.check_same_device_and_dtype("linear_cross_entropy", h=h, weight=weight)
+        shared_checks.check_same_device_and_dtype("linear_cross_entropy", h=h, weight=weight)
         matmul_dtype = h.dtype
     with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     return torch.ops.gpt_triton.linear_cross_entropy_fwd(h, weight, targets, ignore_index, reduction, matmul_dtype,
