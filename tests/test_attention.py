@@ -348,5 +348,11 @@ def test_autotune_candidates_that_cannot_pay_off_are_pruned_before_benchmarking(
     assert kept(fp32, 128, **forward) == [(64, 64, 4), (64, 32, 4)]
     # dK/dV owns BLOCK_N keys: 32 queries a step at head dim 128, 64 spill
     assert kept(bf16, 128, program_tile="BLOCK_N") == [(32, 64, 4)]
+    # with dropout at head dim 128, dK/dV fits its registers with 16 queries a step, 2 stages
+    configs[:] = [triton.Config(dict(BLOCK_M=m, BLOCK_N=64), num_warps=4, num_stages=st) for m, st in
+                  [(32, 2), (16, 3), (16, 2)]]
+    assert kept(bf16, 128, dropout=True, program_tile="BLOCK_N") == [(16, 64, 4)]
+    configs[:] = [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=3)
+                  for m, n, w in [(128, 128, 8), (64, 64, 4)]]
     monkeypatch.setattr(attention_triton, "AUTOTUNE", False)
     assert kept(bf16, 64, **forward) == [(128, 128, 8)]  # autotuning off: the first kept one

@@ -66,10 +66,11 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
       row count of its dots: under 64 rows they compile to mma.sync, not warpgroup MMA; 8 warps
       (two warpgroups) only for 128 rows;
     - shared memory within the GPU's limit (the forward: a Q tile and `stages` K and V tiles);
-    - no tile that spills registers: in the forward with 4 warps, BLOCK_M * BLOCK_N * HEAD_DIM of
-      2^20 or more, and with dropout (its Philox draws hold registers) more than 32 keys a step,
+    - no tile that spills registers: in the forward, more than 128 fp32 values a thread of the
+      accumulator (BLOCK_M x HEAD_DIM) and the scores (BLOCK_M x BLOCK_N) together, and with dropout
+      (its Philox draws hold registers) more than 32 keys a step, BLOCK_M * BLOCK_N * HEAD_DIM over
       2^18 with 4 warps, 4 stages at head dim 128; in dK/dV, BLOCK_M * HEAD_DIM over 4096, and with
-      dropout at head dim 128 more than 2 stages or 8 warps.
+      dropout at head dim 128 more than 16 queries a step or 2 stages.
     With autotuning off, only the first kept one."""
     args = {**named_args, **kwargs}  # where Triton puts the constexprs differs across versions
     head_dim, dropout, element = args["HEAD_DIM"], args["DROPOUT"], args["Q"].element_size()
@@ -85,12 +86,12 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
         if forward:
             if (stages * 2 * n + m) * head_dim * element + 1024 > smem_limit:
                 return False
-            if warps == 4 and m * n * head_dim >= 1 << 20:
+            if m * (head_dim + n) > 128 * 32 * warps:
                 return False
             return not dropout or (n <= 32 and not (warps == 4 and m * n * head_dim > 1 << 18)
                                    and not (head_dim >= 128 and stages >= 4))
         if program_tile == "BLOCK_N":  # dK/dV
-            return m * head_dim <= 4096 and not (dropout and head_dim >= 128 and (stages > 2 or warps == 8))
+            return m * head_dim <= 4096 and not (dropout and head_dim >= 128 and (m > 16 or stages > 2))
         return True
 
     kept = [c for c in configs if worth_offering(c)] or configs[:1]
@@ -105,7 +106,7 @@ FWD_CONFIGS = _configs([(64, 64, 4, 2), (64, 32, 4, 2)] + [(m, n, w, st) for m i
 FORWARD_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_M", forward=True)}
 # dK/dV: programs own BLOCK_N keys; dQ: programs own BLOCK_M queries
 DKDV_CONFIGS = _configs([(32, 64, 4, 3), (32, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (32, 128, 8, 2),
-                         (64, 128, 8, 2)])
+                         (64, 128, 8, 2), (16, 64, 4, 2)])
 DQ_CONFIGS = _configs([(64, 32, 4, 3), (64, 32, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 32, 8, 2),
                        (128, 64, 8, 2)])
 DKDV_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
