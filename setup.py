@@ -22,9 +22,6 @@ import sys
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(ROOT, "_build"))
-from cuda_toolkit import find_cuda_toolkit  # noqa: E402
-
 BUILD_INFO = os.path.join(ROOT, "kernels", "_build_info.json")
 
 
@@ -54,6 +51,9 @@ def extension_modules():
     cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
     cxx_flags = ["-O3"]  # the C++ standard is left to torch's builder (C++20 from torch 2.14 on)
     include_dirs = [os.path.join(ROOT, "csrc")]
+
+    sys.path.insert(0, os.path.join(ROOT, "_build"))  # the in-tree backend's folder (pip puts it there too)
+    from cuda_toolkit import find_cuda_toolkit
 
     toolkit, passed_over = find_cuda_toolkit() if torch.version.cuda else (None, [])
     if toolkit:

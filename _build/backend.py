@@ -11,9 +11,10 @@ import site
 import sys
 import sysconfig
 
+from setuptools.build_meta import *  # noqa: F403  (the hooks pip calls)
+from setuptools.build_meta import __all__  # noqa: F401
+
+# after setuptools: the isolated environment's own come first
 for path in [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()]:
     if path not in sys.path:
         sys.path.append(path)
-
-from setuptools.build_meta import *  # noqa: E402,F401,F403
-from setuptools.build_meta import __all__  # noqa: E402,F401

@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 import torch
+from corpus import make_text, small_bpe  # tests/, on pytest's path (pyproject.toml)
+
+from gpt import data, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from corpus import make_text, small_bpe  # noqa: E402
-
-from gpt import data, prepare  # noqa: E402
 
 H100_TOKENS_PER_S = 0.5e6  # GPT-2 124M training on one H100, about (the figure)
 

@@ -8,14 +8,13 @@ warm-cache data. On a CPU (CI) each benchmark runs a tiny smoke case once.
 from __future__ import annotations
 
 import itertools
-import os
 
 import torch
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
 L2_BYTES = 64 << 20  # at least the L2 of an H100 (50 MB) / H200
-QUICK = os.environ.get("GPT_BENCH_QUICK") == "1"  # the one-shot GPU check: fewer shapes and rounds
+QUICK = False  # pytest's --quick (bench/conftest.py), the one-call GPU check: fewer shapes and rounds
 
 
 def shapes(op: str) -> list:

@@ -12,12 +12,14 @@ SASS: HGMMA or HMMA, TMA and cp.async, global access widths, local stores), the 
 NVIDIA backend ships. Occupancy follows the CUDA occupancy rules of each architecture.
 
     python -m bench.compiled                  # all dtypes, sm_90 and sm_80, benchmark and model shapes
-    python -m bench.compiled --quick --check  # CI: bf16 on sm_90 at the model's shapes, then the checks
+    python -m bench.compiled --quick --targets 90,80 --check  # CI: bf16 at the model's shapes, then the checks
 
 The checks (--check exits 1 naming each violation): every configuration a launcher can pick
 compiles and fits in shared memory; none of them spills; on sm_90 every tl.dot of a bf16/fp16
 kernel is a warpgroup MMA (HGMMA, no HMMA); the kernels of memory-bound ops load and store their
-bulk data 16 bytes wide at the model's shapes (a third of their static access bits or more). What
+bulk data 16 bytes wide at the model's shapes (a third of their static access bits or more). A
+CUDA kernel's occupancy is given at its __launch_bounds__, or at 256 threads where it declares none
+(its block size is then the host code's: read it beside the launch). What
 the code cannot tell (time, bank conflicts, pipelining) is the GPU run's to measure; the cost
 model section gives each pass's lower bound.
 """
@@ -94,7 +96,9 @@ class Compiled:
     loads: dict[int, int] = field(default_factory=dict)  # access bits -> static instruction count
     stores: dict[int, int] = field(default_factory=dict)
     has_dot: bool = False
-    warps: int = 4
+    warps: int = 4  # per block: a Triton configuration's, or a CUDA kernel's launch bounds
+    cuda: bool = False  # a kernel of the extension (csrc/cuda), not Triton's
+    max_threads: int | None = None  # a CUDA kernel's __launch_bounds__ (None: not declared)
     blocks_per_sm: int = 0
     limit: str = ""
     occupancy: float = 0.0
@@ -158,13 +162,28 @@ def sass_facts(sass: str) -> dict:
 
 
 RESOURCES = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+# cuobjdump -elf: a function's attributes; its launch bounds are EIATTR_MAX_THREADS (x, y, z)
+MAX_THREADS = re.compile(r"^\.nv\.info\.(\S+)$"
+                         r"|EIATTR_MAX_THREADS\n\s*Format:.*\n\s*Value:\s*(0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+)",
+                         re.MULTILINE)
+
+
+def launch_bounds(elf: str) -> dict[str, int]:
+    """function name -> the most threads a block may have (its __launch_bounds__), where declared."""
+    bounds, function = {}, None
+    for match in MAX_THREADS.finditer(elf):
+        if match.group(1):
+            function = match.group(1)
+        elif function:
+            bounds[function] = math.prod(int(v, 16) for v in match.groups()[1:])
+    return bounds
 
 
 def read_cubin(cubin: bytes) -> dict[str, dict]:
     """function name -> registers, stack, static shared and local bytes, and its SASS facts;
     cached by the cubin's hash, so a rerun reads nothing twice."""
     digest = hashlib.sha256(cubin).hexdigest()
-    cached = CACHE / f"{digest}.json"
+    cached = CACHE / f"{digest}-v2.json"  # v2: with the launch bounds
     if cached.exists():
         return json.loads(cached.read_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,12 +192,15 @@ def read_cubin(cubin: bytes) -> dict[str, dict]:
         usage = subprocess.run([tool("cuobjdump"), "-res-usage", str(path)], capture_output=True, text=True,
                                check=True).stdout
         sass = subprocess.run([tool("nvdisasm"), "-c", str(path)], capture_output=True, text=True, check=True).stdout
+        bounds = launch_bounds(subprocess.run([tool("cuobjdump"), "-elf", str(path)], capture_output=True, text=True,
+                                              check=True).stdout)
     sections = re.split(r"\n\s*\.text\.(\S+?):\s*\n", "\n" + sass)
     text_of = {sections[i]: sections[i + 1] for i in range(1, len(sections) - 1, 2)}
     functions = {}
     for name, regs, stack, shared, local in RESOURCES.findall(usage):
         facts = sass_facts(text_of.get(name, ""))
-        functions[name] = dict(regs=int(regs), stack=int(stack), static_smem=int(shared), local_bytes=int(local), **facts)
+        functions[name] = dict(regs=int(regs), stack=int(stack), static_smem=int(shared), local_bytes=int(local),
+                               max_threads=bounds.get(name), **facts)
     CACHE.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(functions))
     return functions
@@ -282,8 +304,11 @@ def record_launches(launch: Callable[[], None], cc: int, op: str, dtype: str, sk
     def every_config(self, *args, **kwargs):
         self.nargs = dict(zip(self.arg_names, args))
         kept = self.prune_configs(kwargs)
-        for config in originals.get(id(self.fn), self).configs:
-            role = ("default" if config is kept[0] else "kept") if config in kept else "pruned"
+        original = originals.get(id(self.fn), self)
+        if any(config not in original.configs for config in self.configs):  # a configuration given to the launcher
+            original, kept = self, []
+        for config in original.configs:
+            role = ("default" if config is kept[0] else "kept") if config in kept else "pruned" if kept else "launch"
             if role == "pruned" and skip_pruned:
                 continue
             token = _ROLE.set(role)
@@ -333,8 +358,8 @@ def triton_records(quick: bool, targets, dtypes, progress=print) -> list[Compile
 
 def cuda_records(targets, progress=print) -> list[Compiled]:
     """csrc/cuda/*.cu compiled to cubins by nvcc as setup.py builds them; one record per kernel
-    instantiation (the launch shape is the host code's, so occupancy assumes 256-thread blocks
-    unless the name says otherwise: read it beside the launch)."""
+    instantiation, its occupancy at its largest block (its __launch_bounds__; 256 threads where it
+    declares none)."""
     import torch
     import torch.utils.cpp_extension as cpp
 
@@ -352,23 +377,32 @@ def cuda_records(targets, progress=print) -> list[Compiled]:
     records = []
     for source in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
         for cc in targets:
-            with tempfile.TemporaryDirectory() as tmp:
-                cubin = Path(tmp) / "out.cubin"
-                started = time.time()
-                done = subprocess.run([f"{home}/bin/nvcc", "-cubin", f"-arch=sm_{cc}", "-O3", "--use_fast_math",
-                                       "-std=c++20", "-DTORCH_EXTENSION_NAME=_C", *includes, str(source), "-o", str(cubin)],
-                                      capture_output=True, text=True)
-                if done.returncode != 0:
-                    errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
-                    records.append(Compiled(source.stem, source.name, "-", "", "", "launch", cc,
-                                            status=f"nvcc failed: {errors[0].strip()[:200]}"))
-                    continue
-                functions = read_cubin(cubin.read_bytes())
-            for name, facts in functions.items():
-                record = Compiled(source.stem, demangle(name), "-", "", "", "launch", cc, warps=8)
-                fill_in(record, facts, 0)
-                records.append(record)
-            progress(f"  {source.name} sm_{cc}: {len(functions)} kernels in {time.time() - started:.0f} s")
+            started = time.time()
+            found = compile_cuda(source, cc, f"{home}/bin/nvcc", ["-DTORCH_EXTENSION_NAME=_C", *includes])
+            records += found
+            progress(f"  {source.name} sm_{cc}: {len(found)} kernels in {time.time() - started:.0f} s")
+    return records
+
+
+def compile_cuda(source: Path, cc: int, nvcc: str, flags: list[str]) -> list[Compiled]:
+    """One .cu file's kernels for sm_<cc>, with setup.py's optimisation flags."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "out.cubin"
+        done = subprocess.run([nvcc, "-cubin", f"-arch=sm_{cc}", "-O3", "--use_fast_math", "-std=c++20", *flags,
+                               str(source), "-o", str(cubin)], capture_output=True, text=True)
+        if done.returncode != 0:
+            errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
+            return [Compiled(source.stem, source.name, "-", "", "", "launch", cc,
+                             status=f"nvcc failed: {errors[0].strip()[:200]}")]
+        functions = read_cubin(cubin.read_bytes())
+    records = []
+    for name, facts in functions.items():
+        bound = facts.get("max_threads")
+        record = Compiled(source.stem, demangle(name), "-", "",
+                          f"{bound} threads" if bound else "no launch bounds: at 256 threads",
+                          "launch", cc, warps=-(-bound // 32) if bound else 8, max_threads=bound, cuda=True)
+        fill_in(record, facts, 0)
+        records.append(record)
     return records
 
 

@@ -2,7 +2,7 @@
 
     bash bench/gpu_check.sh                      # on the device, from the repo root: writes into $OUT
     bash bench/gpu_check.sh --dry-run /tmp/check # the same logic on a CPU with tiny shapes (CI runs this)
-    python3 bench/gpu_check.py --out DIR --stages bench,report   # rerun just some stages
+    python3 -m bench.gpu_check --out DIR --stages bench,report   # rerun just some stages
 
 Each stage runs as subprocesses with their own time budgets (the throughput stage one process
 per provider, each printing its row as soon as it is measured); a failing or timed-out stage is
@@ -31,9 +31,9 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kernels import registry
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from kernels import registry  # noqa: E402
 
 STAGES = ("install", "tests", "bench", "throughput", "train", "report")
 # The budgets come from the H100 run of 2026-11-26 (seconds): install 48-50; 425 GPU tests with -n 10
@@ -102,16 +102,16 @@ def stage_steps(stage: str, out: Path, dry_run: bool, train_args: list[str] = TR
         return [Step([py, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."], budget,
                      {"GPT_CUDA_ARCHS": device_arch(), "MAX_JOBS": str(os.cpu_count() or 4)})]
     if stage == "tests":
-        # One fixed attention configuration: autotuning every test shape would take the whole budget;
-        # the bench stage autotunes and checks its outputs against the reference before timing.
+        # The attention tests launch each kernel's default configuration (autotune=False) and check
+        # every offered one at two shapes; the bench stage autotunes and checks its outputs too.
         workers = xdist_workers()
         command = [py, "-m", "pytest", "-m", "gpu", "-q", "-rfE", f"--junitxml={out}/gpu_tests.xml"]
         command += ["-n", str(workers)] if workers else []
         command += ["tests/test_layer_norm.py"] if dry_run else ["tests"]  # dry run: collection and skips only
-        return [Step(command, budget, {"GPT_TRITON_AUTOTUNE": "0"})]
+        return [Step(command, budget)]
     if stage == "bench":
         return [Step([py, "-m", "pytest", path, "-q", "--benchmark-enable", f"--benchmark-json={out}/{kernels_json(path)}",
-                      "--benchmark-columns=median,iqr,rounds"], file_budget, {"GPT_BENCH_QUICK": "1"})
+                      "--benchmark-columns=median,iqr,rounds", "--quick"], file_budget)
                 for path, file_budget in bench_budgets_s().items()]
     if stage == "throughput":  # one process per provider: each compiles its own model
         jsonl = ["--jsonl", f"{out}/throughput.jsonl"]
@@ -119,7 +119,7 @@ def stage_steps(stage: str, out: Path, dry_run: bool, train_args: list[str] = TR
             return [Step([py, "bench/train_throughput.py", *jsonl, "--tiny", "--warmup", "1", "--steps", "2",
                           "--presets", "shakespeare-char", "--providers", "torch eager"], budget)]
         return [Step([py, "bench/train_throughput.py", *jsonl, "--presets", "gpt2-124m", "--providers", provider,
-                      "--warmup", "5", "--steps", "10"], provider_budget, fresh_auto_table(out))
+                      "--warmup", "5", "--steps", "10", *fresh_auto_table(out)], provider_budget)
                 for provider, provider_budget in THROUGHPUT_BUDGETS_S.items()]
     if stage == "train":
         text = shakespeare_path()
@@ -128,14 +128,15 @@ def stage_steps(stage: str, out: Path, dry_run: bool, train_args: list[str] = TR
         if dry_run:
             return [Step([py, "-m", "gpt.train", "--preset", "shakespeare-char-cpu", "--max_iters", "20",
                           "--eval_interval", "10", "--max_seconds", "30", *common], budget)]
-        return [Step([py, "-m", "gpt.train", *train_args, "--max_seconds", str(TRAIN_SECONDS), *common], budget,
-                     fresh_auto_table(out))]
+        return [Step([py, "-m", "gpt.train", *train_args, "--max_seconds", str(TRAIN_SECONDS), *common,
+                      *fresh_auto_table(out)], budget)]
     raise ValueError(stage)
 
 
-def fresh_auto_table(out: Path) -> dict[str, str]:
+def fresh_auto_table(out: Path) -> list[str]:
+    """--auto_table naming the table this run's benchmarks wrote, where they wrote one."""
     path = out / "auto_backends.json"
-    return {registry.AUTO_TABLE_ENV: str(path)} if path.exists() else {}
+    return ["--auto_table", str(path)] if path.exists() else []
 
 
 def run_step(step: Step, log) -> str:
@@ -269,7 +270,7 @@ def auto_backends(rows: list[dict], gpu: str) -> dict:
 
 def write_auto_backends(out: Path) -> dict:
     """auto_backends.json from this run's benchmarks; the later stages' `--kernels auto` uses it
-    (through GPT_AUTO_BACKENDS), so the training run measures the choice this GPU just made."""
+    (through --auto_table), so the training run measures the choice this GPU just made."""
     import torch
 
     table = auto_backends(kernel_rows(out), torch.cuda.get_device_name())
@@ -361,8 +362,7 @@ def write_report(out: Path, stages: dict, commit: str, dry_run: bool) -> dict:
     if rows:
         lines += ["", "## Kernels", ""] + kernel_tables(rows)
     if throughput:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from train_throughput import table
+        from bench.train_throughput import table
 
         lines += ["", "## Training throughput", "", table(throughput)]
     if curve:

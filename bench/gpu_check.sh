@@ -17,4 +17,4 @@ if [[ -z "${GPT_SHAKESPEARE:-}" && -f data/tinyshakespeare/input.txt ]]; then  #
 fi
 commit="${GPT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv >"$out/nvidia-smi.txt" 2>&1 || true
-"${PYTHON:-python3}" bench/gpu_check.py --out "$out" --commit "$commit" "${dry_run[@]}" "$@"
+"${PYTHON:-python3}" -m bench.gpu_check --out "$out" --commit "$commit" "${dry_run[@]}" "$@"

@@ -1,24 +1,23 @@
 """Configuration sweep for the Triton kernels, in one device call, against the hardware's ceilings.
 
-    python3 bench/sweep.py --out "$OUT"            # on the GPU: ceilings, then the grids; sweep.json + sweep.md
-    python3 bench/sweep.py --out /tmp/s --dry-run  # the same logic on a CPU (interpreter, tiny shapes)
+    python3 -m bench.sweep --out "$OUT"            # on the GPU: ceilings, then the grids; sweep.json + sweep.md
+    python3 -m bench.sweep --out /tmp/s --dry-run  # the same logic on a CPU (interpreter, tiny shapes)
 
 1. Ceilings: a large device-to-device copy (GB/s, read + write) and a large bf16 matmul (TFLOP/s).
 2. Attention (bf16, causal, D=64, GPT-2 heads): every forward configuration (BLOCK_M, BLOCK_N,
    warps, stages) with pointer loads and with tensor descriptors (tma), every configuration of
-   each split backward kernel (dK/dV, dQ) with the other pinned, and of the paired backward
+   each split backward kernel (dK/dV, dQ) with the other fixed, and of the paired backward
    kernel; each variant's output first checked against the reference.
 3. LayerNorm (bf16): rows per program and warps for the forward; rows per program, warps and
    program count for the backward.
-Each configuration is timed by pinning it in the kernel module's PINNED table (the launchers
-keep one signature). The winners, with their speed against the ceilings, are what to commit as
-defaults (kernels/ops/attention/triton.py's configs, kernels/ops/rows.py's row_launch).
+Each configuration is passed to the kernel's launcher (attention's config, dkdv_config and
+dq_config; LayerNorm's launch). The winners, with their speed against the ceilings, are what to
+commit as defaults: first in kernels/ops/attention/triton.py's lists, kernels/ops/rows.py's rule.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import sys
@@ -27,38 +26,23 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import kernels  # noqa: E402,F401  (selects the interpreter on a CPU before the kernels are defined)
-from kernels.ops import rows as rows_module  # noqa: E402
-from kernels.ops.attention import reference as attention_reference  # noqa: E402
-from kernels.ops.attention import triton as attention_module  # noqa: E402
-from kernels.ops.attention import variants as attention_variants  # noqa: E402
-from kernels.ops.layer_norm import reference as layer_norm_reference  # noqa: E402
-from kernels.ops.layer_norm import triton as layer_norm_module  # noqa: E402
+from kernels.ops import rows as rows_module
+from kernels.ops.attention import reference as attention_reference
+from kernels.ops.attention import triton as attention_module
+from kernels.ops.attention import variants as attention_variants
+from kernels.ops.layer_norm import reference as layer_norm_reference
+from kernels.ops.layer_norm import triton as layer_norm_module
 
 ATTENTION_SHAPES = [(16, 12, 1024, 64), (8, 12, 2048, 64), (4, 12, 4096, 64)]
 LAYER_NORM_SHAPES = [(16384, 768), (8192, 4096)]
 FWD_GRID = list(itertools.product([64, 128], [32, 64, 128], [4, 8], [2, 3, 4]))
 BWD_GRID = list(itertools.product([32, 64, 128], [32, 64, 128], [4, 8], [1, 2, 3]))
 PAIRED_GRID = list(itertools.product([16, 32, 64], [64, 128], [4, 8], [2, 3, 5]))  # (BLOCK_M, BLOCK_N, ...)
-# (op, PINNED kernel name, the forward launcher)
-FORWARD_VARIANTS = [("attention forward", "forward", attention_module.attention_forward),
-                    ("attention forward, tma", "forward_tma", attention_variants.attention_forward_tma)]
+# (op, the forward launcher)
+FORWARD_VARIANTS = [("attention forward", attention_module.attention_forward),
+                    ("attention forward, tma", attention_variants.attention_forward_tma)]
 DRY = dict(attention=[(1, 2, 64, 16)], layer_norm=[(64, 128)], fwd=[(32, 32, 4, 1)], bwd=[(32, 32, 4, 1)],
            paired=[(32, 32, 4, 1)])
-
-
-@contextlib.contextmanager
-def pinned(table: dict, **configs):
-    """Pin configurations in a kernel module's PINNED table for the duration of a measurement."""
-    table.update(configs)
-    try:
-        yield
-    finally:
-        for name in configs:
-            table.pop(name, None)
 
 
 def attention_config(config) -> triton.Config:  # noqa: F821
@@ -102,38 +86,39 @@ def attention_sweep(measure, device, dtype, shapes, fwd_grid, bwd_grid, paired_g
         truth = attention_reference.attention(q, k, v, True)
         fwd_flops = 4 * b * h * t * t * d / 2
         o, lse = attention_module.attention_forward(q, k, v, True, scale)
-        for (op, kernel, forward), config in itertools.product(FORWARD_VARIANTS, fwd_grid):
+        for (op, forward), config in itertools.product(FORWARD_VARIANTS, fwd_grid):
             row = {"op": op, "shape": [b, h, t, d], "config": list(config)}
+            run = lambda: forward(q, k, v, True, scale, config=attention_config(config))  # noqa: E731
             try:
-                with pinned(attention_module.PINNED, **{kernel: attention_config(config)}):
-                    out, _ = forward(q, k, v, True, scale)
-                    row["max_error"] = (out.float() - truth.float()).abs().max().item()
-                    row["ok"] = row["max_error"] < 5e-2
-                    ms = measure(lambda: forward(q, k, v, True, scale))
+                out, _ = run()
+                row["max_error"] = (out.float() - truth.float()).abs().max().item()
+                row["ok"] = row["max_error"] < 5e-2
+                ms = measure(run)
                 row |= {"ms": ms, "TFLOP/s": fwd_flops / ms / 1e9}
             except Exception as err:  # out of shared memory or registers: record and go on
                 row |= {"ok": False, "error": f"{type(err).__name__}: {str(err)[:120]}"}
             rows.append(row)
         qd, kd, vd = (t_.detach().double().requires_grad_() for t_ in (q, k, v))
         grads = torch.autograd.grad(attention_reference.attention(qd, kd, vd, True), (qd, kd, vd), do.double())
-        # The two split backward kernels are swept one at a time, the other pinned to the grid's first
+        # The two split backward kernels are swept one at a time, the other held at the grid's first
         # entry; the paired kernel (BLOCK_N keys and queries per program) on its own.
         first = attention_config(bwd_grid[0])
         for kernel, config in ([("dK/dV", c) for c in bwd_grid] + [("dQ", c) for c in bwd_grid]
                                + [("paired", c) for c in paired_grid]):
-            configs = {"dK/dV": dict(backward_dkdv=attention_config(config), backward_dq=first),
-                       "dQ": dict(backward_dkdv=first, backward_dq=attention_config(config)),
-                       "paired": dict(backward_paired=attention_config(config))}[kernel]
+            swept = attention_config(config)
+            if kernel == "paired":
+                run = lambda: attention_variants.attention_backward_paired(do, q, k, v, o, lse, True, scale,  # noqa: E731
+                                                                           config=swept)
+            else:
+                configs = dict(dkdv_config=swept, dq_config=first) if kernel == "dK/dV" else dict(
+                    dkdv_config=first, dq_config=swept)
+                run = lambda: attention_module.attention_backward(do, q, k, v, o, lse, True, scale, **configs)  # noqa: E731
             row = {"op": f"attention backward, {kernel} kernel", "shape": [b, h, t, d], "config": list(config)}
-            backward = (attention_variants.attention_backward_paired if kernel == "paired"
-                        else attention_module.attention_backward)
-            run = lambda: backward(do, q, k, v, o, lse, True, scale)  # noqa: E731
             try:
-                with pinned(attention_module.PINNED, **configs):
-                    ours = run()
-                    row["max_error"] = max((a.double() - g).abs().max().item() for a, g in zip(ours, grads))
-                    row["ok"] = row["max_error"] < 1e-1
-                    ms = measure(run)
+                ours = run()
+                row["max_error"] = max((a.double() - g).abs().max().item() for a, g in zip(ours, grads))
+                row["ok"] = row["max_error"] < 1e-1
+                ms = measure(run)
                 row |= {"ms": ms, "TFLOP/s": 2.5 * fwd_flops / ms / 1e9}
             except Exception as err:
                 row |= {"ok": False, "error": f"{type(err).__name__}: {str(err)[:120]}"}
@@ -155,21 +140,22 @@ def layer_norm_sweep(measure, device, dtype, shapes, dry_run: bool) -> list[dict
         sms = torch.cuda.get_device_properties(0).multi_processor_count if device == "cuda" else 2
         for block_m, warps in itertools.product([1] if dry_run else [1, 2, 4, 8, 16], [4] if dry_run else [2, 4, 8, 16]):
             row = {"op": "layer_norm forward", "shape": [m, n], "config": [block_m, warps]}
-            with pinned(rows_module.PINNED, forward=launch(block_m, warps)):
-                y, _, _ = layer_norm_module.layer_norm_forward(x, w, b, 1e-5)
-                row["max_error"] = (y.float() - truth).abs().max().item()
-                row["ok"] = row["max_error"] < 5e-2
-                ms = measure(lambda: layer_norm_module.layer_norm_forward(x, w, b, 1e-5))
+            run = lambda: layer_norm_module.layer_norm_forward(x, w, b, 1e-5, launch(block_m, warps))  # noqa: E731
+            y, _, _ = run()
+            row["max_error"] = (y.float() - truth).abs().max().item()
+            row["ok"] = row["max_error"] < 5e-2
+            ms = measure(run)
             rows.append(row | {"ms": ms, "GB/s": 2 * m * n * element / ms / 1e6})
         for block_m, warps, per_sm in itertools.product([1] if dry_run else [1, 2, 4, 8],
                                                         [4] if dry_run else [4, 8, 16], [1] if dry_run else [1, 2, 4, 8]):
             row = {"op": "layer_norm backward", "shape": [m, n], "config": [block_m, warps, per_sm * sms]}
             reference_dx, _, _ = layer_norm_module.layer_norm_backward(dy, x, w, rstd)
-            with pinned(rows_module.PINNED, backward=launch(block_m, warps, per_sm * sms)):
-                dx, _, _ = layer_norm_module.layer_norm_backward(dy, x, w, rstd)
-                row["max_error"] = (dx.float() - reference_dx.float()).abs().max().item()
-                row["ok"] = row["max_error"] < 5e-2
-                ms = measure(lambda: layer_norm_module.layer_norm_backward(dy, x, w, rstd))
+            run = lambda: layer_norm_module.layer_norm_backward(  # noqa: E731
+                dy, x, w, rstd, launch=launch(block_m, warps, per_sm * sms))
+            dx, _, _ = run()
+            row["max_error"] = (dx.float() - reference_dx.float()).abs().max().item()
+            row["ok"] = row["max_error"] < 5e-2
+            ms = measure(run)
             rows.append(row | {"ms": ms, "GB/s": 3 * m * n * element / ms / 1e6})
     return rows
 
@@ -199,23 +185,6 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['op']} | {row['shape']} | {row['config']} | {row['ms']:.3f} | {value} | "
                      f"{100 * share:.0f}% | {sum(r.get('ok', False) for r in tried)} / {len(tried)} |")
     return "\n".join(lines) + "\n"
-
-
-ATTENTION_KERNELS = {"attention forward": "forward", "attention forward, tma": "forward_tma",
-                     "attention backward, dK/dV kernel": "backward_dkdv", "attention backward, dQ kernel": "backward_dq",
-                     "attention backward, paired kernel": "backward_paired"}
-
-
-def tuned_configs(result: dict, dtype: torch.dtype) -> dict:
-    """The best attention configuration per kernel and shape bucket, in the form of
-    kernels/ops/attention/tuned_configs.json: commit it to use them without autotuning."""
-    table = {}
-    for row in best_rows(result["rows"]):
-        if row["op"] in ATTENTION_KERNELS:
-            b, h, t, d = row["shape"]
-            q = torch.empty(b, h, t, d, dtype=dtype, device="meta")
-            table[attention_module.tuned_key(ATTENTION_KERNELS[row["op"]], q, q, True)] = row["config"]
-    return {result["device"]: dict(sorted(table.items()))} if table else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(result, indent=2))
     (out / "sweep.md").write_text(markdown(result))
-    (out / "tuned_configs.json").write_text(json.dumps(tuned_configs(result, dtype), indent=2) + "\n")
     print(markdown(result))
     return 0
 

@@ -88,12 +88,13 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict:
 
 
 def run(presets: list[str], providers: list[str], warmup: int, steps: int, tiny: bool = False, ours: str = OURS,
-        compile_mode: str = "default", batch_sizes: tuple[int | None, ...] = (None,)):
+        compile_mode: str = "default", batch_sizes: tuple[int | None, ...] = (None,), auto_table: str = ""):
     """Yields one result row per (preset, batch size, provider), as soon as it is measured."""
     for preset, batch_size, provider in itertools.product(presets, batch_sizes, providers):
         overrides = (TINY if tiny else {}) | ({"batch_size": batch_size} if batch_size else {})
         with tempfile.TemporaryDirectory() as out_dir:
-            cfg = preset_config(preset, provider, out_dir, ours, compile_mode=compile_mode, **overrides)
+            cfg = preset_config(preset, provider, out_dir, ours, compile_mode=compile_mode, auto_table=auto_table,
+                                **overrides)
             try:
                 row = measure(cfg, warmup, steps)
             except Exception as err:  # one failing provider must not hide the others' numbers
@@ -133,10 +134,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--tiny", action="store_true", help="a tiny model: a smoke test for CPUs")
     parser.add_argument("--jsonl", help="append each result row here as a JSON line")
+    parser.add_argument("--auto_table", default="", help="the measured backends --ours auto reads (gpt.train's flag)")
     args = parser.parse_args(argv)
     results = []
     for row in run(args.presets, args.providers, args.warmup, args.steps, args.tiny, args.ours, args.compile_mode,
-                   tuple(args.batch_sizes)):
+                   tuple(args.batch_sizes), args.auto_table):
         results.append(row)
         print(table([row]).splitlines()[-1], flush=True)
         if args.jsonl:

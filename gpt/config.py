@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import kernels
 
@@ -83,6 +84,8 @@ class TrainConfig:
     # model
     model: GPTConfig = option(GPTConfig, "the model's shape (its fields are flags of their own)")
     kernels: str = option("auto", "which implementation each op uses; see --kernels in --help")
+    auto_table: str = option("", "the measured backends --kernels auto reads; empty: kernels/auto_backends.json "
+                                 "(the GPU check names the one its benchmarks just wrote)")
     # optimisation
     batch_size: int = option(12, "sequences per micro-batch")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step (split across processes)")
@@ -136,6 +139,9 @@ class TrainConfig:
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         kernels.registry.parse_spec(self.kernels)  # raises on a bad spec, naming the choices
+        if self.auto_table and not Path(self.auto_table).is_file():
+            raise ValueError(f"--auto_table {self.auto_table!r} is not a file (a table of measured backends, "
+                             "as bench/gpu_check.py writes auto_backends.json)")
 
     @classmethod
     def from_flat(cls, values: dict) -> TrainConfig:

@@ -102,7 +102,8 @@ class Trainer:
         self.cfg = cfg
         self.world = world or Distributed()
         self.device, self.dtype = resolve_device_dtype(cfg, self.world.local_rank)
-        self.ops = kernels.resolve(cfg.kernels, self.device)  # decided once, before anything runs
+        self.ops = kernels.resolve(cfg.kernels, self.device,  # decided once, before anything runs
+                                   cfg.auto_table or kernels.registry.AUTO_TABLE)
         self.out_dir = Path(cfg.out_dir)
         if self.world.is_main:
             claim_out_dir(self.out_dir, cfg)

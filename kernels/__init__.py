@@ -2,7 +2,7 @@
 
     kernels.layer_norm(x, weight, bias=None, eps=1e-5, *, backend="triton")
     kernels.add_layer_norm(x, residual, weight, bias=None, eps=1e-5, *, backend="triton") -> (y, x + residual)
-    kernels.attention(q, k, v, *, causal=True, scale=None, dropout_p=0.0, backend="triton")
+    kernels.attention(q, k, v, *, causal=True, scale=None, dropout_p=0.0, backend="triton", autotune=True)
     kernels.cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean", backend="ext")
     kernels.linear_cross_entropy(h, weight, targets, *, ignore_index=-100, reduction="mean", backend="triton")
     kernels.resolve("auto", device)  -> the implementation of every op, decided once (see registry.py)
@@ -14,15 +14,19 @@ NVIDIA driver it selects the Triton interpreter (kernels/runtime.py).
 
 from __future__ import annotations
 
-from . import ext, registry, runtime
+import importlib
+import pkgutil
 
-# Registration order is the order ops appear in specs and reports: the model's, bottom to top.
-from .ops.layer_norm import layer_norm  # isort: skip
-from .ops.add_layer_norm import add_layer_norm  # isort: skip
-from .ops.attention import attention  # isort: skip
-from .ops.cross_entropy import cross_entropy  # isort: skip
-from .ops.linear_cross_entropy import linear_cross_entropy  # isort: skip
+from . import ext, ops, registry, runtime
 from .registry import Kernels, resolve
+
+# Every package under kernels/ops/ is an op: importing it registers its backends and declares it,
+# and its public function, named as the op, becomes kernels.<op>. Ops are imported in name order,
+# and one that another builds on registers first (layer_norm before add_layer_norm): that is the
+# order of specs and reports.
+for _op in sorted(module.name for module in pkgutil.iter_modules(ops.__path__) if module.ispkg):
+    globals()[_op] = getattr(importlib.import_module(f"{__name__}.ops.{_op}"), _op)
+del _op
 
 INTERPRETER = runtime.INTERPRETER
 DISTRIBUTION = "gpt-kernels"  # PyPI's `kernels` (Hugging Face's kernel hub) has the same import name: gpt checks this
@@ -33,5 +37,4 @@ def cuda_extension_available() -> bool:
     return ext.available()
 
 
-__all__ = ["layer_norm", "add_layer_norm", "attention", "cross_entropy", "linear_cross_entropy", "resolve", "Kernels",
-           "registry", "INTERPRETER", "cuda_extension_available"]
+__all__ = [*registry.OPS, "resolve", "Kernels", "registry", "INTERPRETER", "cuda_extension_available"]

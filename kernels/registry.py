@@ -16,16 +16,13 @@ model is built; the model holds the functions it was given and never re-dispatch
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-AUTO_TABLE = Path(__file__).with_name("auto_backends.json")
-# Another table for `auto` (the GPU check points its later stages at the one its benchmarks just wrote).
-AUTO_TABLE_ENV = "GPT_AUTO_BACKENDS"
+AUTO_TABLE = Path(__file__).with_name("auto_backends.json")  # another may be named (--auto_table)
 OURS = ("triton", "ext")  # the project's kernels; the other backends are PyTorch's
 
 
@@ -148,14 +145,19 @@ def parse_spec(spec: str) -> dict[str, str]:
     return chosen
 
 
-def auto_choice(device: torch.device, table: dict | None = None) -> tuple[dict[str, str], str]:
-    """The fastest measured backend per op for this device's GPU (kernels/auto_backends.json), or
-    PyTorch's ops on a CPU or an unmeasured GPU; with a line saying where the choice came from."""
+def auto_choice(device: torch.device, table: dict | None = None,
+                path: Path | str = AUTO_TABLE) -> tuple[dict[str, str], str]:
+    """The fastest measured backend per op for this device's GPU (the table, else the one at path:
+    kernels/auto_backends.json by default), or PyTorch's ops on a CPU or an unmeasured GPU; with a
+    line saying where the choice came from."""
     torch_ops = {op: "torch" for op in BACKENDS}
     if device.type != "cuda":
         return torch_ops, "auto: PyTorch's ops on the CPU"
-    path = Path(os.environ.get(AUTO_TABLE_ENV) or AUTO_TABLE)
-    table = json.loads(path.read_text()) if table is None else table
+    path = Path(path)
+    if table is None:
+        if not path.is_file():
+            raise ValueError(f"the table of measured backends for --kernels auto, {path}, is not a file")
+        table = json.loads(path.read_text())
     source = path.name if path == AUTO_TABLE else str(path)
     gpu = torch.cuda.get_device_name(device)
     for measured_gpu, choice in table.items():
@@ -164,8 +166,9 @@ def auto_choice(device: torch.device, table: dict | None = None) -> tuple[dict[s
     return torch_ops, f"auto: no measurements for {gpu} in {source}; PyTorch's ops"
 
 
-def resolve(spec: str, device: torch.device | str = "cpu", auto_table: dict | None = None) -> Kernels:
-    """The implementations a `--kernels` value names, checked to run on device, decided once.
+def resolve(spec: str, device: torch.device | str = "cpu", auto_table: Path | str = AUTO_TABLE) -> Kernels:
+    """The implementations a `--kernels` value names, checked to run on device, decided once; `auto`
+    reads the measured table at auto_table.
 
     A backend that cannot run here (the extension not built, or built without CUDA kernels; no
     triton) is a ValueError that says how to fix it, raised before any model is built.
@@ -174,7 +177,7 @@ def resolve(spec: str, device: torch.device | str = "cpu", auto_table: dict | No
     names = parse_spec(spec)
     origin = ""
     if "auto" in names.values():
-        measured, origin = auto_choice(device, auto_table)
+        measured, origin = auto_choice(device, path=auto_table)
         names = {op: measured[op] if name == "auto" else name for op, name in names.items()}
     chosen = {op: backend(op, name) for op, name in names.items()}
     problems = [f"{op}={b.name}: {why}" for op, b in chosen.items() if (why := b.unavailable(device))]

@@ -70,11 +70,6 @@ def needs_triton(*args, **kwargs):
     raise RuntimeError("backend 'triton' needs the triton package, which is not installed: pip install triton")
 
 
-# GPT_TRITON_OPS=custom keeps the Triton ops opaque custom ops on a GPU too: the A/B against
-# triton_op (the default there), and a way back should a torch version mishandle triton_op.
-OPAQUE_TRITON_OPS = INTERPRETER or os.environ.get("GPT_TRITON_OPS") == "custom"
-
-
 def triton_custom_op(name: str, fake=None):
     """Register a function of Triton launches as an op, for a GPU as torch.library.triton_op:
     torch.compile traces into it and Inductor launches the kernels from its own generated code (no
@@ -85,7 +80,7 @@ def triton_custom_op(name: str, fake=None):
     import torch
 
     def register(fn):
-        if not OPAQUE_TRITON_OPS:
+        if not INTERPRETER:
             return torch.library.triton_op(name, fn, mutates_args=())
         op = torch.library.custom_op(name, fn, mutates_args=())
         op.register_fake(fake)

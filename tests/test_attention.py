@@ -1,6 +1,8 @@
 """Triton flash attention against the reference and SDPA: forward, backward, cache shapes, errors, registration."""
 
+import functools
 import itertools
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +18,11 @@ CPU_CASES = [(*BATCH_HEADS[i % 4], t, d, causal, dtype) for i, (t, d, causal, dt
 GPU_CASES = [(b, h, t, d, causal, dtype) for (b, h, t), d, causal, dtype in itertools.product(
     [(2, 3, 1), (2, 3, 17), (4, 12, 256), (2, 12, 1000), (1, 12, 2048), (1, 4, 4096), (64, 6, 256)],
     [16, 32, 64, 128], [True, False], [torch.bfloat16, torch.float16])]
+
+
+# The GPU cases run each kernel's default configuration (autotuning all of them would take the GPU
+# check's whole test budget); every configuration the autotuner is offered is checked below.
+untuned_attention = functools.partial(kernels.attention, autotune=False)
 
 
 def make_qkv(b, h, t_q, t_k, d, dtype, device, seed=0):
@@ -117,12 +124,20 @@ def test_opcheck():
     q, k, v, do = make_qkv(1, 2, 20, 20, 16, torch.float32, "cpu")
     seed = torch.tensor([1234])
     for causal, dropout_p, dropout_seed in ((True, 0.0, None), (False, 0.0, None), (True, 0.25, seed)):
-        args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), causal, 0.25, dropout_p, dropout_seed)
+        args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), causal, 0.25, dropout_p, dropout_seed, True)
         torch.library.opcheck(torch.ops.gpt_triton.attention_fwd, args)
         o, lse = torch.ops.gpt_triton.attention_fwd(q.detach(), k.detach(), v.detach(), causal, 0.25, dropout_p,
-                                                    dropout_seed)
-        torch.library.opcheck(torch.ops.gpt_triton.attention_bwd,
-                              (do, q.detach(), k.detach(), v.detach(), o, lse, causal, 0.25, dropout_p, dropout_seed))
+                                                    dropout_seed, True)
+        torch.library.opcheck(torch.ops.gpt_triton.attention_bwd, (do, q.detach(), k.detach(), v.detach(), o, lse,
+                                                                   causal, 0.25, dropout_p, dropout_seed, True))
+
+
+def test_autotune_off_launches_the_default_configuration_with_the_same_results():
+    q, k, v, do = make_qkv(1, 2, 40, 40, 16, torch.float32, "cpu")
+    for a, b in zip(forward_backward(untuned_attention, q, k, v, do), forward_backward(kernels.attention, q, k, v, do)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="autotune=False applies to backend 'triton', not 'torch'"):
+        kernels.attention(q, k, v, backend="torch", autotune=False)
 
 
 def test_compile_fullgraph_has_no_graph_breaks():
@@ -137,7 +152,57 @@ def test_compile_fullgraph_has_no_graph_breaks():
 @pytest.mark.gpu
 @pytest.mark.parametrize("b, h, t, d, causal, dtype", GPU_CASES)
 def test_parity_gpu(b, h, t, d, causal, dtype):
-    check_parity(b, h, t, t, d, causal, dtype, "cuda")
+    check_parity(b, h, t, t, d, causal, dtype, "cuda", attention=untuned_attention)
+
+
+class _Configured(torch.autograd.Function):
+    """The Triton forward and backward in given configurations (None: the kernel's default)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, fwd, dkdv, dq):
+        from kernels.ops.attention import triton as attention_triton
+
+        scale = q.shape[-1] ** -0.5
+        o, lse = attention_triton.attention_forward(q, k, v, causal, scale, autotune=False, config=fwd)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal, ctx.scale, ctx.configs = causal, scale, (dkdv, dq)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        from kernels.ops.attention import triton as attention_triton
+
+        dkdv, dq = ctx.configs
+        grads = attention_triton.attention_backward(do, *ctx.saved_tensors, ctx.causal, ctx.scale, autotune=False,
+                                                    dkdv_config=dkdv, dq_config=dq)
+        return (*grads, None, None, None, None)
+
+
+def configured(q, k, v, causal, scale, configs):
+    return _Configured.apply(q, k, v, causal, *configs)
+
+
+def offered_configs(kernel, q, causal, dropout_p=0.0):
+    from kernels.ops.attention import triton as attention_triton
+
+    shape_args = attention_triton._shape_args(q, q, causal, dropout_p)
+    return kernel.early_config_prune(kernel.configs, {"Q": q}, **shape_args)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel_name", ["_attention_fwd_kernel", "_attention_bwd_dkdv_kernel", "_attention_bwd_dq_kernel"])
+@pytest.mark.parametrize("b, h, t, d", [(2, 12, 1000, 64), (1, 6, 777, 128)])
+def test_every_offered_configuration_gpu(kernel_name, b, h, t, d):
+    """Each configuration the kernel's pruning offers the autotuner, the others at their defaults."""
+    from kernels.ops.attention import triton as attention_triton
+
+    kernel = getattr(attention_triton, kernel_name)
+    slot = {"_attention_fwd_kernel": 0, "_attention_bwd_dkdv_kernel": 1, "_attention_bwd_dq_kernel": 2}[kernel_name]
+    probe = torch.empty(b, h, t, d, dtype=torch.bfloat16, device="cuda")
+    for config in offered_configs(kernel, probe, True):
+        configs = [None, None, None]
+        configs[slot] = config
+        check_parity(b, h, t, t, d, True, torch.bfloat16, "cuda", attention=functools.partial(configured, configs=configs))
 
 
 # Variants of the Triton kernels (kernels/ops/attention/variants.py), each held to the same parity
@@ -148,11 +213,11 @@ VARIANT_CPU_CASES = [(2, 3, 37, 37, 16, True, torch.float32), (1, 2, 70, 70, 32,
                      (2, 1, 33, 33, 64, False, torch.float32), (1, 1, 1, 17, 64, True, torch.float16)]
 
 
-def variant_attention(variant):
+def variant_attention(variant, autotune=True):
     from kernels.ops.attention import variants
 
     return lambda q, k, v, causal=True, scale=None, dropout_p=0.0: variants.attention(
-        q, k, v, causal, scale, dropout_p, variant=variant)
+        q, k, v, causal, scale, dropout_p, variant=variant, autotune=autotune)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -171,7 +236,7 @@ VARIANT_GPU_CASES = [(b, h, t, d, causal, torch.bfloat16) for (b, h, t), d, caus
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("b, h, t, d, causal, dtype", VARIANT_GPU_CASES)
 def test_variant_parity_gpu(variant, b, h, t, d, causal, dtype):
-    check_parity(b, h, t, t, d, causal, dtype, "cuda", attention=variant_attention(variant))
+    check_parity(b, h, t, t, d, causal, dtype, "cuda", attention=variant_attention(variant, autotune=False))
 
 
 def test_unknown_variant_is_named():
@@ -190,12 +255,13 @@ def test_tma_forward_takes_the_model_layout_and_falls_back_on_unaligned_strides(
     assert variants._tma_usable(q, k, v)
     unaligned = torch.randn(2 * 2 * 19 * 32 + 1)[1:].view(2, 2, 19, 32)  # starts 4 bytes into its storage
     assert not variants._tma_usable(unaligned, k, v)
-    launched, choose = [], variants._kernel
-    monkeypatch.setattr(variants, "_kernel", lambda kernel, name, *args: launched.append(name) or choose(kernel, name, *args))
+    launched, launch = [], variants._launch
+    monkeypatch.setattr(variants, "_launch", lambda kernel, *args: launched.append(kernel) or launch(kernel, *args))
     tma = variant_attention("tma")
     torch.testing.assert_close(tma(q, k, v), reference.attention(q, k, v, True), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(tma(unaligned, k, v), reference.attention(unaligned, k, v, True), atol=1e-5, rtol=1e-5)
-    assert launched == ["forward_tma"]  # aligned views: descriptors; the unaligned start: the default forward
+    # aligned views: descriptors; the unaligned start: the default forward (launched from triton.py)
+    assert launched == [variants._attention_fwd_tma_kernel]
 
 
 def test_paired_backward_is_deterministic_and_regenerates_dropout():
@@ -219,7 +285,7 @@ def test_paired_backward_is_deterministic_and_regenerates_dropout():
 @pytest.mark.gpu
 @pytest.mark.parametrize("t_q, t_k", [(1, 1024), (4, 1024), (100, 2048)])
 def test_kv_cache_queries_gpu(t_q, t_k):
-    check_parity(2, 12, t_q, t_k, 64, True, torch.bfloat16, "cuda")
+    check_parity(2, 12, t_q, t_k, 64, True, torch.bfloat16, "cuda", attention=untuned_attention)
 
 
 @pytest.mark.gpu
@@ -310,49 +376,51 @@ def test_dropout_gpu_catches_a_planted_defect(defect):
         check_dropout_gpu(defect)
 
 
-def test_committed_configurations_are_found_by_gpu_and_shape_bucket():
-    from kernels.ops.attention import triton as attention_triton
-
-    q = torch.empty(2, 12, 1000, 64, dtype=torch.bfloat16)
-    key = attention_triton.tuned_key("forward", q, q, True)
-    assert key == "forward/d64/causal/bfloat16/q1024/k1024"
-    table = {"NVIDIA H100": {key: [128, 64, 4, 3]}}
-    config = attention_triton.lookup_tuned("NVIDIA H100 80GB HBM3", key, table)
-    assert config.kwargs == {"BLOCK_M": 128, "BLOCK_N": 64} and (config.num_warps, config.num_stages) == (4, 3)
-    assert attention_triton.lookup_tuned("NVIDIA A100-SXM4-80GB", key, table) is None
-    assert attention_triton.lookup_tuned("NVIDIA H100 80GB HBM3", key.replace("q1024", "q2048"), table) is None
-
-
 def test_autotune_candidates_that_cannot_pay_off_are_pruned_before_benchmarking(monkeypatch):
-    """The rules bench.compiled's sm_90 facts gave: no mma.sync-sized own tile, no spilling tile, no
-    tile over the shared-memory limit (checked in CI on the compiled code itself)."""
+    """The rules bench.compiled's sm_90 and sm_80 facts gave: no mma.sync-sized own tile on sm_90, no
+    spilling tile, no tile over the shared-memory limit (checked in CI on the compiled code itself)."""
     import triton
 
     from kernels.ops.attention import triton as attention_triton
 
     monkeypatch.setattr(attention_triton, "INTERPRETER", False)  # the GPU's rules (the interpreter keeps its one)
-    monkeypatch.setattr(attention_triton, "_shared_memory_limit", lambda: 227 * 1024)  # an H100's block limit
+    gpu = {"arch": 90}
+    monkeypatch.setattr(attention_triton, "_gpu_limits", lambda: (gpu["arch"], 227 * 1024))  # an H100's block limit
     configs = [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=3)
                for m, n, w in [(64, 64, 8), (128, 128, 8), (64, 64, 4), (128, 64, 4), (32, 64, 4), (128, 128, 4),
-                               (64, 32, 4)]]
+                               (64, 32, 4), (32, 32, 4), (16, 16, 4)]]
     bf16, fp32 = torch.empty(1, dtype=torch.bfloat16), torch.empty(1)
 
     def kept(q, head_dim, dropout=False, **rule):
-        chosen = attention_triton._prune(configs, {"Q": q}, HEAD_DIM=head_dim, DROPOUT=dropout, **rule)
+        precision = attention_triton._precision(q.dtype)
+        chosen = attention_triton._prune(configs, {"Q": q}, HEAD_DIM=head_dim, DROPOUT=dropout, PRECISION=precision,
+                                         **rule)
         return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) for c in chosen]
 
     forward = dict(program_tile="BLOCK_M", forward=True)
+    # sm_90: warpgroup tiles of 64 rows (128 for 8 warps), at most 128 fp32 values a thread
     assert kept(bf16, 64, **forward) == [(128, 128, 8), (64, 64, 4), (128, 64, 4), (64, 32, 4)]
     assert kept(bf16, 64, dropout=True, **forward) == [(64, 32, 4)]
-    # fp32 at head dim 128: 128 x 128 tiles ask for 449 KB of shared memory, 128 x 64 x 128 spills
-    assert kept(fp32, 128, **forward) == [(64, 64, 4), (64, 32, 4)]
     # dK/dV owns BLOCK_N keys: 32 queries a step at head dim 128, 64 spill
     assert kept(bf16, 128, program_tile="BLOCK_N") == [(32, 64, 4)]
+    # sm_80: mma.sync everywhere, half the register budget: 64 x 64 fits with 4 warps, 128 x 64 does not;
+    # 64 x 32 in 3 stages spills one register; tiles of 8 warps and 16 rows are offered too
+    gpu["arch"] = 80
+    assert kept(bf16, 64, **forward) == [(64, 64, 8), (64, 64, 4), (32, 64, 4), (32, 32, 4), (16, 16, 4)]
+    assert kept(bf16, 64, program_tile="BLOCK_N") == [(32, 64, 4), (32, 32, 4), (16, 16, 4)]  # BLOCK_M x 64 <= 2048
+    assert kept(bf16, 64, program_tile="BLOCK_M") == [(64, 32, 4), (32, 32, 4), (16, 16, 4)]  # dQ: BLOCK_N x 64 <= 2048
+    # fp32 (FMA dots, either GPU): at most 32 x 32, BLOCK_M x BLOCK_N x HEAD_DIM at most 2^15
+    for gpu["arch"] in (90, 80):
+        assert kept(fp32, 64, **forward) == [(16, 16, 4)] and kept(fp32, 32, **forward) == [(32, 32, 4), (16, 16, 4)]
     # with dropout at head dim 128, dK/dV fits its registers with 16 queries a step, 2 stages
+    gpu["arch"] = 90
     configs[:] = [triton.Config(dict(BLOCK_M=m, BLOCK_N=64), num_warps=4, num_stages=st) for m, st in
                   [(32, 2), (16, 3), (16, 2)]]
     assert kept(bf16, 128, dropout=True, program_tile="BLOCK_N") == [(16, 64, 4)]
+    # nothing fits: the last, the smallest tile of the lists
+    assert kept(fp32, 128, dropout=True, program_tile="BLOCK_N") == [(16, 64, 4)]
     configs[:] = [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=3)
                   for m, n, w in [(128, 128, 8), (64, 64, 4)]]
-    monkeypatch.setattr(attention_triton, "AUTOTUNE", False)
-    assert kept(bf16, 64, **forward) == [(128, 128, 8)]  # autotuning off: the first kept one
+    autotuned = SimpleNamespace(configs=configs, early_config_prune=functools.partial(attention_triton._prune, **forward))
+    default = attention_triton.default_config(autotuned, bf16, dict(HEAD_DIM=64, DROPOUT=False, PRECISION="tf32"))
+    assert default is configs[0]  # autotune=False launches the first kept one

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import compiled
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from bench import compiled  # noqa: E402  (bench is not an installed package)
 
 
 def nvidia_tools_found() -> bool:
@@ -131,3 +131,19 @@ def planted(tmp_path_factory):
 def test_each_check_fails_on_its_planted_violation_and_passes_without_it(planted, bad, good, check):
     assert check in planted[bad], planted
     assert planted[good] == [], planted
+
+
+def test_cuda_kernels_are_judged_at_their_launch_bounds(tmp_path):
+    import cuda_toolkit
+
+    home, _ = cuda_toolkit.find_cuda_toolkit()
+    if home is None:
+        pytest.skip("no CUDA toolkit (nvcc) found")
+    source = tmp_path / "planted.cu"
+    source.write_text("__global__ void __launch_bounds__(512) bounded(float* x) { x[threadIdx.x] *= 2.f; }\n"
+                      "__global__ void unbounded(float* x) { x[threadIdx.x] *= 3.f; }\n")
+    records = {r.kernel.split("(")[0]: r for r in compiled.compile_cuda(source, 90, f"{home}/bin/nvcc", [])}
+    assert (records["bounded"].max_threads, records["bounded"].warps) == (512, 16)
+    assert (records["unbounded"].max_threads, records["unbounded"].warps) == (None, 8)
+    assert records["unbounded"].config == "no launch bounds: at 256 threads"
+    assert compiled.violations(list(records.values())) == []

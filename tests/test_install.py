@@ -5,13 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cuda_toolkit  # _build/, on the tests' path (pyproject.toml)
 import pytest
 
 import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "_build"))
-import cuda_toolkit  # noqa: E402
 
 
 def make_toolkit(home: Path, complete: bool = True) -> Path:

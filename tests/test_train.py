@@ -12,7 +12,7 @@ from tiny import TINY_MODEL, tiny_flags
 import kernels
 from gpt import sample, train
 from gpt.checkpoint import load_weights
-from gpt.config import PRESETS, GPTConfig, build_arg_parser, config_from_args
+from gpt.config import PRESETS, GPTConfig, TrainConfig, build_arg_parser, config_from_args
 from gpt.device import peak_flops
 from gpt.model import GPT
 
@@ -153,14 +153,16 @@ def test_auto_kernels_use_measurements_only(monkeypatch):
 
 
 def test_auto_kernels_read_another_table_when_told(monkeypatch, tmp_path):
-    """The GPU check points `auto` at the table its own benchmarks just wrote (GPT_AUTO_BACKENDS)."""
+    """The GPU check points `auto` at the table its own benchmarks just wrote (--auto_table)."""
     fresh = tmp_path / "auto_backends.json"
     fresh.write_text(json.dumps({"NVIDIA H100": {"linear_cross_entropy": "triton"}}))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
-    monkeypatch.setenv(kernels.registry.AUTO_TABLE_ENV, str(fresh))
-    chosen, origin = kernels.registry.auto_choice(torch.device("cuda"))
+    chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), path=fresh)
     assert chosen["linear_cross_entropy"] == "triton" and chosen["attention"] == "torch"
     assert str(fresh) in origin
+    assert kernels.registry.auto_choice(torch.device("cuda"))[1].endswith("(auto_backends.json)")  # the committed one
+    with pytest.raises(ValueError, match="--auto_table 'missing.json' is not a file"):
+        TrainConfig(auto_table="missing.json")
 
 
 def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, corpus, data_cache, capsys):

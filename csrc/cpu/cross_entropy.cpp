@@ -10,7 +10,7 @@
 #include <limits>
 #include <tuple>
 
-#include "checks.h"
+#include "cross_entropy.h"
 
 namespace gpt_ext {
 namespace {

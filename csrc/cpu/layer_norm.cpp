@@ -11,7 +11,7 @@
 #include <cmath>
 #include <tuple>
 
-#include "checks.h"
+#include "layer_norm.h"
 
 namespace gpt_ext {
 namespace {

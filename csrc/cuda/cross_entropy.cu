@@ -12,7 +12,7 @@
 
 #include <tuple>
 
-#include "checks.h"
+#include "cross_entropy.h"
 #include "common.cuh"
 
 namespace gpt_ext {
@@ -40,9 +40,10 @@ __device__ __forceinline__ void online_add(float& m, float& s, float v) {
 }
 
 template <typename T>
-__global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
-                                         float* __restrict__ loss, float* __restrict__ stats, int64_t vocab,
-                                         int64_t ignore_index) {
+__global__ void __launch_bounds__(kThreads)
+cross_entropy_fwd_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
+                         float* __restrict__ loss, float* __restrict__ stats, int64_t vocab,
+                         int64_t ignore_index) {
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const T* x = logits + row * vocab;
@@ -78,9 +79,10 @@ __global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const int
 }
 
 template <typename T>
-__global__ void cross_entropy_bwd_kernel(const float* __restrict__ grad, const T* __restrict__ logits,
-                                         const int64_t* __restrict__ targets, const float* __restrict__ stats,
-                                         T* __restrict__ dlogits, int64_t vocab, int64_t ignore_index) {
+__global__ void __launch_bounds__(kThreads)
+cross_entropy_bwd_kernel(const float* __restrict__ grad, const T* __restrict__ logits,
+                         const int64_t* __restrict__ targets, const float* __restrict__ stats,
+                         T* __restrict__ dlogits, int64_t vocab, int64_t ignore_index) {
   const int64_t row = blockIdx.x;
   const int64_t t = targets[row];
   const float g = t == ignore_index ? 0.f : grad[row];

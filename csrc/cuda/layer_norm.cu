@@ -15,12 +15,15 @@
 #include <algorithm>
 #include <tuple>
 
-#include "checks.h"
+#include "layer_norm.h"
 #include "common.cuh"
 
 namespace gpt_ext {
 namespace {
 
+// The block-per-row kernels' block size follows the width (128 threads at 768 wide in bf16), so they
+// declare no __launch_bounds__: a bound of 1024 let ptxas take 44 registers instead of 31 in the bf16
+// forward, which at 128-thread blocks means 62.5% occupancy instead of 100% (python -m bench.compiled).
 int threads_for(int64_t n, int vec) {
   const int64_t per_thread_work = ceil_div(n, vec);
   int threads = 32;
@@ -155,6 +158,7 @@ __device__ __forceinline__ void backward_row(const T* xr, const T* dyr, const T*
 // shared memory: 8 warps per block at width 768, 6 at 1024.
 constexpr int64_t WARP_ROW_SHARED_BYTES = 48 * 1024;
 constexpr int64_t WARP_ROW_MAX_WIDTH = 1024;
+constexpr int WARP_ROW_MAX_WARPS = 8;
 
 // Column j of a warp's accumulators lives at slot (pack * VEC + k) * 32 + lane, j = (pack * 32 + lane) * VEC + k:
 // the 32 lanes touch 32 consecutive words (no bank conflicts). A warp's rows are padded_width(n) long.
@@ -168,11 +172,12 @@ __device__ __forceinline__ int64_t warp_slot(int64_t j, int k) {
 }
 
 template <typename T, int VEC>
-__global__ void layer_norm_bwd_warp_rows_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                                const T* __restrict__ w, const float* __restrict__ rstd,
-                                                const T* __restrict__ ds, T* __restrict__ dx,
-                                                float* __restrict__ dw_partial, float* __restrict__ db_partial,
-                                                int64_t rows, int64_t n) {
+__global__ void __launch_bounds__(32 * WARP_ROW_MAX_WARPS)
+layer_norm_bwd_warp_rows_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                const T* __restrict__ w, const float* __restrict__ rstd,
+                                const T* __restrict__ ds, T* __restrict__ dx,
+                                float* __restrict__ dw_partial, float* __restrict__ db_partial,
+                                int64_t rows, int64_t n) {
   extern __shared__ float shared[];  // per warp: dweight terms, then dbias terms, padded_width(n) each
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const int64_t width = padded_width<VEC>(n);
@@ -225,8 +230,9 @@ __global__ void layer_norm_bwd_block_rows_kernel(const T* __restrict__ dy, const
 constexpr int SUM_COLUMNS = 32, SUM_GROUPS = 32;
 
 template <typename T>
-__global__ void column_sums_kernel(const float* __restrict__ dw_partial, const float* __restrict__ db_partial,
-                                   T* __restrict__ dweight, T* __restrict__ dbias, int64_t parts, int64_t n) {
+__global__ void __launch_bounds__(SUM_COLUMNS * SUM_GROUPS)
+column_sums_kernel(const float* __restrict__ dw_partial, const float* __restrict__ db_partial,
+                   T* __restrict__ dweight, T* __restrict__ dbias, int64_t parts, int64_t n) {
   __shared__ float shared[2][SUM_GROUPS][SUM_COLUMNS];
   const int column = threadIdx.x % SUM_COLUMNS, group = threadIdx.x / SUM_COLUMNS;
   const int64_t j = static_cast<int64_t>(blockIdx.x) * SUM_COLUMNS + column;
@@ -276,7 +282,8 @@ void launch_bwd(const T* dy, const T* x, const T* w, const float* rstd, const T*
                 float* db_partial, int64_t rows, int64_t n, int blocks, cudaStream_t stream) {
   const int64_t width = padded_width<VEC>(n);
   if (width <= WARP_ROW_MAX_WIDTH) {
-    const int warps = static_cast<int>(std::min<int64_t>(8, WARP_ROW_SHARED_BYTES / (2 * width * sizeof(float))));
+    const int warps = static_cast<int>(
+        std::min<int64_t>(WARP_ROW_MAX_WARPS, WARP_ROW_SHARED_BYTES / (2 * width * sizeof(float))));
     const size_t shared = 2 * warps * width * sizeof(float);
     layer_norm_bwd_warp_rows_kernel<T, VEC><<<blocks, 32 * warps, shared, stream>>>(dy, x, w, rstd, ds, dx,
                                                                                     dw_partial, db_partial, rows, n);

@@ -1,7 +1,7 @@
 """Triton pieces of the row-wise normalisations (LayerNorm, residual add + LayerNorm): a whole row in
 registers, rows centred from their first element, the launch rule for a width, and rows as (M, N).
 
-Each op's kernels call these; PINNED lets bench/sweep.py time other launches of them.
+Each op's kernels call these; their launchers take another Launch, so bench/sweep.py can time it.
 """
 
 from __future__ import annotations
@@ -53,11 +53,6 @@ class Launch:
     max_registers: int | None = None  # a cap per thread (Triton's maxnreg), for the occupancy it buys
 
 
-# A launch pinned per kernel ("forward", "backward") instead of the rule below: bench/sweep.py times
-# configurations by setting it; empty in normal use.
-PINNED: dict[str, Launch] = {}
-
-
 def row_launch(kernel: str, n: int) -> tuple[Launch, int]:
     """The launch for width n and BLOCK_N (whole rows in registers).
 
@@ -74,7 +69,7 @@ def row_launch(kernel: str, n: int) -> tuple[Launch, int]:
     else:
         rule = Launch(block_m=max(1, min(16, 4096 // block_n)),
                       num_warps=16 if block_n >= 8192 else 8 if block_n >= 2048 else 4)
-    return PINNED.get(kernel, rule), block_n
+    return rule, block_n
 
 
 def rows_of(t: torch.Tensor, n: int) -> torch.Tensor:

@@ -62,7 +62,13 @@ registry.declare(registry.Op(
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True, scale: float | None = None,
-              dropout_p: float = 0.0, backend: str = "triton") -> torch.Tensor:
+              dropout_p: float = 0.0, backend: str = "triton", autotune: bool = True) -> torch.Tensor:
     """softmax(q k^T * scale) v for q (B, H, Tq, D) and k, v (B, H, Tk, D), with dropout_p on the
-    probabilities (pass 0 outside training)."""
-    return registry.backend("attention", backend).fn(q, k, v, causal, scale, dropout_p)
+    probabilities (pass 0 outside training). autotune=False (backend triton only) launches each
+    kernel's default configuration instead of timing the candidates once per shape bucket."""
+    fn = registry.backend("attention", backend).fn
+    if autotune:
+        return fn(q, k, v, causal, scale, dropout_p)
+    if backend != "triton":
+        raise ValueError(f"autotune=False applies to backend 'triton', not {backend!r}")
+    return fn(q, k, v, causal, scale, dropout_p, autotune=False)

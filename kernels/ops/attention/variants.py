@@ -19,19 +19,19 @@ import math
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from ... import runtime
 from .triton import (
     AUTOTUNE_KEY,
     FORWARD_PRUNING,
+    FP32_TILES,
     FWD_CONFIGS,
     _causal_ranges,
     _configs,
     _dkdv_tile,
     _dq_tile,
     _input_heads,
-    _kernel,
+    _launch,
     _prune,
     _shape_args,
     _softmax_step,
@@ -40,11 +40,12 @@ from .triton import (
     attention_forward,
     backward_preprocess,
 )
+from .triton import triton_launches as default_launches
 
 # The paired backward (a variant): BLOCK_N keys (dK/dV) and queries (dQ) per program, BLOCK_M of
 # the other per step (the tutorial's 128/32 on Hopper first)
 PAIRED_BWD_CONFIGS = _configs([(32, 128, 4, 2), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 4, 2), (32, 64, 4, 2),
-                               (32, 64, 4, 3), (64, 64, 4, 2)])
+                               (32, 64, 4, 3), (64, 64, 4, 2)] + FP32_TILES)
 PAIRED_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
 
 
@@ -162,28 +163,28 @@ def _tma_usable(*tensors: torch.Tensor) -> bool:
                and all((stride * t.element_size()) % 16 == 0 for stride in t.stride()[:-1]) for t in tensors)
 
 
-def attention_forward_tma(q, k, v, causal: bool, scale: float, dropout_p: float = 0.0,
-                          seed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_forward_tma(q, k, v, causal: bool, scale: float, dropout_p: float = 0.0, seed: torch.Tensor | None = None,
+                          *, autotune: bool = True, config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """As triton.attention_forward, the tiles moved by descriptors where they can be."""
     q, k, v = (runtime.unit_last_stride(t) for t in (q, k, v))
     B, H, T_Q, D = q.shape
     T_K = k.shape[2]
     o = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
     if B * H == 0 or not _tma_usable(q, k, v, o):
-        return attention_forward(q, k, v, causal, scale, dropout_p, seed)
+        return attention_forward(q, k, v, causal, scale, dropout_p, seed, autotune=autotune, config=config)
     lse = torch.empty((B, H, T_Q), dtype=torch.float32, device=q.device)
     if q.device.type == "cuda":
         triton.set_allocator(_tma_allocator)
-    kernel, pinned = _kernel(_attention_fwd_tma_kernel, "forward_tma", q, k, causal)
-    wrap_triton(kernel)[lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)](
-        q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
-        *_strides(q), *_strides(k), *_strides(v), *_strides(o), B, H, T_Q, T_K,
-        **_shape_args(q, k, causal, dropout_p), **pinned)
+    _launch(_attention_fwd_tma_kernel, lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H),
+            (q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
+             *_strides(q), *_strides(k), *_strides(v), *_strides(o), B, H, T_Q, T_K),
+            _shape_args(q, k, causal, dropout_p), q, config, autotune)
     return o, lse
 
 
 def attention_backward_paired(do, q, k, v, o, lse, causal: bool, scale: float, dropout_p: float = 0.0,
-                              seed: torch.Tensor | None = None):
+                              seed: torch.Tensor | None = None, *, autotune: bool = True,
+                              config: triton.Config | None = None):
     """As triton.attention_backward, in one kernel after the preprocessing."""
     do, q, k, v = (runtime.unit_last_stride(t) for t in (do, q, k, v))
     if q.shape[0] * q.shape[1] == 0:
@@ -191,11 +192,10 @@ def attention_backward_paired(do, q, k, v, o, lse, causal: bool, scale: float, d
     delta, dq, dk, dv = backward_preprocess(do, q, k, o, lse)
     B, H, T_Q, _ = q.shape
     T_K = k.shape[2]
-    kernel, pinned = _kernel(_attention_bwd_paired_kernel, "backward_paired", q, k, causal)
-    wrap_triton(kernel)[lambda meta: (triton.cdiv(max(T_Q, T_K), meta["BLOCK_N"]), B * H)](
-        q, k, v, do, lse, delta, dq, dk, dv, seed if seed is not None else lse, scale, dropout_p,
-        *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq), *_strides(dk), *_strides(dv),
-        H, T_Q, T_K, **_shape_args(q, k, causal, dropout_p), **pinned)
+    _launch(_attention_bwd_paired_kernel, lambda meta: (triton.cdiv(max(T_Q, T_K), meta["BLOCK_N"]), B * H),
+            (q, k, v, do, lse, delta, dq, dk, dv, seed if seed is not None else lse, scale, dropout_p,
+             *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq), *_strides(dk), *_strides(dv),
+             H, T_Q, T_K), _shape_args(q, k, causal, dropout_p), q, config, autotune)
     return dq, dk, dv
 
 
@@ -205,34 +205,28 @@ VARIANTS = {"tma": (attention_forward_tma, attention_backward), "paired": (atten
 
 class _VariantAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale, dropout_p, variant):
+    def forward(ctx, q, k, v, causal, scale, dropout_p, variant, autotune):
         seed = torch.randint(0, 2**62, (1,), device=q.device) if dropout_p > 0 else None
-        o, lse = VARIANTS[variant][0](q, k, v, causal, scale, dropout_p, seed)
+        o, lse = VARIANTS[variant][0](q, k, v, causal, scale, dropout_p, seed, autotune=autotune)
         ctx.save_for_backward(q, k, v, o, lse, seed)
-        ctx.causal, ctx.scale, ctx.dropout_p, ctx.variant = causal, scale, dropout_p, variant
+        ctx.causal, ctx.scale, ctx.dropout_p, ctx.variant, ctx.autotune = causal, scale, dropout_p, variant, autotune
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, seed = ctx.saved_tensors
         backward = VARIANTS[ctx.variant][1]
-        dq, dk, dv = backward(do, q, k, v, o, lse, ctx.causal, ctx.scale, ctx.dropout_p, seed)
-        return dq, dk, dv, None, None, None, None
+        dq, dk, dv = backward(do, q, k, v, o, lse, ctx.causal, ctx.scale, ctx.dropout_p, seed, autotune=ctx.autotune)
+        return dq, dk, dv, None, None, None, None, None
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, scale: float | None = None,
-              dropout_p: float = 0.0, *, variant: str) -> torch.Tensor:
+              dropout_p: float = 0.0, *, variant: str, autotune: bool = True) -> torch.Tensor:
     if variant not in VARIANTS:
         raise ValueError(f"unknown attention variant {variant!r}; expected one of {list(VARIANTS)}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return _VariantAttention.apply(q, k, v, causal, scale, float(dropout_p), variant)
+    return _VariantAttention.apply(q, k, v, causal, scale, float(dropout_p), variant, autotune)
 
 
-def triton_launches(shape: tuple[int, int, int, int], dtype: torch.dtype) -> None:
-    """The two variants at (B, H, T, D), causal, without and with dropout (the compiled-code view)."""
-    q = torch.empty(shape, dtype=dtype)
-    lse = torch.empty(shape[:3])
-    seed = torch.zeros(1, dtype=torch.int64)
-    for dropout_p in (0.0, 0.1):
-        attention_forward_tma(q, q, q, True, 0.125, dropout_p, seed)
-        attention_backward_paired(q, q, q, q, q, lse, True, 0.125, dropout_p, seed)
+# The two variants at (B, H, T, D), causal, without and with dropout (the compiled-code view)
+triton_launches = functools.partial(default_launches, forward=attention_forward_tma, backward=attention_backward_paired)

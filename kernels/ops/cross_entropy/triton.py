@@ -148,17 +148,11 @@ class Launch:
     num_warps: int
 
 
-# A launch pinned per kernel ("forward", "backward") instead of the rule below: bench/sweep.py
-# times configurations by setting it; empty in normal use.
-PINNED: dict[str, Launch] = {}
-
-
-def _launch(kernel: str, v: int) -> Launch:
+def _launch(v: int) -> Launch:
     """One 16-byte bf16 load per thread a step at large V (8 columns x 256 threads): at 16 columns
     (4096 a step) the gradient-writing forward spilled under Triton 3.8 (python -m bench.compiled);
     one block for a small vocabulary."""
-    rule = Launch(block_v=min(triton.next_power_of_2(v), 2048), num_warps=8 if v >= 2048 else 4)
-    return PINNED.get(kernel, rule)
+    return Launch(block_v=min(triton.next_power_of_2(v), 2048), num_warps=8 if v >= 2048 else 4)
 
 
 def check_targets_on_cpu(targets: torch.Tensor, vocab: int, ignore_index: int) -> None:
@@ -184,7 +178,7 @@ def cross_entropy_forward(logits: torch.Tensor, targets: torch.Tensor, ignore_in
     loss = torch.empty(n, dtype=torch.float32, device=logits.device)
     lse = torch.empty(n, dtype=torch.float32, device=logits.device)
     if n > 0:
-        launch = _launch("forward", v)
+        launch = _launch(v)
         write_grad = grad is not None
         wrap_triton(_cross_entropy_fwd_kernel)[(n,)](
             logits, targets, loss, lse, grad if write_grad else logits, grad_scale if write_grad else lse,
@@ -203,7 +197,7 @@ def cross_entropy_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target
     # each row of both is aligned alike
     grad = torch.empty_strided((n, v), (max(logits.stride(0), v), 1), dtype=logits.dtype, device=logits.device)
     if n > 0:
-        launch = _launch("backward", v)
+        launch = _launch(v)
         wrap_triton(_cross_entropy_bwd_kernel)[(n,)](
             logits, targets, lse, grad_loss, grad, logits.stride(0), grad.stride(0), grad_loss.stride(0),
             v, ignore_index, BLOCK_V=launch.block_v, ALIGN=16 // logits.element_size(),

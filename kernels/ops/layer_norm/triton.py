@@ -113,8 +113,9 @@ def _backward_programs(x: torch.Tensor, m: int, launch: Launch) -> int:
     return max(1, min(target, triton.cdiv(m, launch.block_m)))
 
 
-def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                       eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
+                       launch: Launch | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """y, mean, rstd; launch: another than the width's rule (bench/sweep.py times them so)."""
     n = x.shape[-1]
     x2 = rows_of(x, n)
     m = x2.shape[0]
@@ -122,7 +123,8 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     mean = torch.empty(m, dtype=torch.float32, device=x.device)
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     if m > 0:
-        launch, block_n = row_launch("forward", n)
+        rule, block_n = row_launch("forward", n)
+        launch = launch or rule
         wrap_triton(_layer_norm_fwd_kernel)[(triton.cdiv(m, launch.block_m),)](
             x2, y, weight, bias if bias is not None else weight, mean, rstd,
             x2.stride(0), y.stride(0), m, n, eps,
@@ -131,8 +133,10 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
-                        ds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dx, dweight, dbias; with ds (add_layer_norm's gradient of its sum output), dx includes it."""
+                        ds: torch.Tensor | None = None,
+                        launch: Launch | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dx, dweight, dbias; with ds (add_layer_norm's gradient of its sum output), dx includes it;
+    launch as the forward's."""
     n = x.shape[-1]
     x2, dy2 = rows_of(x, n), rows_of(dy, n)
     ds2 = None if ds is None else rows_of(ds, n)
@@ -140,7 +144,8 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
     dweight = torch.empty(n, dtype=weight.dtype, device=x.device)
     dbias = torch.empty(n, dtype=weight.dtype, device=x.device)
-    launch, block_n = row_launch("backward", n)
+    rule, block_n = row_launch("backward", n)
+    launch = launch or rule
     if ds is not None and launch.max_registers:  # ds's 8 columns a thread: 64 registers would spill
         launch = dataclasses.replace(launch, max_registers=launch.max_registers + 8)
     programs = _backward_programs(x2, m, launch)

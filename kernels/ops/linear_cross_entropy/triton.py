@@ -25,20 +25,22 @@ from . import checks
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The most bytes one chunk's logits may take (rows rounded down to a power of two, GEMM-friendly):
-# GPT-2 at 50257 tokens of vocabulary gets 2048-row chunks in bf16. bench/sweep.py may vary it.
+# GPT-2 at 50257 tokens of vocabulary gets 2048-row chunks in bf16.
 CHUNK_BYTES = 256 << 20
 
 
-def chunk_rows(n: int, vocab: int, element_size: int) -> int:
-    rows = max(64, CHUNK_BYTES // (vocab * element_size))
+def chunk_rows(n: int, vocab: int, element_size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    rows = max(64, chunk_bytes // (vocab * element_size))
     return max(1, min(n, 1 << (rows.bit_length() - 1)))
 
 
 def linear_cross_entropy_forward(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int,
                                  reduction: str, matmul_dtype: torch.dtype,
-                                 with_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                                 with_grad: bool,
+                                 chunk_bytes: int = CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, dh, dweight): dh and dweight are the gradients of the loss itself (empty without
-    with_grad), in h's and weight's dtypes. The GEMMs run in matmul_dtype (autocast's dtype)."""
+    with_grad), in h's and weight's dtypes. The GEMMs run in matmul_dtype (autocast's dtype), on
+    chunks of rows whose logits take at most chunk_bytes."""
     n, vocab = h.shape[0], weight.shape[0]
     with torch.autocast(h.device.type, enabled=False):  # this code picks every dtype itself
         w = weight.to(matmul_dtype)
@@ -50,7 +52,7 @@ def linear_cross_entropy_forward(h: torch.Tensor, weight: torch.Tensor, targets:
         losses = torch.empty(n, dtype=torch.float32, device=h.device)
         dh = torch.empty_like(hm) if with_grad else hm.new_empty(0)
         dweight = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if with_grad else w.new_empty(0)
-        rows = chunk_rows(n, vocab, w.element_size())
+        rows = chunk_rows(n, vocab, w.element_size(), chunk_bytes)
         for start in range(0, n, rows):
             chunk = slice(start, min(start + rows, n))
             logits = torch.mm(hm[chunk], w.t())  # (rows, V)
