@@ -63,7 +63,7 @@ class Op:
     # compiled-code view records the launches instead of running them); None without Triton kernels.
     triton_launches: Callable[[tuple[int, ...], torch.dtype], None] | None = None
     triton_dtypes: tuple[torch.dtype, ...] = ()
-    variant_launches: Callable[[tuple[int, ...], torch.dtype], None] | None = None  # measured alternatives: reported, not checked
+    variant_launches: Callable[[tuple[int, ...], torch.dtype], None] | None = None  # measured alternatives (not in --quick)
     memory_bound: bool = False  # its kernels' bulk loads and stores must be 16 bytes wide
     # (shape, element size) -> {what: (bytes, flops)}: the least traffic and work of each pass, for
     # the lower-bound times of the compiled-code view.

@@ -30,6 +30,7 @@ from .triton import (
     _configs,
     _dkdv_tile,
     _dq_tile,
+    _gpu_limits,
     _input_heads,
     _launch,
     _prune,
@@ -43,9 +44,9 @@ from .triton import (
 from .triton import triton_launches as default_launches
 
 # The paired backward (a variant): BLOCK_N keys (dK/dV) and queries (dQ) per program, BLOCK_M of
-# the other per step (the tutorial's 128/32 on Hopper first)
-PAIRED_BWD_CONFIGS = _configs([(32, 128, 4, 2), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 4, 2), (32, 64, 4, 2),
-                               (32, 64, 4, 3), (64, 64, 4, 2)] + FP32_TILES)
+# the other per step. The tutorial's 128 keys on Hopper spilled at head dim 64 (7-470 local
+# stores, python -m bench.compiled): at most 64.
+PAIRED_BWD_CONFIGS = _configs([(32, 64, 4, 2), (32, 64, 4, 3), (64, 64, 4, 2), (16, 64, 4, 2)] + FP32_TILES)
 PAIRED_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
 
 
@@ -145,19 +146,18 @@ def _attention_bwd_paired_kernel(
 
 # ----------------------------------------------------------------------------- launchers
 
-@functools.lru_cache
-def _has_tensor_memory_engine(device: torch.device) -> bool:
-    return torch.cuda.get_device_capability(device)[0] >= 9
-
-
 def _tma_allocator(size: int, alignment: int, stream) -> torch.Tensor:
     """Scratch for the descriptors a kernel makes on the device (Triton asks for it at launch)."""
     return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 def _tma_usable(*tensors: torch.Tensor) -> bool:
-    """Descriptors need 16-byte-aligned starts and strides (allocations themselves are aligned)."""
-    if tensors[0].device.type == "cuda" and not _has_tensor_memory_engine(tensors[0].device):
+    """Descriptors need 16-byte-aligned starts and strides (allocations themselves are aligned).
+    16-bit inputs only: fp32's FMA tiles spilled through descriptors (16 x 16 at head dim 128: 39-56
+    local stores on sm_90, python -m bench.compiled), where the default forward's do not."""
+    if tensors[0].element_size() != 2:
+        return False
+    if not runtime.INTERPRETER and _gpu_limits()[0] < 90:  # the GPU (or the one compiled for) has no TMA engine
         return False
     return all((t.storage_offset() * t.element_size()) % 16 == 0
                and all((stride * t.element_size()) % 16 == 0 for stride in t.stride()[:-1]) for t in tensors)
