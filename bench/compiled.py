@@ -8,15 +8,15 @@ autotuned kernel compiles every configuration of its list, marked as its own pru
 it: the configurations are the launchers' own, so the report cannot drift from the code.
 CUDA kernels: csrc/cuda/*.cu through nvcc for the same architectures.
 Each cubin is read with cuobjdump (registers, local memory, static shared memory) and nvdisasm (the
-SASS: HGMMA or HMMA, TMA and cp.async, global access widths, local stores), the tools Triton's
+SASS: HGMMA, tcgen05 (UTCHMMA) or HMMA, TMA and cp.async, global access widths, local stores), the tools Triton's
 NVIDIA backend ships. Occupancy follows the CUDA occupancy rules of each architecture.
 
-    python -m bench.compiled                  # all dtypes, sm_90 and sm_80, benchmark and model shapes
+    python -m bench.compiled                  # all dtypes, sm_90 and sm_80, every shape (--targets 100: B200)
     python -m bench.compiled --quick --targets 90,80 --check  # CI: bf16 at the model's shapes, then the checks
 
 The checks (--check exits 1 naming each violation): every configuration a launcher can pick
-compiles and fits in shared memory; none of them spills; on sm_90 every tl.dot of a bf16/fp16
-kernel is a warpgroup MMA (HGMMA, no HMMA); the kernels of memory-bound ops load and store their
+compiles and fits in shared memory; none of them spills; every tl.dot of a bf16/fp16 kernel is a
+warpgroup MMA on sm_90 (HGMMA, no HMMA) and a tcgen05 MMA on sm_100; the kernels of memory-bound ops load and store their
 bulk data 16 bytes wide at the model's shapes (a third of their static access bits or more). A
 CUDA kernel's occupancy is given at its __launch_bounds__, or at 256 threads where it declares none
 (its block size is then the host code's: read it beside the launch). What
@@ -65,7 +65,8 @@ class Arch:
 
 
 ARCHS = {90: Arch(90, "H100/H200", smem_per_sm=233472, smem_per_block=232448),
-         80: Arch(80, "A100", smem_per_sm=167936, smem_per_block=166912)}
+         80: Arch(80, "A100", smem_per_sm=167936, smem_per_block=166912),
+         100: Arch(100, "B200", smem_per_sm=233472, smem_per_block=232448)}
 # Lower bounds of the cost model: the best copy bandwidth and bf16 matmul rate seen on each GPU
 # (../shared/PERF-ANCHORS.md), not the datasheets'.
 CEILINGS = {"H100": (3.0e12, 800e12), "H200": (4.3e12, 798e12)}  # bytes/s, FLOP/s
@@ -90,6 +91,7 @@ class Compiled:
     stack: int = 0
     smem: int = 0  # dynamic + static bytes per block
     hgmma: int = 0
+    tcgen05: int = 0  # sm_100's MMA (UTCHMMA and kin)
     hmma: int = 0
     tma: int = 0
     cp_async: int = 0
@@ -140,11 +142,13 @@ def access_bits(mnemonic: str) -> int:
 def sass_facts(sass: str) -> dict:
     """Static instruction counts of one function's SASS."""
     ops = Counter(m.group(1) for m in INSTRUCTION.finditer(sass))
-    facts = dict(hgmma=0, hmma=0, tma=0, cp_async=0, stl=0, loads=Counter(), stores=Counter())
+    facts = dict(hgmma=0, tcgen05=0, hmma=0, tma=0, cp_async=0, stl=0, loads=Counter(), stores=Counter())
     for op, count in ops.items():
         base = op.split(".")[0]
         if base == "HGMMA":
             facts["hgmma"] += count
+        elif base in ("UTCHMMA", "UTCQMMA", "UTCIMMA", "UTCOMMA"):  # Blackwell's tcgen05 MMA
+            facts["tcgen05"] += count
         elif base == "HMMA":
             facts["hmma"] += count
         elif base in ("UTMALDG", "UTMASTG", "UBLKCP"):
@@ -219,8 +223,8 @@ def occupancy(arch: Arch, regs: int, smem: int, warps: int) -> tuple[int, float,
 def fill_in(record: Compiled, facts: dict, dynamic_smem: int) -> None:
     record.regs, record.local_bytes, record.stl = facts["regs"], facts["local_bytes"], facts["stl"]
     record.stack, record.smem = facts["stack"], dynamic_smem + facts["static_smem"]
-    for name in ("hgmma", "hmma", "tma", "cp_async"):
-        setattr(record, name, facts[name])
+    for name in ("hgmma", "tcgen05", "hmma", "tma", "cp_async"):
+        setattr(record, name, facts.get(name, 0))  # analyses cached before tcgen05 was counted: sm_90/sm_80, none
     record.loads = {int(k): v for k, v in facts["loads"].items()}
     record.stores = {int(k): v for k, v in facts["stores"].items()}
     record.blocks_per_sm, record.occupancy, record.limit = occupancy(ARCHS[record.target], record.regs, record.smem,
@@ -437,8 +441,10 @@ def violations(records: list[Compiled]) -> list[str]:
             found.append(f"SMEM: {where}: {r.smem} bytes of shared memory, the limit is {ARCHS[r.target].smem_per_block}")
         if r.stl or r.local_bytes or r.stack:
             found.append(f"SPILL: {where}: {r.stl} local stores, a {r.stack}-byte stack frame")
-        if r.has_dot and r.target >= 90 and r.dtype in ("bfloat16", "float16") and (r.hmma or not r.hgmma):
+        if r.has_dot and r.target == 90 and r.dtype in ("bfloat16", "float16") and (r.hmma or not r.hgmma):
             found.append(f"NO-WGMMA: {where}: {r.hgmma} HGMMA, {r.hmma} HMMA")
+        if r.has_dot and r.target == 100 and r.dtype in ("bfloat16", "float16") and (r.hmma or not r.tcgen05):
+            found.append(f"NO-TCGEN05: {where}: {r.tcgen05} tcgen05 MMA, {r.hmma} HMMA")
         if r.memory_bound and r.model_shape and not r.has_dot:
             for side, accesses in (("loads", r.loads), ("stores", r.stores)):
                 share = bulk_share_wide(accesses)
@@ -493,7 +499,8 @@ def report(records: list[Compiled], header: str) -> str:
              "cp.async | LDG bits | STG bits | blocks/SM (limit) | occupancy | flags | shapes |",
              "|" + "---|" * 18]
     for r in sorted(records, key=lambda r: (r.op, r.kernel, r.target, r.dtype, r.constants, ROLES.index(r.role), r.config)):
-        mma = " ".join(f"{name} {n}" for name, n in (("HGMMA", r.hgmma), ("HMMA", r.hmma)) if n) or "-"
+        mma = " ".join(f"{name} {n}" for name, n in (("HGMMA", r.hgmma), ("UTC*MMA", r.tcgen05), ("HMMA", r.hmma))
+                       if n) or "-"
         shapes = ", ".join("x".join(map(str, s)) for s in r.shapes[:3]) + (" ..." if len(r.shapes) > 3 else "")
         lines.append(f"| {r.op} | {r.kernel} | {r.dtype}; {r.constants} | {r.config} | {r.role} | sm_{r.target} | "
                      f"{r.status if r.status == 'ok' else r.status[:80]} | {r.regs} | {r.local_bytes}/{r.stl}/{r.stack} | "
@@ -514,7 +521,8 @@ def git_commit() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compiled", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="bf16, sm_90, the model's shapes, no pruned configurations")
-    parser.add_argument("--targets", default=None, help="compute capabilities, comma-separated (default 90,80; quick 90)")
+    parser.add_argument("--targets", default=None, help="compute capabilities, comma-separated: 90, 80, 100 (default "
+                        "90,80; quick 90)")
     parser.add_argument("--dtypes", default=None, help="default bfloat16,float16,float32 (quick: bfloat16)")
     parser.add_argument("--no-cuda", action="store_true", help="leave out the extension's CUDA kernels")
     parser.add_argument("--out", type=Path, default=None, help="folder for report.md and report.json "

@@ -100,9 +100,11 @@ PLANTED = textwrap.dedent('''
         "error": lambda: matmul_tile[(1,)](bf16(64, 4096), bf16(4096, 64), torch.empty(64, 64),
                                           BLOCK_M=64, BLOCK_N=64, BLOCK_K=3, num_warps=4),
     }
+    cases["no_tcgen05"], cases["tcgen05"] = cases["hmma"], cases["hgmma"]  # the same dots for sm_100
     found = {}
     for name, launch in cases.items():
-        records = compiled.record_launches(launch, 90, "planted", "bfloat16", skip_pruned=True)
+        records = compiled.record_launches(launch, 100 if "tcgen05" in name else 90, "planted", "bfloat16",
+                                           skip_pruned=True)
         for r in records:
             r.memory_bound = r.model_shape = True
         found[name] = sorted({line.split(":")[0] for line in compiled.violations(records)})
@@ -125,6 +127,7 @@ def planted(tmp_path_factory):
     ("narrow", "wide", "NARROW"),  # rows of 50257 bf16: no 16-byte access can be proven aligned
     ("spill", "no_spill", "SPILL"),  # 16384 fp32 values live across a reduction in one warp
     ("hmma", "hgmma", "NO-WGMMA"),  # a 32-row bf16 dot on sm_90 is mma.sync; 64 rows make a warpgroup MMA
+    ("no_tcgen05", "tcgen05", "NO-TCGEN05"),  # on sm_100 the 64-row dot is a tcgen05 MMA, the 32-row one is not
     ("smem", "hgmma", "SMEM"),  # 256 x 256 x 128 bf16 tiles, 4 stages: more than a block's 227 KB
     ("error", "hgmma", "COMPILE"),  # a dot with K = 3 does not compile
 ])
