@@ -491,10 +491,10 @@ def report(records: list[Compiled], header: str) -> str:
              f"{len(records)} compilations ({sum(r.status == 'ok' for r in records)} ok). Findings in configurations a "
              f"launcher can pick: {summary}.", "",
              "Columns: regs per thread; spill = local bytes / local stores (STL) / stack bytes; smem = shared memory per "
-             "block (dynamic + static); MMA = static HGMMA (warpgroup) and HMMA (mma.sync) counts; TMA and cp.async "
-             "counts; LDG/STG = static count x access bits; blocks/SM and theoretical occupancy with the limiting "
-             "resource; role: launch (the launcher's rule), default (autotuning off), kept / pruned (by the kernel's "
-             "autotune pruning). Flags as the checks (python -m bench.compiled --check) name them.", "",
+             "block (dynamic + static); MMA = static HGMMA (warpgroup), UTC*MMA (tcgen05) and HMMA (mma.sync) counts; TMA "
+             "and cp.async counts; LDG/STG = static count x access bits; blocks/SM and theoretical occupancy with the "
+             "limiting resource; role: launch (the launcher's rule), default (autotuning off), kept / pruned (by the "
+             "kernel's autotune pruning). Flags as the checks (python -m bench.compiled --check) name them.", "",
              "| op | kernel | dtype; constants | config | role | target | status | regs | spill | smem KB | MMA | TMA / "
              "cp.async | LDG bits | STG bits | blocks/SM (limit) | occupancy | flags | shapes |",
              "|" + "---|" * 18]
