@@ -52,8 +52,12 @@ def _gpu_limits() -> tuple[int, int]:
     GPU, from Triton's driver (a stand-in one when bench.compiled compiles without a GPU)."""
     from triton.runtime import driver
 
-    active = driver.active
-    return active.get_current_target().arch, active.utils.get_device_properties(active.get_current_device())["max_shared_mem"]
+    return _limits_of(driver.active, driver.active.get_current_device())
+
+
+@functools.lru_cache
+def _limits_of(active, device) -> tuple[int, int]:  # asked once per driver and device, not per launch
+    return active.get_current_target().arch, active.utils.get_device_properties(device)["max_shared_mem"]
 
 
 def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **kwargs):
@@ -457,14 +461,16 @@ def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.
     return o, lse
 
 
-def backward_preprocess(do, q, k, o, lse):
-    """delta = rowsum(dO * O) (B, H, Tq) fp32, and the empty dq, dk, dv."""
+def backward_preprocess(do, q, k, v, o, lse):
+    """What every backward kernel starts from: do, q, k, v with unit last strides, delta =
+    rowsum(dO * O) (B, H, Tq) fp32, and the empty dq, dk, dv."""
+    do, q, k, v = (runtime.unit_last_stride(t) for t in (do, q, k, v))
     B, H, T_Q, D = q.shape
     delta = torch.empty_like(lse)
     block = 64
     wrap_triton(_attention_bwd_preprocess_kernel)[(triton.cdiv(T_Q, block), B * H)](
         o, do, delta, *_strides(o), *_strides(do), H, T_Q, HEAD_DIM=D, BLOCK_M=block)
-    return delta, torch.empty_like(q, memory_format=torch.contiguous_format), torch.empty(
+    return do, q, k, v, delta, torch.empty_like(q, memory_format=torch.contiguous_format), torch.empty(
         k.shape, dtype=k.dtype, device=k.device), torch.empty(k.shape, dtype=k.dtype, device=k.device)
 
 
@@ -472,10 +478,9 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_
                        seed: torch.Tensor | None = None, *, autotune: bool = True,
                        dkdv_config: triton.Config | None = None, dq_config: triton.Config | None = None):
     """dq, dk, dv; dropout_p and seed as the forward had them; the configurations as the forward's."""
-    do, q, k, v = (runtime.unit_last_stride(t) for t in (do, q, k, v))
     if q.shape[0] * q.shape[1] == 0:
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    delta, dq, dk, dv = backward_preprocess(do, q, k, o, lse)
+    do, q, k, v, delta, dq, dk, dv = backward_preprocess(do, q, k, v, o, lse)
     B, H, T_Q, _ = q.shape
     T_K = k.shape[2]
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))

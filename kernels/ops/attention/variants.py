@@ -186,10 +186,9 @@ def attention_backward_paired(do, q, k, v, o, lse, causal: bool, scale: float, d
                               seed: torch.Tensor | None = None, *, autotune: bool = True,
                               config: triton.Config | None = None):
     """As triton.attention_backward, in one kernel after the preprocessing."""
-    do, q, k, v = (runtime.unit_last_stride(t) for t in (do, q, k, v))
     if q.shape[0] * q.shape[1] == 0:
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    delta, dq, dk, dv = backward_preprocess(do, q, k, o, lse)
+    do, q, k, v, delta, dq, dk, dv = backward_preprocess(do, q, k, v, o, lse)
     B, H, T_Q, _ = q.shape
     T_K = k.shape[2]
     _launch(_attention_bwd_paired_kernel, lambda meta: (triton.cdiv(max(T_Q, T_K), meta["BLOCK_N"]), B * H),
