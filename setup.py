@@ -1,4 +1,4 @@
-"""Builds the optional C++/CUDA extension `kernels._C` against the torch already installed.
+"""Builds the optional C++/CUDA extension `gpt_kernels._C` against the torch already installed.
 
 - CUDAExtension (csrc/*.cpp, csrc/cpu/*.cpp, csrc/cuda/*.cu) when that torch is a CUDA build and
   a CUDA toolkit with what linking needs is found, whether or not a GPU is present; otherwise a
@@ -10,7 +10,8 @@
   TORCH_CUDA_ARCH_LIST is honoured when GPT_CUDA_ARCHS is unset.
 - GPT_SKIP_EXTENSION=1: install the pure-Python package only.
 - MAX_JOBS: parallel compile jobs (torch's ninja builder reads it).
-What was built, and why, is written to kernels/_build_info.json; `python -m kernels` prints it.
+- The compiled objects stay in build/objects/ between installs: a reinstall recompiles only what changed.
+What was built, and why, is written to gpt_kernels/_build_info.json; `python -m gpt_kernels` prints it.
 """
 
 import glob
@@ -22,7 +23,7 @@ import sys
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-BUILD_INFO = os.path.join(ROOT, "kernels", "_build_info.json")
+BUILD_INFO = os.path.join(ROOT, "gpt_kernels", "_build_info.json")
 
 
 def say(message: str) -> None:
@@ -68,7 +69,7 @@ def extension_modules():
         info |= {"cuda_kernels": True, "archs": archs,
                  "summary": f"building the extension with CUDA kernels for architectures {archs} with the toolkit in {toolkit}"}
         ext = CUDAExtension(
-            "kernels._C", cpp_sources + cuda_sources, include_dirs=include_dirs,
+            "gpt_kernels._C", cpp_sources + cuda_sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]})
     else:
         why = ("torch is a CPU build" if not torch.version.cuda else
@@ -76,9 +77,18 @@ def extension_modules():
                "no complete CUDA toolkit was found (" + ("; ".join(passed_over) or "none installed") +
                "); set CUDA_HOME to one")
         info["summary"] = f"building the extension with CPU kernels only: {why}"
-        ext = CppExtension("kernels._C", cpp_sources, include_dirs=include_dirs, extra_compile_args=cxx_flags)
+        ext = CppExtension("gpt_kernels._C", cpp_sources, include_dirs=include_dirs, extra_compile_args=cxx_flags)
     record(info)
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
+
+    class BuildReusingObjects(BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)):
+        """Objects in build/objects/<python>-torch<version>/ rather than the temporary folder an editable install
+        builds in: ninja then recompiles only what changed (sources, headers, flags) on the next install."""
+
+        def finalize_options(self):
+            super().finalize_options()
+            self.build_temp = os.path.join(ROOT, "build", "objects", f"{sys.implementation.cache_tag}-torch{torch.__version__}")
+
+    return [ext], {"build_ext": BuildReusingObjects}
 
 
 ext_modules, cmdclass = extension_modules()

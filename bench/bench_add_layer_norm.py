@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from common import DEVICE, ON_GPU, copies_to_exceed_l2, run, shapes
 
-import kernels
-from kernels.ops.add_layer_norm import reference
+import gpt_kernels
+from gpt_kernels.ops.add_layer_norm import reference
 
 SHAPES = shapes("add_layer_norm")
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
-PROVIDERS = ["triton", "torch", "torch-compiled"] + (["ext"] if kernels.cuda_extension_available() else [])
+PROVIDERS = ["triton", "torch", "torch-compiled"] + (["ext"] if gpt_kernels.cuda_extension_available() else [])
 _compiled = None
 
 
@@ -34,7 +34,7 @@ def provider_fn(provider):
         if _compiled is None:
             _compiled = torch.compile(unfused)
         return _compiled
-    return lambda x, residual, w, b: kernels.add_layer_norm(x, residual, w, b, backend=provider)
+    return lambda x, residual, w, b: gpt_kernels.add_layer_norm(x, residual, w, b, backend=provider)
 
 
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])

@@ -1,7 +1,7 @@
 """Causal attention: triton against torch (SDPA) with each of its backends (torch-flash, torch-efficient,
 torch-cudnn; torch-math on a CPU) and the compiled reference (reference-compiled). triton-tma is
 the Triton forward moving its tiles with the tensor-memory engine, triton-paired the Triton
-backward as one kernel (both in kernels/ops/attention/variants.py).
+backward as one kernel (both in gpt_kernels/ops/attention/variants.py).
 
 TFLOP/s from the standard count: forward 4*B*H*T*T*D, halved when causal; backward 2.5x forward.
 GPU: pytest bench/bench_attention.py --benchmark-enable --benchmark-json out.json
@@ -15,15 +15,15 @@ import torch.nn.functional as F
 from common import DEVICE, ON_GPU, QUICK, run, shapes
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import kernels
-from kernels.ops.attention import reference, variants
+import gpt_kernels
+from gpt_kernels.ops.attention import reference, variants
 
 SHAPES = shapes("attention")  # (B, H, T, D)
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
 SDPA_BACKENDS = {"torch-flash": SDPBackend.FLASH_ATTENTION, "torch-efficient": SDPBackend.EFFICIENT_ATTENTION,
                  "torch-cudnn": SDPBackend.CUDNN_ATTENTION}
 # Variants of the Triton kernels, measured beside the default: provider -> variant of
-# kernels/ops/attention/variants.py. The backward is the default's in triton-tma, the forward in triton-paired.
+# gpt_kernels/ops/attention/variants.py. The backward is the default's in triton-tma, the forward in triton-paired.
 VARIANTS = {"triton-tma": "tma", "triton-paired": "paired"}
 SAME_AS_DEFAULT = {"triton-tma": "backward", "triton-paired": "forward"}
 # The quick run (the one-call GPU check) leaves out the two baselines that never lead on Hopper.
@@ -37,7 +37,7 @@ _compiled_naive = None
 def provider_call(provider, q, k, v):
     global _compiled_naive
     if provider == "triton":
-        return lambda: kernels.attention(q, k, v, causal=True)
+        return lambda: gpt_kernels.attention(q, k, v, causal=True)
     if provider in VARIANTS:
         return lambda: variants.attention(q, k, v, True, variant=VARIANTS[provider])
     if provider == "reference-compiled":

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from common import DEVICE, ON_GPU, peak_memory_during, run, shapes
 
-import kernels
+import gpt_kernels
 
 SHAPES = shapes("cross_entropy")
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
@@ -28,7 +28,7 @@ def provider_fn(provider):
             return F.cross_entropy(logits, targets)
 
     if provider in ("triton", "ext"):
-        return lambda logits, targets: kernels.cross_entropy(logits, targets, backend=provider)
+        return lambda logits, targets: gpt_kernels.cross_entropy(logits, targets, backend=provider)
     if provider == "torch":
         return torch_loss
     if _compiled is None:

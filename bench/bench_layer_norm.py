@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from common import DEVICE, ON_GPU, copies_to_exceed_l2, run, shapes
 
-import kernels
-from kernels.ops.layer_norm import reference
+import gpt_kernels
+from gpt_kernels.ops.layer_norm import reference
 
 SHAPES = shapes("layer_norm")
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
-PROVIDERS = ["triton", "torch", "torch-compiled"] + (["ext"] if kernels.cuda_extension_available() else [])
+PROVIDERS = ["triton", "torch", "torch-compiled"] + (["ext"] if gpt_kernels.cuda_extension_available() else [])
 _compiled_layer_norm = None
 
 
@@ -27,7 +27,7 @@ def provider_fn(provider):
         if _compiled_layer_norm is None:
             _compiled_layer_norm = torch.compile(lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b))
         return _compiled_layer_norm
-    return lambda x, w, b: kernels.layer_norm(x, w, b, backend=provider)
+    return lambda x, w, b: gpt_kernels.layer_norm(x, w, b, backend=provider)
 
 
 def make(shape, copies):

@@ -12,8 +12,8 @@ import pytest
 import torch
 from common import DEVICE, ON_GPU, peak_memory_during, run, shapes
 
-import kernels
-from kernels.ops.linear_cross_entropy import reference
+import gpt_kernels
+from gpt_kernels.ops.linear_cross_entropy import reference
 
 SHAPES = shapes("linear_cross_entropy")  # (tokens N, width C, vocabulary V)
 _compiled = None
@@ -26,7 +26,7 @@ def provider_fn(provider):
     def loss(backend):
         def fn(h, weight, targets):
             with autocast:
-                return kernels.linear_cross_entropy(h, weight, targets, backend=backend)
+                return gpt_kernels.linear_cross_entropy(h, weight, targets, backend=backend)
         return fn
 
     if provider != "torch-compiled":

@@ -18,9 +18,9 @@ QUICK = False  # pytest's --quick (bench/conftest.py), the one-call GPU check: f
 
 
 def shapes(op: str) -> list:
-    """The op's declared benchmark shapes for this run (kernels/ops/<op>/__init__.py): all on a GPU,
+    """The op's declared benchmark shapes for this run (gpt_kernels/ops/<op>/__init__.py): all on a GPU,
     a telling few in quick mode, a smoke case on a CPU."""
-    from kernels.registry import OPS
+    from gpt_kernels.registry import OPS
 
     declared = OPS[op].shapes
     return list(declared.cpu if not ON_GPU else declared.quick if QUICK else declared.gpu)

@@ -2,7 +2,7 @@
 one, and what the machine code says about speed, as a report and as checks.
 
 Triton kernels: a stand-in driver tells Triton that a GPU of the target architecture is present,
-and every op's declared launches (`triton_launches` in kernels/ops/<op>/__init__.py) run at its
+and every op's declared launches (`triton_launches` in gpt_kernels/ops/<op>/__init__.py) run at its
 benchmark and model shapes on CPU tensors. Each kernel launch compiles instead of running, and an
 autotuned kernel compiles every configuration of its list, marked as its own pruning rule marks
 it: the configurations are the launchers' own, so the report cannot drift from the code.
@@ -105,7 +105,7 @@ class Compiled:
     limit: str = ""
     occupancy: float = 0.0
     memory_bound: bool = False
-    variant: bool = False  # a measured alternative (kernels/ops/<op>/variants.py), checked as the default
+    variant: bool = False  # a measured alternative (gpt_kernels/ops/<op>/variants.py), checked as the default
     shapes: list = field(default_factory=list)  # the cases that compile to this code
     model_shape: bool = False  # one of them is a model shape
     flags: list = field(default_factory=list)
@@ -302,7 +302,7 @@ def record_launches(launch: Callable[[], None], cc: int, op: str, dtype: str, sk
     # torch's wrap_triton hands Triton a new autotuner holding only the configurations the kernel's
     # pruning keeps; the full list (the pruned ones reported too) is the module-level original's.
     originals = {id(value.fn): value for name, module in list(sys.modules.items())
-                 if name.startswith("kernels.") and module is not None
+                 if name.startswith("gpt_kernels.") and module is not None
                  for value in vars(module).values() if isinstance(value, Autotuner)}
 
     def every_config(self, *args, **kwargs):
@@ -335,7 +335,7 @@ def record_launches(launch: Callable[[], None], cc: int, op: str, dtype: str, sk
 
 def triton_records(quick: bool, targets, dtypes, progress=print) -> list[Compiled]:
     """Every op's launches at its shapes, dtypes and targets, one record per distinct compilation."""
-    from kernels.registry import OPS
+    from gpt_kernels.registry import OPS
 
     merged: dict[tuple, Compiled] = {}
     for op in OPS.values():
@@ -466,7 +466,7 @@ def widths(accesses: dict[int, int]) -> str:
 
 
 def cost_lines(dtype_size: int = 2) -> list[str]:
-    from kernels.registry import OPS
+    from gpt_kernels.registry import OPS
 
     lines = ["| op | shape | pass | MB moved | GFLOP | H100 bound us | H200 bound us |", "|---|---|---|---|---|---|---|"]
     for op in OPS.values():
@@ -534,8 +534,8 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--targets {unknown}: expected compute capabilities among {sorted(ARCHS)}")
     dtypes = (args.dtypes or ("bfloat16" if args.quick else "bfloat16,float16,float32")).split(",")
-    if "kernels" in sys.modules and os.environ.get("TRITON_INTERPRET") == "1":
-        raise SystemExit("bench.compiled must run in its own process (kernels was imported for the interpreter)")
+    if "gpt_kernels" in sys.modules and os.environ.get("TRITON_INTERPRET") == "1":
+        raise SystemExit("bench.compiled must run in its own process (gpt_kernels was imported for the interpreter)")
     os.environ["TRITON_INTERPRET"] = "0"  # compile for the GPU, even on a machine without one
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's default, said aloud
 

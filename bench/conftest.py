@@ -1,6 +1,6 @@
 import common
 
-import kernels  # noqa: F401  (selects the Triton interpreter on GPU-less machines before any kernel is defined)
+import gpt_kernels  # noqa: F401  (selects the Triton interpreter on GPU-less machines before any kernel is defined)
 
 
 def pytest_addoption(parser):

@@ -9,7 +9,7 @@ per provider, each printing its row as soon as it is measured); a failing or tim
 recorded with the tail of its log and the next one runs. The budgets below come from the first
 H100 run (bench/results/2026-11-26-h100-b8ec186) with a margin and sum to 560 s, inside one
 600 s device call. At the end the folder holds report.md, report.json, the charts,
-auto_backends.json (for kernels/auto_backends.json) and one archive of everything else, so
+auto_backends.json (for gpt_kernels/auto_backends.json) and one archive of everything else, so
 the whole record comes back from a remote machine in a few files.
 """
 
@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kernels import registry
+from gpt_kernels import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,11 +48,11 @@ TRAIN_ARGS = ["--preset", "shakespeare-char", "--compile", "true", "--max_iters"
 TRAIN_SECONDS = 55  # compilation (about 30-40 s on the first run) included; the report gives training time apart
 # Each benchmark file runs as its own step with its own budget and results file, so one that
 # overruns loses only its own results (pytest-benchmark writes its JSON at the end), with the
-# budget its op declares (kernels/ops/<op>/__init__.py). Sum: the stage's.
+# budget its op declares (gpt_kernels/ops/<op>/__init__.py). Sum: the stage's.
 
 
 def bench_budgets_s() -> dict[str, int]:
-    from kernels.registry import OPS
+    from gpt_kernels.registry import OPS
 
     return {f"bench/bench_{op.name}.py": op.bench_budget_s for op in OPS.values()}
 
@@ -85,10 +85,14 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def xdist_workers() -> int:
-    """Parallel pytest workers: 10 on the H100 machine's 16 cores ran its 425 GPU tests in ~144 s."""
+def xdist_workers(dry_run: bool) -> int:
+    """Parallel pytest workers: 10 on the H100 machine's 16 cores ran its 425 GPU tests in ~144 s; serially
+    they cannot finish in the stage's budget, so on a GPU a missing pytest-xdist stops the check at once."""
     if importlib.util.find_spec("xdist") is None:
-        return 0
+        if dry_run:
+            return 0
+        raise SystemExit("the GPU tests need pytest-xdist (serially they cannot finish in their budget): "
+                         "pip install -e '.[bench]'")
     return max(1, min(10, (os.cpu_count() or 2) - 2))
 
 
@@ -97,14 +101,14 @@ def stage_steps(stage: str, out: Path, dry_run: bool, train_args: list[str] = TR
     budget = BUDGETS_S.get(stage, 0)
     if stage == "install":
         if dry_run:  # the CPU already has the package; check that it imports with its extension
-            return [Step([py, "-c", "import kernels; assert kernels.cuda_extension_available(); print('installed')"],
+            return [Step([py, "-c", "import gpt_kernels; assert gpt_kernels.cuda_extension_available(); print('installed')"],
                          budget)]
         return [Step([py, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."], budget,
                      {"GPT_CUDA_ARCHS": device_arch(), "MAX_JOBS": str(os.cpu_count() or 4)})]
     if stage == "tests":
         # The attention tests launch each kernel's default configuration (autotune=False) and check
         # every offered one at two shapes; the bench stage autotunes and checks its outputs too.
-        workers = xdist_workers()
+        workers = xdist_workers(dry_run)
         command = [py, "-m", "pytest", "-m", "gpu", "-q", "-rfE", f"--junitxml={out}/gpu_tests.xml"]
         command += ["-n", str(workers)] if workers else []
         command += ["tests/test_layer_norm.py"] if dry_run else ["tests"]  # dry run: collection and skips only

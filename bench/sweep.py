@@ -12,7 +12,7 @@
    program count for the backward.
 Each configuration is passed to the kernel's launcher (attention's config, dkdv_config and
 dq_config; LayerNorm's launch). The winners, with their speed against the ceilings, are what to
-commit as defaults: first in kernels/ops/attention/triton.py's lists, kernels/ops/rows.py's rule.
+commit as defaults: first in gpt_kernels/ops/attention/triton.py's lists, gpt_kernels/ops/rows.py's rule.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from pathlib import Path
 
 import torch
 
-from kernels.ops import rows as rows_module
-from kernels.ops.attention import reference as attention_reference
-from kernels.ops.attention import triton as attention_module
-from kernels.ops.attention import variants as attention_variants
-from kernels.ops.layer_norm import reference as layer_norm_reference
-from kernels.ops.layer_norm import triton as layer_norm_module
+from gpt_kernels import runtime
+from gpt_kernels.ops import rows as rows_module
+from gpt_kernels.ops.attention import reference as attention_reference
+from gpt_kernels.ops.attention import triton as attention_module
+from gpt_kernels.ops.attention import variants as attention_variants
+from gpt_kernels.ops.layer_norm import reference as layer_norm_reference
+from gpt_kernels.ops.layer_norm import triton as layer_norm_module
 
 ATTENTION_SHAPES = [(16, 12, 1024, 64), (8, 12, 2048, 64), (4, 12, 4096, 64)]
 LAYER_NORM_SHAPES = [(16384, 768), (8192, 4096)]
@@ -207,14 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "CPU (dry run)",
               "date": datetime.date.today().isoformat(), "torch": torch.__version__, "triton": triton.__version__,
               "commit": args.commit, "ceilings": ceilings(measure, device), "rows": []}
-    if args.only in (None, "attention"):
-        result["rows"] += attention_sweep(measure, device, dtype, DRY["attention"] if args.dry_run else ATTENTION_SHAPES,
-                                          DRY["fwd"] if args.dry_run else FWD_GRID,
-                                          DRY["bwd"] if args.dry_run else BWD_GRID,
-                                          DRY["paired"] if args.dry_run else PAIRED_GRID)
-    if args.only in (None, "layer_norm"):
-        result["rows"] += layer_norm_sweep(measure, device, dtype,
-                                           DRY["layer_norm"] if args.dry_run else LAYER_NORM_SHAPES, args.dry_run)
+    with runtime.eager_launches():  # timed launches, not torch's higher-order op around each
+        if args.only in (None, "attention"):
+            result["rows"] += attention_sweep(measure, device, dtype,
+                                              DRY["attention"] if args.dry_run else ATTENTION_SHAPES,
+                                              DRY["fwd"] if args.dry_run else FWD_GRID,
+                                              DRY["bwd"] if args.dry_run else BWD_GRID,
+                                              DRY["paired"] if args.dry_run else PAIRED_GRID)
+        if args.only in (None, "layer_norm"):
+            result["rows"] += layer_norm_sweep(measure, device, dtype,
+                                               DRY["layer_norm"] if args.dry_run else LAYER_NORM_SHAPES, args.dry_run)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(result, indent=2))

@@ -26,11 +26,20 @@ from .config import GPTConfig
 TIED = {"lm_head.weight": "transformer.wte.weight"}
 
 
+def with_usual_permissions(path: Path) -> None:
+    """The mode a plain new file or folder gets under the user's umask (0644 and 0755 under 022): safetensors
+    and mkdtemp write 0600 and 0700, which a shared checkpoint or export should not have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), fsync it, then rename over path: readers see the old or the new file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
+    with_usual_permissions(tmp)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -78,11 +87,11 @@ def save_weights(path: Path, state_dict: dict, config: GPTConfig, tokenizer_meta
 
 
 def saved_train_config(path: Path) -> dict | None:
-    """The TrainConfig a weights file was written by (its header only), or None."""
+    """The TrainConfig a weights file was written by (its header only), or None when it records none."""
     try:
         value = read_metadata(path).get("train_config")
-    except Exception:  # unreadable: load_weights reports it properly later
-        return None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"checkpoint {path} is truncated or corrupted and cannot be read: {err}") from None
     return json.loads(value) if value else None
 
 
@@ -91,6 +100,10 @@ def read_metadata(path: Path) -> dict:
 
     with safe_open(str(path), framework="pt") as f:
         return f.metadata() or {}
+
+
+ANOTHER_CHECKPOINT = ("the run's other checkpoint may be whole: gpt.sample and gpt.export take --checkpoint best or last, "
+                      "and training goes on from an export with python -m gpt.train --init_from EXPORT_DIR")
 
 
 def load_weights(path: Path, device: str | torch.device = "cpu") -> tuple[dict, GPTConfig, dict]:
@@ -109,7 +122,7 @@ def load_weights(path: Path, device: str | torch.device = "cpu") -> tuple[dict, 
     damaged = _damaged(json.loads(metadata.get("checksums", "{}")), state.items())
     if damaged:
         raise ValueError(f"checkpoint {path} is corrupted: {len(damaged)} tensor(s) do not match the checksums "
-                         f"written with them ({', '.join(damaged[:3])}); use another checkpoint, e.g. best.safetensors")
+                         f"written with them ({', '.join(damaged[:3])}); {ANOTHER_CHECKPOINT}")
     for head, source in TIED.items():
         if source in state:
             state[head] = state[source]

@@ -13,8 +13,11 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import NoReturn
 
-import kernels
+import gpt_kernels
+
+from .data import SHAKESPEARE_SHA256, sha256_of
 
 
 def option(default, doc: str, **kwargs):
@@ -65,7 +68,8 @@ MODEL_FLAGS = tuple(f.name for f in fields(GPTConfig) if f.name != "vocab_size")
 @dataclass
 class TrainConfig:
     # I/O
-    out_dir: str = option("out", "folder for checkpoints, metrics.jsonl and loss.png")
+    out_dir: str = option("out", "folder for checkpoints, metrics.jsonl and loss.png (a preset's out-shakespeare-char "
+                                 "becomes out-NAME on other data: NAME of --input FILE or --data DIR)")
     input: str = option("", "a local UTF-8 text file; empty: Tiny Shakespeare, downloaded and verified")
     data: str = option("", "a folder written by python -m gpt.prepare (shards of any size; its manifest names the "
                            "tokenizer); instead of --input")
@@ -84,7 +88,7 @@ class TrainConfig:
     # model
     model: GPTConfig = option(GPTConfig, "the model's shape (its fields are flags of their own)")
     kernels: str = option("auto", "which implementation each op uses; see --kernels in --help")
-    auto_table: str = option("", "the measured backends --kernels auto reads; empty: kernels/auto_backends.json "
+    auto_table: str = option("", "the measured backends --kernels auto reads; empty: gpt_kernels/auto_backends.json "
                                  "(the GPU check names the one its benchmarks just wrote)")
     # optimisation
     batch_size: int = option(12, "sequences per micro-batch")
@@ -97,8 +101,8 @@ class TrainConfig:
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 disables clipping)")
     decay_lr: bool = option(True, "warmup then cosine decay to min_lr (else a constant rate)")
     warmup_iters: int = option(100, "linear warmup steps")
-    lr_decay_iters: int = option(5000, "step at which the cosine reaches min_lr")
-    min_lr: float = option(6e-5, "final learning rate")
+    lr_decay_iters: int | None = option(None, "step at which the cosine reaches min_lr")
+    min_lr: float | None = option(None, "final learning rate")
     # system
     device: str = option("", "cpu, cuda or cuda:N; empty: cuda if available, else cpu")
     dtype: str = option("", "float32, bfloat16 or float16; empty: bfloat16 on CUDA (float16 without bf16), float32 on CPU")
@@ -113,6 +117,9 @@ class TrainConfig:
     nonfinite: str = option("stop", "a non-finite loss or gradient: stop (keep the last good checkpoint) or skip the step")
 
     def __post_init__(self) -> None:
+        for name, (_, derive) in DERIVED.items():  # unset: follows the value it derives from
+            if getattr(self, name) is None:
+                setattr(self, name, derive(self))
         positive = ("eval_interval", "log_interval", "eval_iters", "batch_size", "gradient_accumulation_steps")
         for name in positive:
             if getattr(self, name) < 1:
@@ -138,7 +145,7 @@ class TrainConfig:
             raise ValueError(f"--compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        kernels.registry.parse_spec(self.kernels)  # raises on a bad spec, naming the choices
+        gpt_kernels.registry.parse_spec(self.kernels)  # raises on a bad spec, naming the choices
         if self.auto_table and not Path(self.auto_table).is_file():
             raise ValueError(f"--auto_table {self.auto_table!r} is not a file (a table of measured backends, "
                              "as bench/gpu_check.py writes auto_backends.json)")
@@ -154,28 +161,36 @@ class TrainConfig:
         return self.gradient_accumulation_steps * self.batch_size * self.model.block_size
 
 
+# Schedule values that follow others unless given: a preset or a flag that changes the learning rate or
+# the run's length moves them with it (GPT-3 and nanoGPT: min_lr = learning_rate / 10, decay over the run).
+DERIVED = {
+    "min_lr": ("learning_rate / 10", lambda cfg: cfg.learning_rate / 10),
+    "lr_decay_iters": ("max_iters", lambda cfg: cfg.max_iters),
+}
+
+
 PRESETS: dict[str, dict] = {
     # nanoGPT's config/train_shakespeare_char.py
     "shakespeare-char": dict(
         out_dir="out-shakespeare-char", eval_interval=250, eval_iters=200, log_interval=10,
         n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False,
         batch_size=64, gradient_accumulation_steps=1, learning_rate=1e-3, max_iters=5000,
-        lr_decay_iters=5000, min_lr=1e-4, beta2=0.99, warmup_iters=100, weight_decay=0.1, grad_clip=1.0,
+        beta2=0.99, warmup_iters=100, weight_decay=0.1, grad_clip=1.0,
     ),
     # nanoGPT's README recipe for a CPU (the same data, a much smaller model) with a 3x higher
     # learning rate, which is what takes it below nanoGPT's val loss 1.88 (README: Results)
     "shakespeare-char-cpu": dict(
-        out_dir="out-shakespeare-char", eval_interval=250, eval_iters=20, log_interval=1,
+        out_dir="out-shakespeare-char", eval_interval=250, eval_iters=20, log_interval=10,
         n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False,
         batch_size=12, gradient_accumulation_steps=1, learning_rate=3e-3, max_iters=2000,
-        lr_decay_iters=2000, min_lr=3e-4, beta2=0.99, warmup_iters=100, weight_decay=0.1, grad_clip=1.0,
+        beta2=0.99, warmup_iters=100, weight_decay=0.1, grad_clip=1.0,
     ),
     # GPT-2 small (124M) with the GPT-2 tokenizer, nanoGPT's config/train_gpt2.py per GPU
     "gpt2-124m": dict(
         out_dir="out-gpt2-124m", tokenizer="gpt2", eval_interval=1000, eval_iters=200, log_interval=10,
         n_layer=12, n_head=12, n_embd=768, block_size=1024, dropout=0.0, bias=False,
         batch_size=12, gradient_accumulation_steps=40, learning_rate=6e-4, max_iters=600000,
-        lr_decay_iters=600000, min_lr=6e-5, beta2=0.95, warmup_iters=2000, weight_decay=0.1, grad_clip=1.0,
+        beta2=0.95, warmup_iters=2000, weight_decay=0.1, grad_clip=1.0,
     ),
 }
 
@@ -204,6 +219,20 @@ class CommandLineError(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UsageError(ValueError):
+    """A value on the command line that this run cannot use (a device this machine lacks, a shape flag the
+    pretrained model contradicts): like argparse's own errors, exit status 2. Other errors exit with 1."""
+
+
+def fail(prog: str, err: Exception) -> NoReturn:
+    """Stop a command with one line: status 2 for an error in the command line, 1 for any other."""
+    line = f"{prog}: error: {err}"
+    if isinstance(err, UsageError):
+        print(line, file=sys.stderr)
+        raise CommandLineError(line)
+    raise SystemExit(line)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -238,19 +267,33 @@ def build_arg_parser(preset: str = "shakespeare-char-cpu", prog: str = "python -
     effective = TrainConfig.from_flat(PRESETS[preset])
     for f in _flag_fields():
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        doc = kernels.registry.spec_help() if f.name == "kernels" else f.metadata["doc"]
+        doc = gpt_kernels.registry.spec_help() if f.name == "kernels" else f.metadata["doc"]
         value = getattr(effective.model if f.name in MODEL_FLAGS else effective, f.name)
         source = f", from preset {preset}" if f.name in PRESETS[preset] else ""
+        if f.name in DERIVED:
+            value, source = f"{DERIVED[f.name][0]}, here {value:g}", ""
         if str(f.type).startswith("bool"):
             parser.add_argument(*flags, dest=f.name, type=parse_bool, nargs="?", const=True, default=None,
                                 metavar="true|false", help=f"{doc} (default: {value}{source})")
             parser.add_argument(f"--no-{f.name.replace('_', '-')}", *([f"--no_{f.name}"] if "_" in f.name else []),
                                 dest=f.name, action="store_false", default=None, help=argparse.SUPPRESS)
         else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
+            kind = {"int": int, "float": float}.get(str(f.type).removesuffix(" | None"), str)
+            shown = value if f.name in DERIVED else repr(value)
             parser.add_argument(*flags, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
-                                help=f"{doc} (default: {value!r}{source})")
+                                help=f"{doc} (default: {shown}{source})")
     return parser
+
+
+def out_dir_for_the_data(values: dict) -> str:
+    """A preset's folder names Tiny Shakespeare: a run on other data is written to out-<its name> instead."""
+    default, text = values.get("out_dir", "out"), values.get("input") or values.get("data")
+    if default != "out-shakespeare-char" or not text:
+        return default
+    path = Path(text)
+    if path.is_file() and sha256_of(path) == SHAKESPEARE_SHA256:
+        return default
+    return f"out-{(path.stem if path.is_file() else path.name) or 'run'}"
 
 
 def config_from_args(argv: list[str] | None = None, *, cuda_available: bool = False) -> tuple[TrainConfig, str, set[str]]:
@@ -263,11 +306,13 @@ def config_from_args(argv: list[str] | None = None, *, cuda_available: bool = Fa
     args = parser.parse_args(argv)
     explicit = {name for name, value in vars(args).items() if name != "preset" and value is not None}
     values = dict(PRESETS[preset]) | {name: getattr(args, name) for name in explicit}
+    if "out_dir" not in explicit:
+        values["out_dir"] = out_dir_for_the_data(values)
     try:
         return TrainConfig.from_flat(values), preset, explicit
     except ValueError as err:
         parser.error(str(err))
 
 
-__all__ = ["GPTConfig", "TrainConfig", "PRESETS", "MODEL_FLAGS", "ArgumentParser", "config_from_args",
-           "build_arg_parser"]
+__all__ = ["GPTConfig", "TrainConfig", "PRESETS", "MODEL_FLAGS", "ArgumentParser", "UsageError", "fail",
+           "config_from_args", "build_arg_parser"]

@@ -99,8 +99,11 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         try:
             return [self.stoi[ch] for ch in text]
-        except KeyError as err:
-            raise ValueError(f"character {err.args[0]!r} is not in this model's vocabulary") from None
+        except KeyError:
+            unknown = sorted(set(text) - self.stoi.keys())
+            raise ValueError(f"{'character' if len(unknown) == 1 else f'{len(unknown)} characters'} "
+                             f"{' '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not in this "
+                             "model's vocabulary") from None
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
@@ -110,9 +113,21 @@ class CharTokenizer:
 
 
 def gpt2_encoding():
+    """GPT-2's BPE from tiktoken, which downloads its two files once into a cache folder; offline without them,
+    one line that says how to supply them (requests' errors are OSErrors, not the builtin ConnectionError)."""
     import tiktoken
 
-    return tiktoken.get_encoding("gpt2")
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except (OSError, ValueError) as err:
+        import tempfile
+
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+        raise ConnectionError(
+            f"could not load GPT-2's BPE: tiktoken downloads its files once into {cache} and could not "
+            f"({type(err).__module__.split('.')[0]}.{type(err).__name__}). Offline? On a "
+            "machine online run `TIKTOKEN_CACHE_DIR=DIR python -c \"import tiktoken; tiktoken.get_encoding('gpt2')\"`, "
+            "copy DIR here and set TIKTOKEN_CACHE_DIR=DIR; or use --tokenizer char") from None
 
 
 class GPT2Tokenizer:

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, UsageError
 
 # Dense bf16 tensor-core peak FLOP/s by device-name substring; first match wins.
 PEAK_BF16_FLOPS = (
@@ -33,13 +33,13 @@ def resolve_device_dtype(cfg: TrainConfig, local_rank: int = 0) -> tuple[torch.d
         except RuntimeError:
             device = None
         if device is None or device.type not in ("cpu", "cuda"):
-            raise ValueError(f"--device {cfg.device!r} is not supported; expected cpu, cuda or cuda:N")
+            raise UsageError(f"--device {cfg.device!r} is not supported; expected cpu, cuda or cuda:N")
     elif torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available on this machine")
+        raise UsageError("--device cuda requested but CUDA is not available on this machine")
     if cfg.dtype:
         dtype = getattr(torch, cfg.dtype)
     elif device.type == "cuda":
@@ -47,7 +47,7 @@ def resolve_device_dtype(cfg: TrainConfig, local_rank: int = 0) -> tuple[torch.d
     else:
         dtype = torch.float32
     if device.type == "cpu" and dtype == torch.float16:
-        raise ValueError("--dtype float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
+        raise UsageError("--dtype float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
     return device, dtype
 
 

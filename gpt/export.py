@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from . import checkpoint, hf
-from .config import ArgumentParser
+from .config import ArgumentParser, fail
 
 
 def byte_level_alphabet() -> dict[int, str]:
@@ -114,6 +114,8 @@ def export(run_dir: str | Path, hf_dir: str | Path, which: str = "best", overwri
             settings = json.loads((staging / "tokenizer_config.json").read_text())
             settings["tokenizer_class"] = "GPT2TokenizerFast"
             (staging / "tokenizer_config.json").write_text(json.dumps(settings, indent=2))
+        for written in [staging, *staging.iterdir()]:
+            checkpoint.with_usual_permissions(written)
         if hf_dir.exists():
             shutil.rmtree(hf_dir)
         staging.replace(hf_dir)  # the new folder appears whole, or not at all
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         out = export(args.run_dir, args.hf_dir, args.checkpoint, args.overwrite)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"{parser.prog}: error: {err}") from None
+        fail(parser.prog, err)
     print(f"wrote {out}: load it with transformers.GPT2LMHeadModel.from_pretrained({str(out)!r}) "
           f"and AutoTokenizer.from_pretrained({str(out)!r})")
     return out

@@ -1,8 +1,8 @@
 """A GPT-2 family decoder, plain PyTorch, read top to bottom (after nanoGPT's model.py).
 
 The ops that fused kernels replace -- layer norm, causal attention, the loss -- are the
-implementations in a `kernels.Kernels`, resolved once before the model is built
-(`kernels.resolve("auto", device)`); PyTorch's own ops when none is given.
+implementations in a `gpt_kernels.Kernels`, resolved once before the model is built
+(`gpt_kernels.resolve("auto", device)`); PyTorch's own ops when none is given.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 
-import kernels
-from kernels import Kernels
+import gpt_kernels
+from gpt_kernels import Kernels
 
 from .config import GPTConfig
 
-TORCH_KERNELS = kernels.resolve("torch")
+TORCH_KERNELS = gpt_kernels.resolve("torch")
 
 
 class LayerNorm(nn.Module):

@@ -11,9 +11,11 @@ characters, named <|endoftext|>).
 DIR gets train_NNNNNN.bin and val_NNNNNN.bin shards of --shard_tokens tokens (uint16, or uint32 for a
 vocabulary above 65536) and manifest.json: the tokenizer, the sources, every shard with its token
 count and sha256, and the split (by documents: --val_fraction of them, chosen by a fixed hash of the
-document's position, or --val SOURCE). While it runs, progress.json records the position of the last
-completed shard: run the same command again after an interruption and it continues from there, writing
-the same bytes an uninterrupted run writes. DIR prepared with other arguments is refused.
+document's position, and the first documents until val holds --min_val_tokens, so val is never empty;
+or --val SOURCE). While it runs, progress.json records the position of the last completed shard: run
+the same command again after an interruption and it continues from there, writing the same bytes an
+uninterrupted run writes; run it with other arguments and the unfinished preparation is started afresh.
+A complete DIR prepared with other arguments is refused.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ArgumentParser
+from .config import ArgumentParser, fail
 from .data import CharTokenizer, gpt2_encoding, sha256_of
 
 END_OF_TEXT = "<|endoftext|>"
 PIECE_CHARS = 1 << 20  # a long text goes to the workers in pieces of about this many characters
-FORMAT = 1  # of manifest.json and progress.json
+FORMAT = 2  # of manifest.json and progress.json
+MIN_VAL_TOKENS = 1025  # GPT-2's block_size + 1: one evaluation batch of the largest preset
 
 
 class BadDocument(ValueError):
@@ -228,6 +231,10 @@ class SplitWriter:
     documents: int = 0
     started: bool = False  # a document has been written (the next one needs a separator first)
 
+    @property
+    def tokens(self) -> int:
+        return sum(s["tokens"] for s in self.shards) + self.partial_tokens
+
     def _partial(self) -> Path:
         return self.folder / f"{self.split}_{len(self.shards):06d}.bin.partial"
 
@@ -308,6 +315,7 @@ class PrepareArgs:
     shard_tokens: int
     val_fraction: float
     on_error: str
+    min_val_tokens: int = MIN_VAL_TOKENS
 
 
 def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progress: bool = False) -> dict:
@@ -319,18 +327,19 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
     sources = [{"path": str(p), "bytes": p.stat().st_size, "split": split}
                for split, group in (("train", files), ("val", val_files)) for p in group]
     manifest_path, progress_path = out / "manifest.json", out / "progress.json"
-    for path in (manifest_path, progress_path):
-        if path.exists():
-            recorded = json.loads(path.read_text())
-            if recorded["arguments"] != defined or recorded["sources"] != sources:
-                raise ValueError(f"{out} was prepared from other arguments or sources ({path.name} records "
-                                 f"{recorded['arguments']}): choose another --out, or delete it")
-            if path == manifest_path:
-                return recorded  # complete already
+    if manifest_path.exists():
+        recorded = json.loads(manifest_path.read_text())
+        if recorded["arguments"] != defined or recorded["sources"] != sources:
+            raise ValueError(f"{out} was prepared from other arguments or sources (manifest.json records "
+                             f"{recorded['arguments']}): choose another --out, or delete it")
+        return recorded  # complete already
     if out.exists() and not progress_path.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and holds other files: choose another --out, or empty it")
-    out.mkdir(parents=True, exist_ok=True)
+    if len(files) == 1 and files[0].suffix == ".txt" and not val_files:
+        raise ValueError(f"{files[0]} is one document, and the split is by documents: give the val text with "
+                         "--val SOURCE, or train on it directly with `python -m gpt.train --input FILE`")
 
+    # Everything that can fail before a byte is written (the tokenizer's files, the vocabulary) is settled first.
     if args.tokenizer == "char":
         chars, encoding = char_vocabulary(files + val_files, args.text_field, args.on_error), None
         tokenizer = {"kind": "char", "vocab_size": len(chars), "chars": chars, "end_of_text": len(chars) - 1}
@@ -338,6 +347,14 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
         encoding = gpt2_encoding()
         chars = None
         tokenizer = {"kind": "gpt2", "vocab_size": encoding.n_vocab, "end_of_text": encoding.eot_token}
+    if progress_path.exists():
+        recorded = json.loads(progress_path.read_text())
+        if recorded["arguments"] != defined or recorded["sources"] != sources:
+            for unfinished in [*out.glob("train_*.bin*"), *out.glob("val_*.bin*"), progress_path]:
+                unfinished.unlink()
+            print(f"{out}: an unfinished preparation from other arguments ({recorded['arguments']}) was deleted; "
+                  "starting afresh", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
     dtype = "uint16" if tokenizer["vocab_size"] <= 1 << 16 else "uint32"
     writers = {split: SplitWriter(out, split, args.shard_tokens, dtype) for split in ("train", "val")}
     next_document, skipped = 0, []  # the skipped documents are met again on the way to next_document
@@ -362,16 +379,19 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
 
         bar = tqdm(unit=" docs", file=sys.stderr, disable=not sys.stderr.isatty(), initial=next_document)
     started_at, tokens_seen, last_record, completed = time.perf_counter(), 0, time.perf_counter(), False
+    writer = None  # the split of the document being written
     in_flight: deque = deque()
 
     def write_results() -> None:
         """The oldest batch in flight, written in document order; the progress recorded at a document's
         end after a shard completed (or every half minute)."""
-        nonlocal tokens_seen, last_record, completed
+        nonlocal tokens_seen, last_record, completed, writer
         batch, result = in_flight.popleft()
         for (index, first, doc), tokens in zip(batch, result.get()):
-            in_val_split = doc.source >= n_train if val_files else in_val(index, args.val_fraction)
-            writer = writers["val" if in_val_split else "train"]
+            if first:  # a document's split, decided at its first piece
+                in_val_split = (doc.source >= n_train if val_files else
+                                in_val(index, args.val_fraction) or writers["val"].tokens < args.min_val_tokens)
+                writer = writers["val" if in_val_split else "train"]
             if first and writer.started:
                 writer.write(eot)
             completed |= writer.write(tokens)
@@ -411,7 +431,7 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
 
     for split, writer in writers.items():
         if not writer.documents:
-            hint = "pass --val SOURCE or a larger --val_fraction" if split == "val" else "add sources"
+            hint = "pass --val SOURCE" if split == "val" else "add sources, or lower --min_val_tokens"
             raise ValueError(f"the {split} split has no documents ({documents_read} read in all"
                              f"{f', {len(skipped)} skipped' if skipped else ''}): {hint}")
     for writer in writers.values():
@@ -431,29 +451,38 @@ def main(argv: list[str] | None = None) -> dict:
                         help="text files, folders or globs of .txt files, .jsonl or .parquet files")
     parser.add_argument("--out", required=True, help="the folder to write the shards and manifest.json into")
     parser.add_argument("--tokenizer", choices=("gpt2", "char"), default="gpt2",
-                        help="GPT-2's BPE (tiktoken), or one token per character of the corpus")
-    parser.add_argument("--text_field", "--text-field", default="text", help="the text's field in .jsonl/.parquet")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizing processes")
-    parser.add_argument("--shard_tokens", "--shard-tokens", type=int, default=100_000_000, help="tokens per shard")
+                        help="GPT-2's BPE (tiktoken), or one token per character of the corpus (default: gpt2; "
+                             "gpt.train's default is char)")
+    parser.add_argument("--text_field", "--text-field", default="text",
+                        help="the text's field in .jsonl/.parquet (default: text)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="tokenizing processes (default: the CPU count, %(default)s here)")
+    parser.add_argument("--shard_tokens", "--shard-tokens", type=int, default=100_000_000,
+                        help="tokens per shard (default: %(default)s)")
     parser.add_argument("--val_fraction", "--val-fraction", type=float, default=None,
-                        help="the share of documents for the val split (default 0.0005; not with --val)")
-    parser.add_argument("--val", nargs="+", default=[], metavar="SOURCE", help="val documents from these sources")
+                        help="the share of documents for the val split, chosen by a hash of their position "
+                             "(default: 0.0005; not with --val)")
+    parser.add_argument("--min_val_tokens", "--min-val-tokens", type=int, default=MIN_VAL_TOKENS,
+                        help="without --val, the first documents also go to val until it holds this many tokens "
+                             "(default: %(default)s, GPT-2's block_size + 1)")
+    parser.add_argument("--val", nargs="+", default=[], metavar="SOURCE",
+                        help="val documents from these sources (instead of --val_fraction)")
     parser.add_argument("--on_error", "--on-error", choices=("stop", "skip"), default="stop",
                         help="a bad document (invalid UTF-8, a JSON line that does not parse, a missing "
-                             "field): stop, or skip it and count it in the manifest")
+                             "field): stop, or skip it and count it in the manifest (default: stop)")
     args = parser.parse_args(argv)
     if args.val and args.val_fraction is not None:
         parser.error("--val and --val_fraction are two ways to choose the val split: give one")
     fraction = 0.0 if args.val else 0.0005 if args.val_fraction is None else args.val_fraction
-    if not 0 <= fraction < 1 or args.workers < 1 or args.shard_tokens < 1:
-        parser.error("--val_fraction must be in [0, 1), --workers and --shard_tokens positive")
+    if not 0 <= fraction < 1 or args.workers < 1 or args.shard_tokens < 1 or args.min_val_tokens < 0:
+        parser.error("--val_fraction must be in [0, 1), --workers and --shard_tokens positive, --min_val_tokens >= 0")
     defined = PrepareArgs(args.sources, args.val, args.tokenizer, args.text_field, args.shard_tokens,
-                          fraction, args.on_error)
+                          fraction, args.on_error, 0 if args.val else args.min_val_tokens)
     try:
         manifest = prepare_corpus(defined, args.out, args.workers, progress=True)
-    except (BadDocument, ValueError, FileNotFoundError) as err:
+    except (BadDocument, ValueError, FileNotFoundError, ConnectionError) as err:
         hint = " (pass --on_error skip to leave such documents out, counted)" if isinstance(err, BadDocument) else ""
-        raise SystemExit(f"{parser.prog}: error: {err}{hint}") from None
+        fail(parser.prog, type(err)(f"{err}{hint}"))
     splits = manifest["splits"]
     print(f"{args.out}: " + ", ".join(f"{split} {s['documents']:,} documents, {s['tokens']:,} tokens in "
                                       f"{len(s['shards'])} shard(s)" for split, s in splits.items())

@@ -8,33 +8,39 @@ from pathlib import Path
 
 import torch
 
-import kernels
+import gpt_kernels
 
 from . import checkpoint
-from .config import ArgumentParser
+from .config import ArgumentParser, fail
 from .data import tokenizer_from_meta
 from .model import GPT
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m gpt.sample", description="Generate text from a checkpoint folder written by gpt.train.")
-    p.add_argument("--out_dir", "--out-dir", default="out-shakespeare-char", help="the training run's folder")
+    p.add_argument("--out_dir", "--out-dir", default="out-shakespeare-char",
+                   help="the training run's folder (default: %(default)s)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
-                   help="which weights to load (falls back to last when there is no best)")
-    p.add_argument("--prompt", default="\n", help="start text, or FILE:path (or @path) to read it from a file")
-    p.add_argument("--num_samples", "--num-samples", type=int, default=3)
-    p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
-    p.add_argument("--top_k", "--top-k", type=int, default=200)
-    p.add_argument("--top_p", "--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--device", default="", help="default: cuda if available, else cpu")
-    p.add_argument("--kernels", default="auto", help=kernels.registry.spec_help())
+                   help="which weights to load (default: best; last when there is no best)")
+    p.add_argument("--prompt", default="\n", help="start text, or FILE:path (or @path) to read it from a file "
+                                                  "(default: a newline)")
+    p.add_argument("--num_samples", "--num-samples", type=int, default=3, help="samples to draw (default: %(default)s)")
+    p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=500,
+                   help="tokens generated per sample; past the model's block_size each is predicted from the last "
+                        "block_size tokens (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default: %(default)s)")
+    p.add_argument("--top_k", "--top-k", type=int, default=200,
+                   help="sample among the k likeliest tokens (default: %(default)s)")
+    p.add_argument("--top_p", "--top-p", type=float, default=None,
+                   help="sample among the likeliest tokens whose probabilities sum to p (default: off)")
+    p.add_argument("--seed", type=int, default=1337, help="random seed (default: %(default)s)")
+    p.add_argument("--device", default="", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    p.add_argument("--kernels", default="auto", help=gpt_kernels.registry.spec_help() + " (default: auto)")
     return p
 
 
 def load_model(out_dir: Path, which: str, device: torch.device, spec: str = "auto") -> tuple[GPT, object]:
-    ops = kernels.resolve(spec, device)  # before loading anything: a backend that cannot run here fails now
+    ops = gpt_kernels.resolve(spec, device)  # before loading anything: a backend that cannot run here fails now
     path = out_dir / f"{which}.safetensors"
     if which == "best" and not path.exists():
         path = out_dir / "last.safetensors"
@@ -64,9 +70,13 @@ def main(argv: list[str] | None = None) -> list[str]:
                 break
         start = tokenizer.encode(prompt)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"{parser.prog}: error: {err}") from None
+        fail(parser.prog, err)
     if not start:
         parser.error("the prompt is empty after tokenization; give at least one token")
+    if len(start) + args.max_new_tokens > model.config.block_size:
+        print(f"note: the model sees {model.config.block_size} tokens; past that, each new token is predicted "
+              f"from the last {model.config.block_size} (prompt {len(start)} + {args.max_new_tokens} new)",
+              file=sys.stderr)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     samples = []
     for _ in range(args.num_samples):

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import kernels
+import gpt_kernels
 
 from . import checkpoint, hf
-from .config import MODEL_FLAGS, TrainConfig, config_from_args
+from .config import MODEL_FLAGS, TrainConfig, UsageError, config_from_args, fail
 from .data import BatchSampler, ShardedData, SyntheticSampler, prepare
 from .device import check_fits, peak_flops, resolve_device_dtype
 from .distributed import Distributed, init_distributed
@@ -59,7 +59,7 @@ def claim_out_dir(out_dir: Path, cfg: TrainConfig) -> None:
     if not found:
         return
     if not cfg.overwrite:
-        raise ValueError(f"--out_dir {out_dir} holds another run ({', '.join(found)}): continue it with "
+        raise UsageError(f"--out_dir {out_dir} holds another run ({', '.join(found)}): continue it with "
                          "--resume true, replace it with --overwrite true, or choose another --out_dir")
     for name in found:
         (out_dir / name).unlink()
@@ -67,9 +67,15 @@ def claim_out_dir(out_dir: Path, cfg: TrainConfig) -> None:
 
 def with_the_runs_own_data(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     """--resume continues on the data the run was started with, unless the command names other data."""
-    if not cfg.resume or explicit & {"input", "data", "tokenizer"}:
+    if not cfg.resume:
         return cfg
-    saved = checkpoint.saved_train_config(Path(cfg.out_dir) / "last.safetensors")
+    last = Path(cfg.out_dir) / "last.safetensors"
+    if not last.is_file():
+        raise FileNotFoundError(f"nothing to resume in --out_dir {cfg.out_dir}: it has no last.safetensors "
+                                "(name the run's folder with --out_dir, or start a new run without --resume)")
+    if explicit & {"input", "data", "tokenizer"}:
+        return cfg
+    saved = checkpoint.saved_train_config(last)  # a damaged file is reported here, before any data is sought
     if not saved:
         return cfg
     cache = cfg.data_cache if "data_cache" in explicit else saved["data_cache"]
@@ -88,11 +94,11 @@ def with_pretrained_shape(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     contradicted = [f"--{name} {getattr(cfg.model, name)} (the pretrained model has {getattr(pretrained, name)})"
                     for name in MODEL_FLAGS if name in explicit and getattr(cfg.model, name) != getattr(pretrained, name)]
     if contradicted:
-        raise ValueError(f"--init_from {cfg.init_from}: the model's shape comes from it, and "
+        raise UsageError(f"--init_from {cfg.init_from}: the model's shape comes from it, and "
                          f"{'; '.join(contradicted)} contradicts it: drop the flag")
     tokenizer = hf.tokenizer_of(values)["kind"]
     if "tokenizer" in explicit and cfg.tokenizer != tokenizer:
-        raise ValueError(f"--init_from {cfg.init_from}: the model reads {tokenizer} tokens, not --tokenizer {cfg.tokenizer}")
+        raise UsageError(f"--init_from {cfg.init_from}: the model reads {tokenizer} tokens, not --tokenizer {cfg.tokenizer}")
     return dataclasses.replace(cfg, model=dataclasses.replace(pretrained, vocab_size=cfg.model.vocab_size),
                                tokenizer=tokenizer)
 
@@ -102,13 +108,13 @@ class Trainer:
         self.cfg = cfg
         self.world = world or Distributed()
         self.device, self.dtype = resolve_device_dtype(cfg, self.world.local_rank)
-        self.ops = kernels.resolve(cfg.kernels, self.device,  # decided once, before anything runs
-                                   cfg.auto_table or kernels.registry.AUTO_TABLE)
+        self.ops = gpt_kernels.resolve(cfg.kernels, self.device,  # decided once, before anything runs
+                                   cfg.auto_table or gpt_kernels.registry.AUTO_TABLE)
         self.out_dir = Path(cfg.out_dir)
         if self.world.is_main:
             claim_out_dir(self.out_dir, cfg)
         if cfg.gradient_accumulation_steps % self.world.world_size:
-            raise ValueError(f"--gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be divisible "
+            raise UsageError(f"--gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be divisible "
                              f"by the number of processes ({self.world.world_size}) to keep the global batch")
         self.accum = cfg.gradient_accumulation_steps // self.world.world_size  # micro-steps on this rank
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -451,12 +457,12 @@ class Progress:
             self.bar.update(1)
 
     def record(self, record: dict) -> None:
-        mfu = "-" if record["mfu"] is None else f"{100 * record['mfu']:.1f}%"
+        mfu = {} if record["mfu"] is None else {"mfu": f"{100 * record['mfu']:.1f}%"}  # none without a known peak
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tok_per_s']:,.0f}", mfu=mfu)
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tok_per_s']:,.0f}", **mfu)
         elif self.lines:
-            print(f"iter {record['iter']}: loss {record['loss']:.4f}, {record['tok_per_s']:,.0f} tok/s, mfu {mfu}",
-                  flush=True)
+            print(f"iter {record['iter']}: loss {record['loss']:.4f}, {record['tok_per_s']:,.0f} tok/s"
+                  + "".join(f", mfu {value}" for value in mfu.values()), flush=True)
 
     def write(self, message: str) -> None:
         if self.bar is not None:
@@ -500,6 +506,17 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
+def done_line(summary: dict, out_dir: str) -> str:
+    """The run's last line: where it stopped, its losses and times, and where its files are."""
+    losses = (f"val loss {summary['val_loss']:.4f} (best {summary['best_val_loss']:.4f})" if "val_loss" in summary
+              else f"best val loss {summary['best_val_loss']:.4f}")
+    stopped = f", stopped by the {summary['stopped_by']}" if "stopped_by" in summary else ""
+    elapsed = summary["elapsed_s"]
+    return (f"done at iteration {summary['iter']}{stopped}: {losses}, "
+            f"{f'{elapsed:.1f} s' if elapsed < 120 else duration(elapsed)} "
+            f"(first step {summary['first_step_s']:.1f} s) | checkpoints, metrics.jsonl and loss.png in {out_dir}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg, preset, explicit = config_from_args(argv, cuda_available=torch.cuda.is_available())
     world = init_distributed()
@@ -508,13 +525,13 @@ def main(argv: list[str] | None = None) -> dict:
         trainer = Trainer(cfg, preset, world)
         summary = trainer.run()
     except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as err:
-        raise SystemExit(f"python -m gpt.train: error: {err}") from None
+        fail("python -m gpt.train", err)
     finally:
         if world.enabled:
             dist.destroy_process_group()
     if "stopped_by" in summary and summary["stopped_by"] in ("SIGINT", "SIGTERM"):
         raise SystemExit(128 + signal.Signals[summary["stopped_by"]].value)
-    trainer.log(f"done: {summary} | checkpoints, metrics.jsonl and loss.png in {cfg.out_dir}")
+    trainer.log(done_line(summary, cfg.out_dir))
     return summary
 
 

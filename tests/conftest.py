@@ -11,7 +11,7 @@ import pytest
 import torch
 from corpus import write_corpus
 
-import kernels  # noqa: F401  (selects the Triton interpreter on GPU-less machines before any kernel is defined)
+import gpt_kernels  # noqa: F401  (selects the Triton interpreter on GPU-less machines before any kernel is defined)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"

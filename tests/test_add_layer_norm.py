@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from tolerance import assert_close_to_reference
 
-import kernels
-from kernels.ops.add_layer_norm import reference
+import gpt_kernels
+from gpt_kernels.ops.add_layer_norm import reference
 
 BACKENDS = ["triton", "ext", "torch"]
 CPU_CASES = [(1, 1), (3, 7), (7, 127), (64, 64), (5, 384), (3, 1000)]
@@ -40,7 +40,7 @@ def torch_unfused(x, residual, w, b):
 
 def check_parity(shape, dtype, device, backend, residual_dtype=None):
     x, residual, w, b, dy, ds = make(shape, dtype, device, residual_dtype)
-    ours = run(lambda *a: kernels.add_layer_norm(*a, backend=backend), x, residual, w, b, dy, ds)
+    ours = run(lambda *a: gpt_kernels.add_layer_norm(*a, backend=backend), x, residual, w, b, dy, ds)
     same_dtype = run(torch_unfused, x, residual, w, b, dy, ds)
     up = lambda t: t.double()  # noqa: E731
     truth = run(reference.add_layer_norm, up(x), up(residual), up(w), up(b), up(dy), up(ds))
@@ -72,7 +72,7 @@ def test_leading_dimensions_and_no_bias(backend):
         y, s = fn(*leaves, None)
         return (y, s, *torch.autograd.grad((y, s), leaves, (dy.to(y.dtype), ds.to(s.dtype))))
 
-    ours = grads(lambda *a: kernels.add_layer_norm(*a, backend=backend), x, residual, w)
+    ours = grads(lambda *a: gpt_kernels.add_layer_norm(*a, backend=backend), x, residual, w)
     truth = grads(reference.add_layer_norm, x.double(), residual.double(), w.double())
     for out, ref in zip(ours, truth):
         torch.testing.assert_close(out, ref.float(), atol=1e-5, rtol=1e-5)
@@ -81,7 +81,7 @@ def test_leading_dimensions_and_no_bias(backend):
 @pytest.mark.parametrize("backend", ["triton", "ext"])
 def test_backward_is_deterministic(backend):
     x, residual, w, b, dy, ds = make((1000, 768), torch.float32, "cpu")
-    fn = lambda *a: kernels.add_layer_norm(*a, backend=backend)  # noqa: E731
+    fn = lambda *a: gpt_kernels.add_layer_norm(*a, backend=backend)  # noqa: E731
     for a, c in zip(run(fn, x, residual, w, b, dy, ds), run(fn, x, residual, w, b, dy, ds)):
         assert torch.equal(a, c)
 
@@ -90,11 +90,11 @@ def test_backward_is_deterministic(backend):
 def test_errors(backend):
     x, w = torch.randn(4, 8), torch.ones(8)
     with pytest.raises(ValueError, match=r"residual has shape \(4, 7\); expected x's \(4, 8\)"):
-        kernels.add_layer_norm(x, torch.randn(4, 7), w, backend=backend)
+        gpt_kernels.add_layer_norm(x, torch.randn(4, 7), w, backend=backend)
     with pytest.raises(TypeError, match="residual has dtype torch.int32"):
-        kernels.add_layer_norm(x, torch.ones(4, 8, dtype=torch.int32), w, backend=backend)
+        gpt_kernels.add_layer_norm(x, torch.ones(4, 8, dtype=torch.int32), w, backend=backend)
     with pytest.raises(ValueError, match="residual is on meta but x is on cpu"):
-        kernels.add_layer_norm(x, torch.randn(4, 8, device="meta"), w, backend=backend)
+        gpt_kernels.add_layer_norm(x, torch.randn(4, 8, device="meta"), w, backend=backend)
 
 
 @pytest.mark.parametrize("op", ["gpt_triton", "gpt_ext"])
@@ -112,7 +112,7 @@ def test_opcheck(op):
 def test_compile_fullgraph_has_no_graph_breaks(backend):
     torch._dynamo.reset()
     x, residual, w, b, dy, ds = make((6, 40), torch.float32, "cpu")
-    fn = lambda *a: kernels.add_layer_norm(*a, backend=backend)  # noqa: E731
+    fn = lambda *a: gpt_kernels.add_layer_norm(*a, backend=backend)  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     for a, c in zip(run(compiled, x, residual, w, b, dy, ds), run(fn, x, residual, w, b, dy, ds)):
         torch.testing.assert_close(a, c)

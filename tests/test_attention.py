@@ -8,8 +8,8 @@ import pytest
 import torch
 from tolerance import assert_close_to_reference
 
-import kernels
-from kernels.ops.attention import reference
+import gpt_kernels
+from gpt_kernels.ops.attention import reference
 
 BATCH_HEADS = [(1, 1), (2, 3), (1, 3), (2, 1)]
 # Every T x D x causal x dtype combination, with (B, H) cycling through all four pairs.
@@ -22,7 +22,7 @@ GPU_CASES = [(b, h, t, d, causal, dtype) for (b, h, t), d, causal, dtype in iter
 
 # The GPU cases run each kernel's default configuration (autotuning all of them would take the GPU
 # check's whole test budget); every configuration the autotuner is offered is checked below.
-untuned_attention = functools.partial(kernels.attention, autotune=False)
+untuned_attention = functools.partial(gpt_kernels.attention, autotune=False)
 
 
 def make_qkv(b, h, t_q, t_k, d, dtype, device, seed=0):
@@ -39,10 +39,10 @@ def forward_backward(fn, q, k, v, do):
     return (o, *torch.autograd.grad(o, (q, k, v), do))
 
 
-def check_parity(b, h, t_q, t_k, d, causal, dtype, device, scale=None, attention=kernels.attention):
+def check_parity(b, h, t_q, t_k, d, causal, dtype, device, scale=None, attention=gpt_kernels.attention):
     q, k, v, do = make_qkv(b, h, t_q, t_k, d, dtype, device)
     ours = forward_backward(lambda q, k, v: attention(q, k, v, causal=causal, scale=scale), q, k, v, do)
-    sdpa = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, scale=scale, backend="torch"),
+    sdpa = forward_backward(lambda q, k, v: gpt_kernels.attention(q, k, v, causal=causal, scale=scale, backend="torch"),
                             q, k, v, do)
     truth = forward_backward(lambda q, k, v: reference.attention(q, k, v, causal, scale),
                              q.double(), k.double(), v.double(), do.double())
@@ -67,18 +67,18 @@ def test_custom_scale_and_strided_inputs():
     qkv = torch.randn(2, 19, 3 * 2 * 32)  # the model's fused projection: (B, T, 3 * H * D)
     q, k, v = (t.view(2, 19, 2, 32).transpose(1, 2) for t in qkv.split(64, dim=2))  # strided (B, H, T, D)
     assert not q.is_contiguous()
-    torch.testing.assert_close(kernels.attention(q, k, v), reference.attention(q, k, v), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gpt_kernels.attention(q, k, v), reference.attention(q, k, v), atol=1e-5, rtol=1e-5)
 
 
 def test_sdpa_backend_aligns_cache_queries_bottom_right():
     q, k, v, _ = make_qkv(1, 2, 3, 10, 16, torch.float32, "cpu")
-    torch.testing.assert_close(kernels.attention(q, k, v, backend="torch"), reference.attention(q, k, v))
+    torch.testing.assert_close(gpt_kernels.attention(q, k, v, backend="torch"), reference.attention(q, k, v))
 
 
 def test_backward_is_deterministic():
     q, k, v, do = make_qkv(2, 2, 100, 100, 32, torch.float32, "cpu")
-    first = forward_backward(kernels.attention, q, k, v, do)
-    second = forward_backward(kernels.attention, q, k, v, do)
+    first = forward_backward(gpt_kernels.attention, q, k, v, do)
+    second = forward_backward(gpt_kernels.attention, q, k, v, do)
     for a, c in zip(first, second):
         assert torch.equal(a, c)
 
@@ -87,7 +87,7 @@ def test_no_t_by_t_tensor_is_saved_for_backward():
     q, k, v, _ = make_qkv(1, 1, 256, 256, 16, torch.float32, "cpu")
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-        kernels.attention(*(t.requires_grad_() for t in (q, k, v)))
+        gpt_kernels.attention(*(t.requires_grad_() for t in (q, k, v)))
     assert saved and max(saved) == 256 * 16  # q, k, v, o and the (256,) logsumexp; never 256 x 256
 
 
@@ -107,15 +107,15 @@ def test_no_t_by_t_tensor_is_saved_for_backward():
 ])
 def test_errors(make, error, message):
     with pytest.raises(error, match=message):
-        kernels.attention(*make())
+        gpt_kernels.attention(*make())
 
 
 def test_bad_scale_and_empty_batch():
     q = torch.randn(1, 1, 4, 16)
     with pytest.raises(ValueError, match="scale must be a finite number, got nan"):
-        kernels.attention(q, q, q, scale=float("nan"))
+        gpt_kernels.attention(q, q, q, scale=float("nan"))
     empty = torch.randn(0, 2, 5, 16, requires_grad=True)
-    out = kernels.attention(empty, empty, empty)
+    out = gpt_kernels.attention(empty, empty, empty)
     out.sum().backward()
     assert out.shape == (0, 2, 5, 16) and empty.grad.shape == empty.shape
 
@@ -134,16 +134,16 @@ def test_opcheck():
 
 def test_autotune_off_launches_the_default_configuration_with_the_same_results():
     q, k, v, do = make_qkv(1, 2, 40, 40, 16, torch.float32, "cpu")
-    for a, b in zip(forward_backward(untuned_attention, q, k, v, do), forward_backward(kernels.attention, q, k, v, do)):
+    for a, b in zip(forward_backward(untuned_attention, q, k, v, do), forward_backward(gpt_kernels.attention, q, k, v, do)):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
     with pytest.raises(ValueError, match="autotune=False applies to backend 'triton', not 'torch'"):
-        kernels.attention(q, k, v, backend="torch", autotune=False)
+        gpt_kernels.attention(q, k, v, backend="torch", autotune=False)
 
 
 def test_compile_fullgraph_has_no_graph_breaks():
     torch._dynamo.reset()
     q, k, v, do = make_qkv(2, 2, 24, 24, 16, torch.float32, "cpu")
-    fn = lambda q, k, v: kernels.attention(q, k, v).sum(dim=-1, keepdim=True) * v  # noqa: E731
+    fn = lambda q, k, v: gpt_kernels.attention(q, k, v).sum(dim=-1, keepdim=True) * v  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     for a, c in zip(forward_backward(compiled, q, k, v, do), forward_backward(fn, q, k, v, do)):
         torch.testing.assert_close(a, c)
@@ -160,7 +160,7 @@ class _Configured(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, causal, fwd, dkdv, dq):
-        from kernels.ops.attention import triton as attention_triton
+        from gpt_kernels.ops.attention import triton as attention_triton
 
         scale = q.shape[-1] ** -0.5
         o, lse = attention_triton.attention_forward(q, k, v, causal, scale, autotune=False, config=fwd)
@@ -170,7 +170,7 @@ class _Configured(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do):
-        from kernels.ops.attention import triton as attention_triton
+        from gpt_kernels.ops.attention import triton as attention_triton
 
         dkdv, dq = ctx.configs
         grads = attention_triton.attention_backward(do, *ctx.saved_tensors, ctx.causal, ctx.scale, autotune=False,
@@ -183,7 +183,7 @@ def configured(q, k, v, causal, scale, configs):
 
 
 def offered_configs(kernel, q, causal, dropout_p=0.0):
-    from kernels.ops.attention import triton as attention_triton
+    from gpt_kernels.ops.attention import triton as attention_triton
 
     shape_args = attention_triton._shape_args(q, q, causal, dropout_p)
     return kernel.early_config_prune(kernel.configs, {"Q": q}, **shape_args)
@@ -194,7 +194,7 @@ def offered_configs(kernel, q, causal, dropout_p=0.0):
 @pytest.mark.parametrize("b, h, t, d", [(2, 12, 1000, 64), (1, 6, 777, 128)])
 def test_every_offered_configuration_gpu(kernel_name, b, h, t, d):
     """Each configuration the kernel's pruning offers the autotuner, the others at their defaults."""
-    from kernels.ops.attention import triton as attention_triton
+    from gpt_kernels.ops.attention import triton as attention_triton
 
     kernel = getattr(attention_triton, kernel_name)
     slot = {"_attention_fwd_kernel": 0, "_attention_bwd_dkdv_kernel": 1, "_attention_bwd_dq_kernel": 2}[kernel_name]
@@ -205,7 +205,7 @@ def test_every_offered_configuration_gpu(kernel_name, b, h, t, d):
         check_parity(b, h, t, t, d, True, torch.bfloat16, "cuda", attention=functools.partial(configured, configs=configs))
 
 
-# Variants of the Triton kernels (kernels/ops/attention/variants.py), each held to the same parity
+# Variants of the Triton kernels (gpt_kernels/ops/attention/variants.py), each held to the same parity
 # as the default: the forward through tensor descriptors, the one-kernel backward.
 VARIANTS = ["tma", "paired"]
 VARIANT_CPU_CASES = [(2, 3, 37, 37, 16, True, torch.float32), (1, 2, 70, 70, 32, False, torch.float16),
@@ -214,7 +214,7 @@ VARIANT_CPU_CASES = [(2, 3, 37, 37, 16, True, torch.float32), (1, 2, 70, 70, 32,
 
 
 def variant_attention(variant, autotune=True):
-    from kernels.ops.attention import variants
+    from gpt_kernels.ops.attention import variants
 
     return lambda q, k, v, causal=True, scale=None, dropout_p=0.0: variants.attention(
         q, k, v, causal, scale, dropout_p, variant=variant, autotune=autotune)
@@ -240,7 +240,7 @@ def test_variant_parity_gpu(variant, b, h, t, d, causal, dtype):
 
 
 def test_unknown_variant_is_named():
-    from kernels.ops.attention import variants
+    from gpt_kernels.ops.attention import variants
 
     q = torch.randn(1, 1, 4, 16)
     with pytest.raises(ValueError, match="unknown attention variant 'fast'; expected one of \\['tma', 'paired'\\]"):
@@ -248,7 +248,7 @@ def test_unknown_variant_is_named():
 
 
 def test_tma_forward_takes_the_model_layout_and_falls_back_on_unaligned_strides_and_fp32(monkeypatch):
-    from kernels.ops.attention import variants
+    from gpt_kernels.ops.attention import variants
 
     qkv = torch.randn(2, 19, 3 * 2 * 32).half()  # (B, T, 3 * H * D): q, k, v are strided views, 16-byte aligned
     q, k, v = (t.view(2, 19, 2, 32).transpose(1, 2) for t in qkv.split(64, dim=2))
@@ -280,7 +280,7 @@ def test_paired_backward_is_deterministic_and_regenerates_dropout():
     for a, b in zip(first, second):
         assert torch.equal(a, b)
     torch.manual_seed(5)  # the default split kernels regenerate the same mask
-    for a, b in zip(first, run(lambda q, k, v, dropout_p: kernels.attention(q, k, v, dropout_p=dropout_p))):
+    for a, b in zip(first, run(lambda q, k, v, dropout_p: gpt_kernels.attention(q, k, v, dropout_p=dropout_p))):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -292,10 +292,12 @@ def test_kv_cache_queries_gpu(t_q, t_k):
 
 @pytest.mark.gpu
 def test_compile_fullgraph_gpu():
+    """Bitwise: both sides launch each kernel's default configuration (two autotuners, eager's and Inductor's,
+    may choose different tiles, whose accumulation orders differ)."""
     torch._dynamo.reset()
     q, k, v, do = make_qkv(4, 12, 1024, 1024, 64, torch.bfloat16, "cuda")
-    compiled = torch.compile(kernels.attention, fullgraph=True)
-    for a, c in zip(forward_backward(compiled, q, k, v, do), forward_backward(kernels.attention, q, k, v, do)):
+    compiled = torch.compile(untuned_attention, fullgraph=True)
+    for a, c in zip(forward_backward(compiled, q, k, v, do), forward_backward(untuned_attention, q, k, v, do)):
         assert torch.equal(a, c)
 
 
@@ -316,19 +318,19 @@ def test_dropout_matches_the_reference_with_the_kernels_own_mask(causal):
     q, k, v, do = make_qkv(b, h, t, t, d, torch.float32, "cpu")
     identity = torch.eye(t, d).expand(b, h, t, d)
     torch.manual_seed(7)
-    probs_kept = kernels.attention(q, k, identity, causal=causal, dropout_p=p)[..., :t]  # P * keep / (1 - p)
-    probs = kernels.attention(q, k, identity, causal=causal)[..., :t]
+    probs_kept = gpt_kernels.attention(q, k, identity, causal=causal, dropout_p=p)[..., :t]  # P * keep / (1 - p)
+    probs = gpt_kernels.attention(q, k, identity, causal=causal)[..., :t]
     keep = probs_kept != 0
     visible = probs > 0
     assert 0.65 < keep[visible].float().mean().item() < 0.75  # about 1 - p of the probabilities survive
     torch.manual_seed(7)  # the same seed: the same mask
-    ours = forward_backward(lambda q, k, v: kernels.attention(q, k, v, causal=causal, dropout_p=p), q, k, v, do)
+    ours = forward_backward(lambda q, k, v: gpt_kernels.attention(q, k, v, causal=causal, dropout_p=p), q, k, v, do)
     truth = forward_backward(lambda q, k, v: attention_with_mask(q, k, v, keep.double(), p, causal),
                              q.double(), k.double(), v.double(), do.double())
     for name, out, ref in zip(("o", "dq", "dk", "dv"), ours, truth):
         torch.testing.assert_close(out, ref.float(), atol=1e-5, rtol=1e-4, msg=name)
     torch.manual_seed(8)
-    assert not torch.equal(kernels.attention(q, k, identity, causal=causal, dropout_p=p)[..., :t], probs_kept)
+    assert not torch.equal(gpt_kernels.attention(q, k, identity, causal=causal, dropout_p=p)[..., :t], probs_kept)
 
 
 def test_dropout_in_the_model_trains_through_every_attention_backend():
@@ -336,12 +338,12 @@ def test_dropout_in_the_model_trains_through_every_attention_backend():
     q, k, v, do = make_qkv(1, 2, 16, 16, 16, torch.float32, "cpu")
     for backend in ("torch", "reference", "triton"):
         torch.manual_seed(0)
-        out = forward_backward(lambda q, k, v, backend=backend: kernels.attention(q, k, v, dropout_p=0.5, backend=backend),
+        out = forward_backward(lambda q, k, v, backend=backend: gpt_kernels.attention(q, k, v, dropout_p=0.5, backend=backend),
                                q, k, v, do)
-        dropped = (out[0] - kernels.attention(q, k, v, backend=backend)).abs().max().item()
+        dropped = (out[0] - gpt_kernels.attention(q, k, v, backend=backend)).abs().max().item()
         assert dropped > 1e-3 and all(torch.isfinite(t).all() for t in out), backend
     with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\), got 1.0"):
-        kernels.attention(q, k, v, dropout_p=1.0)
+        gpt_kernels.attention(q, k, v, dropout_p=1.0)
 
 
 def check_dropout_gpu(defect=None):
@@ -351,9 +353,9 @@ def check_dropout_gpu(defect=None):
     q, k, v, do = make_qkv(b, h, t, t, d, torch.bfloat16, "cuda")
     identity = torch.eye(t, d, device="cuda", dtype=torch.bfloat16).expand(b, h, t, d)
     torch.manual_seed(3)
-    keep = kernels.attention(q, k, identity, dropout_p=p)[..., :t] != 0
+    keep = gpt_kernels.attention(q, k, identity, dropout_p=p)[..., :t] != 0
     torch.manual_seed(3)
-    ours = forward_backward(lambda q, k, v: kernels.attention(q, k, v, dropout_p=p), q, k, v, do)
+    ours = forward_backward(lambda q, k, v: gpt_kernels.attention(q, k, v, dropout_p=p), q, k, v, do)
     if defect is not None:
         ours = defect(ours)
     pytorch = forward_backward(lambda q, k, v: attention_with_mask(q, k, v, keep.to(q.dtype), p, True), q, k, v, do)
@@ -383,7 +385,7 @@ def test_autotune_candidates_that_cannot_pay_off_are_pruned_before_benchmarking(
     spilling tile, no tile over the shared-memory limit (checked in CI on the compiled code itself)."""
     import triton
 
-    from kernels.ops.attention import triton as attention_triton
+    from gpt_kernels.ops.attention import triton as attention_triton
 
     monkeypatch.setattr(attention_triton, "INTERPRETER", False)  # the GPU's rules (the interpreter keeps its one)
     gpu = {"arch": 90}
@@ -429,3 +431,20 @@ def test_autotune_candidates_that_cannot_pay_off_are_pruned_before_benchmarking(
     autotuned = SimpleNamespace(configs=configs, early_config_prune=functools.partial(attention_triton._prune, **forward))
     default = attention_triton.default_config(autotuned, bf16, dict(HEAD_DIM=64, DROPOUT=False, PRECISION="tf32"))
     assert default is configs[0]  # autotune=False launches the first kept one
+
+
+def test_variants_launch_their_kernels_directly_not_through_torchs_higher_order_op(monkeypatch):
+    """Outside a triton_op, wrap_triton would wrap each launch in torch's higher-order op (under torch 2.11 a
+    new autotuner per call, so every call re-tunes): the variants' forward and backward turn it off."""
+    from torch._library.triton import is_wrap_triton_enabled
+
+    from gpt_kernels.ops.attention import triton as attention_triton
+    from gpt_kernels.ops.attention import variants
+
+    enabled, original = [], attention_triton.wrap_triton
+    monkeypatch.setattr(attention_triton, "wrap_triton", lambda kernel: enabled.append(is_wrap_triton_enabled())
+                        or original(kernel))
+    q, k, v, do = make_qkv(1, 2, 24, 24, 16, torch.float32, "cpu")
+    for variant in variants.VARIANTS:
+        forward_backward(functools.partial(variants.attention, variant=variant), q, k, v, do)
+    assert enabled and not any(enabled), enabled

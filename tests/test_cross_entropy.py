@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from tolerance import assert_close_to_reference
 
-import kernels
-from kernels.ops.cross_entropy import reference
+import gpt_kernels
+from gpt_kernels.ops.cross_entropy import reference
 
 CASES = [(n, v) for n in (1, 3, 1000) for v in (1, 7, 65, 50257)]
 # The interpreter runs one program per row in Python: fewer rows, and a vocabulary of several blocks.
@@ -34,7 +34,7 @@ def loss_and_grad(fn, logits, targets, reduction="mean"):
 
 
 def ours(backend):
-    return lambda logits, targets, reduction: kernels.cross_entropy(logits, targets, reduction=reduction,
+    return lambda logits, targets, reduction: gpt_kernels.cross_entropy(logits, targets, reduction=reduction,
                                                                     backend=backend)
 
 
@@ -74,6 +74,18 @@ def test_strided_rows():
     strided = wide[:, :65]  # rows 80 apart, columns contiguous: no copy needed
     for backend in BACKENDS:
         got = loss_and_grad(ours(backend), strided, targets)
+        want = loss_and_grad(lambda z, t, r: reference.cross_entropy(z, t, reduction=r), logits, targets)
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1])
+
+
+def test_strided_targets():
+    """Targets that are every other entry of a longer tensor: the kernels read them by their stride."""
+    logits, targets = make(12, 65, torch.float32, "cpu")
+    spread = torch.full((24,), 7, dtype=targets.dtype)
+    spread[::2] = targets
+    for backend in BACKENDS:
+        got = loss_and_grad(ours(backend), logits, spread[::2])
         want = loss_and_grad(lambda z, t, r: reference.cross_entropy(z, t, reduction=r), logits, targets)
         torch.testing.assert_close(got[0], want[0])
         torch.testing.assert_close(got[1], want[1])
@@ -122,13 +134,13 @@ def test_extreme_logits_do_not_overflow(backend, shift, dtype):
 def test_custom_ignore_index(backend):
     logits, targets = make(10, 7, torch.float32, "cpu")
     targets[2] = -1
-    got = kernels.cross_entropy(logits, targets, ignore_index=-1, backend=backend)
+    got = gpt_kernels.cross_entropy(logits, targets, ignore_index=-1, backend=backend)
     torch.testing.assert_close(got, F.cross_entropy(logits, targets, ignore_index=-1))
 
 
 def test_triton_kernel_gives_an_out_of_range_target_a_nan_loss(monkeypatch):
     """On a GPU the Triton kernel cannot raise: the row's loss is NaN, never a silent number."""
-    from kernels.ops.cross_entropy import triton as triton_ce
+    from gpt_kernels.ops.cross_entropy import triton as triton_ce
 
     logits, targets = make(3, 5, torch.float32, "cpu")
     targets[1] = 5
@@ -149,13 +161,13 @@ def test_triton_kernel_gives_an_out_of_range_target_a_nan_loss(monkeypatch):
 def test_errors(backend, make_args, error, message):
     logits, targets = make_args()
     with pytest.raises(error, match=message):
-        kernels.cross_entropy(logits, targets, backend=backend)
+        gpt_kernels.cross_entropy(logits, targets, backend=backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_reduction(backend):
     with pytest.raises(ValueError, match="reduction 'avg'"):
-        kernels.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), reduction="avg", backend=backend)
+        gpt_kernels.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), reduction="avg", backend=backend)
 
 
 @pytest.mark.parametrize("namespace", ["gpt_triton", "gpt_ext"])
@@ -171,7 +183,7 @@ def test_opcheck(namespace):
 def test_compile_fullgraph_has_no_graph_breaks(backend):
     torch._dynamo.reset()
     logits, targets = make(32, 65, torch.float32, "cpu", ignore_every=5)
-    fn = lambda z, t, r: kernels.cross_entropy(z * 2, t, reduction=r, backend=backend)  # noqa: E731
+    fn = lambda z, t, r: gpt_kernels.cross_entropy(z * 2, t, reduction=r, backend=backend)  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     for a, c in zip(loss_and_grad(compiled, logits, targets), loss_and_grad(fn, logits, targets)):
         torch.testing.assert_close(a, c)
@@ -193,7 +205,7 @@ def test_parity_gpu(backend, n, v, dtype):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_all_ignored_and_extremes_gpu(backend):
     logits, _ = make(4, 50257, torch.bfloat16, "cuda", scale=100.0, shift=1e4)
-    loss = kernels.cross_entropy(logits, torch.full((4,), -100, device="cuda"), backend=backend)
+    loss = gpt_kernels.cross_entropy(logits, torch.full((4,), -100, device="cuda"), backend=backend)
     assert loss.item() == 0.0
     targets = torch.randint(50257, (4,), device="cuda")
     loss, grad = loss_and_grad(ours(backend), logits, targets)

@@ -30,7 +30,9 @@ def test_char_tokenizer_round_trip_and_unknown_character():
     tok = CharTokenizer.from_text("hello world")
     assert tok.decode(tok.encode("low world")) == "low world"
     with pytest.raises(ValueError, match="'z' is not in this model's vocabulary"):
-        tok.encode("zebra")
+        tok.encode("zoo")
+    with pytest.raises(ValueError, match="3 characters 'a' 'b' 'z' are not in this model's vocabulary"):
+        tok.encode("zebra")  # every unknown character named, not only the first
 
 
 def test_gpt2_tokenizer_uses_tiktoken(tmp_path, monkeypatch):
@@ -108,3 +110,28 @@ def test_batches_are_shifted_chunks_and_reproducible():
     x2, _ = a.next_batch()
     b.load_state_dict(state)
     assert torch.equal(b.next_batch()[0], x2)
+
+
+def test_gpt2_bpe_offline_is_one_line_saying_how_to_supply_it(tmp_path, monkeypatch, corpus):
+    """tiktoken fetches GPT-2's files with requests, whose ConnectionError is not the builtin one: both
+    commands still end in one line naming TIKTOKEN_CACHE_DIR, and leave no folder behind."""
+    requests, tiktoken = pytest.importorskip("requests"), pytest.importorskip("tiktoken")
+
+    def offline(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("Failed to resolve host")
+
+    monkeypatch.setattr(requests, "get", offline)
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # nothing loaded earlier in this process
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    from gpt import prepare, train
+
+    expected = r"could not load GPT-2's BPE: .* \(requests.ConnectionError\)\. Offline\? .*set TIKTOKEN_CACHE_DIR=DIR"
+    with pytest.raises(SystemExit, match="^python -m gpt.train: error: " + expected):
+        train.main(["--input", str(corpus), "--tokenizer", "gpt2", "--out_dir", str(tmp_path / "run"),
+                    "--data_cache", str(tmp_path / "cache"), "--max_iters", "1"])
+    (tmp_path / "docs").mkdir()
+    for i in range(2):
+        (tmp_path / "docs" / f"{i}.txt").write_text("some text")
+    with pytest.raises(SystemExit, match="^python -m gpt.prepare: error: " + expected):
+        prepare.main([str(tmp_path / "docs"), "--out", str(tmp_path / "shards")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]

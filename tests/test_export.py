@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,7 +155,7 @@ def test_init_from_a_char_export_keeps_its_vocabulary(tmp_path, corpus, data_cac
     assert config.vocab_size == 65 and meta["chars"] == data.CharTokenizer.from_text(corpus.read_text()).chars
     foreign = tmp_path / "foreign.txt"
     foreign.write_text("Ça ira, ça ira!\n" * 500)
-    with pytest.raises(SystemExit, match="character 'Ç' is not in this model's vocabulary"):
+    with pytest.raises(SystemExit, match="2 characters 'Ç' 'ç' are not in this model's vocabulary"):
         train.main(["--input", str(foreign), "--out_dir", str(tmp_path / "ft2"), *args])
 
 
@@ -187,12 +188,12 @@ IMPORT_ORDER_CHECK = """
 import sys
 assert "triton" in sys.modules
 import torch
-import kernels
-from kernels.ops.add_layer_norm import reference as add_layer_norm
-from kernels.ops.attention import reference as attention
-from kernels.ops.cross_entropy import reference as cross_entropy
-from kernels.ops.layer_norm import reference as layer_norm
-from kernels.ops.linear_cross_entropy import reference as linear_cross_entropy
+import gpt_kernels
+from gpt_kernels.ops.add_layer_norm import reference as add_layer_norm
+from gpt_kernels.ops.attention import reference as attention
+from gpt_kernels.ops.cross_entropy import reference as cross_entropy
+from gpt_kernels.ops.layer_norm import reference as layer_norm
+from gpt_kernels.ops.linear_cross_entropy import reference as linear_cross_entropy
 
 g = torch.Generator().manual_seed(0)
 x, r = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
@@ -208,13 +209,13 @@ expected = {{
     "linear_cross_entropy": linear_cross_entropy.linear_cross_entropy(x, head, targets),
 }}
 calls = {{
-    "layer_norm": lambda backend: kernels.layer_norm(x, w, b, backend=backend),
-    "add_layer_norm": lambda backend: kernels.add_layer_norm(x, r, w, b, backend=backend)[0],
-    "attention": lambda backend: kernels.attention(q, q, q, backend=backend),
-    "cross_entropy": lambda backend: kernels.cross_entropy(logits, targets, backend=backend),
-    "linear_cross_entropy": lambda backend: kernels.linear_cross_entropy(x, head, targets, backend=backend),
+    "layer_norm": lambda backend: gpt_kernels.layer_norm(x, w, b, backend=backend),
+    "add_layer_norm": lambda backend: gpt_kernels.add_layer_norm(x, r, w, b, backend=backend)[0],
+    "attention": lambda backend: gpt_kernels.attention(q, q, q, backend=backend),
+    "cross_entropy": lambda backend: gpt_kernels.cross_entropy(logits, targets, backend=backend),
+    "linear_cross_entropy": lambda backend: gpt_kernels.linear_cross_entropy(x, head, targets, backend=backend),
 }}
-for op, backends in kernels.registry.BACKENDS.items():
+for op, backends in gpt_kernels.registry.BACKENDS.items():
     for backend in backends:
         torch.testing.assert_close(calls[op](backend), expected[op].to(torch.float32), atol=1e-4, rtol=1e-4)
         print(op, backend, "ok")
@@ -227,4 +228,47 @@ def test_every_backend_works_whatever_was_imported_first(first):
     result = subprocess.run([sys.executable, "-c", IMPORT_ORDER_CHECK.format(first=first)], capture_output=True,
                             text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count(" ok") == sum(len(b) for b in __import__("kernels").registry.BACKENDS.values())
+    assert result.stdout.count(" ok") == sum(len(b) for b in __import__("gpt_kernels").registry.BACKENDS.values())
+
+
+def test_a_damaged_last_checkpoint_names_advice_that_works(tmp_path, corpus, data_cache):
+    """The damage message names --checkpoint best and --init_from; following it trains on from best's weights."""
+    run = trained_run(tmp_path / "run", corpus, data_cache)
+    path = run / "last.safetensors"
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 4096] = bytes(4096)
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(SystemExit, match="last.safetensors is (truncated or )?corrupted.*--checkpoint best.*--init_from"):
+        train.main(["--out_dir", str(run), "--data_cache", str(data_cache), "--max_iters", "6", "--resume", "true"])
+    hf_dir = export.main([str(run), str(tmp_path / "hf"), "--checkpoint", "best"])
+    train.main(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path / "on"), *TINY,
+                "--init_from", str(hf_dir), "--max_iters", "2", "--eval_interval", "2"])
+    assert (tmp_path / "on" / "best.safetensors").exists()
+
+
+def test_the_readmes_transformers_snippet_gives_gpt_samples_text(tmp_path, corpus, data_cache, monkeypatch):
+    """The README's snippet, as written, on an export of a 32-position model: transformers' greedy text is
+    gpt.sample's with --temperature 0 and as many new tokens as the positions leave."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = readme.split("python - <<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    assert "GPT2LMHeadModel.from_pretrained(\"hf-shakespeare\")" in snippet
+    run = trained_run(tmp_path / "out-shakespeare-char", corpus, data_cache)
+    export.main([str(run), str(tmp_path / "hf-shakespeare")])
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    ours = sample.main(["--out_dir", "out-shakespeare-char", "--prompt", "ROMEO:", "--temperature", "0",
+                        "--num_samples", "1", "--max_new_tokens", str(32 - len("ROMEO:"))])
+    assert result.stdout == ours[0] + "\n"
+
+
+def test_checkpoints_and_exports_have_the_usual_permissions(tmp_path, corpus, data_cache):
+    """Files a user shares: the mode any new file gets under the umask (safetensors alone writes 0600)."""
+    umask = os.umask(0o022)
+    try:
+        run = trained_run(tmp_path / "run", corpus, data_cache)
+        hf_dir = export.main([str(run), str(tmp_path / "hf")])
+    finally:
+        os.umask(umask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [run, hf_dir, *run.iterdir(), *hf_dir.iterdir()]}
+    assert modes == {name: "0o755" if name in ("run", "hf") else "0o644" for name in modes}, modes

@@ -128,6 +128,8 @@ def test_truncated_weights_give_a_clear_error(trained, corpus, data_cache):
         checkpoint.load_weights(path)
     with pytest.raises(SystemExit, match="truncated or corrupted"):
         train.main(base_args(trained, corpus, data_cache) + ["--max_iters", "4", "--resume", "true"])
+    with pytest.raises(SystemExit, match="last.safetensors is truncated or corrupted"):  # its own data: no download
+        train.main(["--out_dir", str(trained), "--data_cache", str(data_cache), "--max_iters", "4", "--resume", "true"])
 
 
 def test_corrupted_header_gives_a_clear_error(trained):
@@ -169,8 +171,12 @@ def test_resume_with_another_vocabulary_is_rejected(trained, tmp_path, data_cach
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, corpus, data_cache):
-    with pytest.raises(SystemExit, match="no training state at .*nothing to resume"):
+    """With or without --input (without it, the run's own data is sought: never a download)."""
+    with pytest.raises(SystemExit, match="nothing to resume in --out_dir .*empty: it has no last.safetensors"):
         train.main(base_args(tmp_path / "empty", corpus, data_cache) + ["--resume", "true"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="nothing to resume in --out_dir .*empty: it has no last.safetensors"):
+        train.main(["--out_dir", str(tmp_path / "empty"), "--data_cache", str(data_cache), "--resume", "true"])
 
 
 def test_block_size_larger_than_the_data_allows(tmp_path, data_cache):

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tolerance import assert_close_to_reference
 
-import kernels
-from kernels.ops.attention import reference as attention_reference
-from kernels.ops.cross_entropy import reference as cross_entropy_reference
-from kernels.ops.layer_norm import reference as layer_norm_reference
+import gpt_kernels
+from gpt_kernels.ops.attention import reference as attention_reference
+from gpt_kernels.ops.cross_entropy import reference as cross_entropy_reference
+from gpt_kernels.ops.layer_norm import reference as layer_norm_reference
 
 CI = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 LONG = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -54,7 +54,7 @@ def check_layer_norm(case, backend):
         y = fn(*leaves)
         return (y, *torch.autograd.grad(y, [t for t in leaves if t is not None], dy.to(y.dtype)))
 
-    ours = run(lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend), x, w, b)
+    ours = run(lambda x, w, b: gpt_kernels.layer_norm(x, w, b, backend=backend), x, w, b)
     same = run(lambda x, w, b: F.layer_norm(x, (shape[-1],), w, b), x, w, b)
     up = lambda t: None if t is None else t.double()  # noqa: E731
     truth = run(layer_norm_reference.layer_norm, up(x), up(w), up(b))
@@ -97,8 +97,8 @@ def check_attention(case):
         return (o, *torch.autograd.grad(o, leaves, do.to(o.dtype)))
 
     causal = case["causal"]
-    ours = run(lambda q, k, v: kernels.attention(q, k, v, causal=causal), q, k, v)
-    same = run(lambda q, k, v: kernels.attention(q, k, v, causal=causal, backend="torch"), q, k, v)
+    ours = run(lambda q, k, v: gpt_kernels.attention(q, k, v, causal=causal), q, k, v)
+    same = run(lambda q, k, v: gpt_kernels.attention(q, k, v, causal=causal, backend="torch"), q, k, v)
     truth = run(lambda q, k, v: attention_reference.attention(q, k, v, causal), q.double(), k.double(), v.double())
     for name, o, s, t in zip(("o", "dq", "dk", "dv"), ours, same, truth):
         assert_close_to_reference(f"attention {name} {case}", o, s, t)
@@ -130,7 +130,7 @@ def check_cross_entropy(case):
         return loss, torch.autograd.grad(loss, leaf, torch.ones_like(loss))[0]
 
     r = case["reduction"]
-    ours = run(lambda z: kernels.cross_entropy(z, targets, reduction=r, backend="ext"), logits)
+    ours = run(lambda z: gpt_kernels.cross_entropy(z, targets, reduction=r, backend="ext"), logits)
     same = run(lambda z: F.cross_entropy(z, targets, reduction=r), logits)
     truth = run(lambda z: cross_entropy_reference.cross_entropy(z, targets, reduction=r), logits.double())
     # the loss is fp32 whatever the logits' dtype; PyTorch's own same-dtype loss is the yardstick

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import kernels
+import gpt_kernels
 from bench import gpu_check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def test_dry_run_of_the_whole_check(tmp_path, corpus):
     assert all(stage["status"] == "ok" for stage in report["stages"].values()), report["stages"]
     assert report["throughput"][0]["tok_per_s"] > 0
     assert report["throughput"][0]["kernels_resolved"].startswith("layer_norm=torch,")  # torch eager's kernels
-    assert {r["group"].split()[0] for r in report["kernels"]} == set(kernels.registry.BACKENDS)
+    assert {r["group"].split()[0] for r in report["kernels"]} == set(gpt_kernels.registry.BACKENDS)
     assert [r["iter"] for r in report["training"]["curve"]] == [0, 10, 20]
     markdown = (out / "report.md").read_text()
     assert "## Training throughput" in markdown and "val loss against wall time" in markdown
@@ -125,3 +125,13 @@ def test_sweep_dry_run(tmp_path):
                    "layer_norm forward", "layer_norm backward"}
     assert all(row["ok"] and row["ms"] > 0 for row in sweep["rows"]), sweep["rows"]
     assert "| attention forward |" in (tmp_path / "sweep.md").read_text()
+
+
+def test_without_pytest_xdist_the_gpu_tests_stop_at_once_not_serially(monkeypatch, tmp_path):
+    """Serially the GPU tests cannot finish in their budget: on a GPU the check refuses to start them."""
+    real_find_spec = gpu_check.importlib.util.find_spec
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name, *a: None if name == "xdist"
+                        else real_find_spec(name, *a))
+    with pytest.raises(SystemExit, match="need pytest-xdist .*pip install -e '.\\[bench\\]'"):
+        gpu_check.stage_steps("tests", tmp_path, dry_run=False)
+    assert "-n" not in gpu_check.stage_steps("tests", tmp_path, dry_run=True)[0].command  # the CPU dry run: serial

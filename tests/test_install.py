@@ -1,4 +1,4 @@
-"""What `pip install -e .` builds, and `python -m kernels`, which says what an install has."""
+"""What `pip install -e .` builds, and `python -m gpt_kernels`, which says what an install has."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import cuda_toolkit  # _build/, on the tests' path (pyproject.toml)
 import pytest
 
-import kernels
+import gpt_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,13 +50,13 @@ def test_a_toolkit_that_cannot_link_is_passed_over_with_the_reason(tmp_path, mon
     assert cuda_toolkit.find_cuda_toolkit(usual=())[0] is None
 
 
-def test_python_m_kernels_says_what_this_install_has():
-    result = subprocess.run([sys.executable, "-m", "kernels"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+def test_python_m_gpt_kernels_says_what_this_install_has():
+    result = subprocess.run([sys.executable, "-m", "gpt_kernels"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.startswith("torch ") and "extension kernels._C: built" in out
+    assert out.startswith("torch ") and "extension gpt_kernels._C: built" in out
     assert "backends that can run on cpu:" in out and "layer_norm: torch, reference, triton, ext" in out
-    all_torch = ",".join(f"{op}=torch" for op in kernels.registry.OPS)
+    all_torch = ",".join(f"{op}=torch" for op in gpt_kernels.registry.OPS)
     assert f"--kernels auto: {all_torch}" in out and "add_layer_norm=torch" in all_torch
 
 
@@ -64,11 +64,11 @@ def test_python_m_kernels_says_what_this_install_has():
 def test_a_backend_that_cannot_run_is_refused_before_training(tmp_path, corpus, data_cache, monkeypatch, missing):
     """An extension that is missing, or has no CUDA kernels for a GPU, stops the run before its first step."""
     from gpt import train
-    from kernels import ext
+    from gpt_kernels import ext
 
     if missing == "not built":
-        monkeypatch.setattr(ext, "LOAD_ERROR", ImportError("No module named 'kernels._C'"))
-        device, message = "cpu", "the C\\+\\+/CUDA extension kernels._C is not built"
+        monkeypatch.setattr(ext, "LOAD_ERROR", ImportError("No module named 'gpt_kernels._C'"))
+        device, message = "cpu", "the C\\+\\+/CUDA extension gpt_kernels._C is not built"
     else:
         monkeypatch.setattr(ext, "HAS_CUDA_KERNELS", False)
         monkeypatch.setattr(train, "resolve_device_dtype", lambda cfg, world: (__import__("torch").device("cuda"), None))
@@ -79,14 +79,64 @@ def test_a_backend_that_cannot_run_is_refused_before_training(tmp_path, corpus, 
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
-def test_another_kernels_package_first_on_the_path_is_named(tmp_path):
-    """PyPI's `kernels` (Hugging Face's kernel hub) has our import name: gpt says so in one line."""
-    (tmp_path / "kernels").mkdir()
-    (tmp_path / "kernels" / "__init__.py").write_text("")
-    env = os.environ | {"PYTHONPATH": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", "import gpt"], capture_output=True, text=True, timeout=120,
-                            env=env, cwd=tmp_path)
-    assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: `import kernels` found ") and str(tmp_path / "kernels") in last
-    assert "gpt-kernels" in last and "pip uninstall kernels" in last
+BESIDE_TRANSFORMERS = """
+import importlib.metadata, importlib.util
+from pathlib import Path
+
+import gpt, gpt_kernels, transformers
+from gpt import export, train
+
+root = Path({root!r})
+# transformers 5 needs Hugging Face's `kernels`; whatever `kernels` is here, it is not ours
+found = importlib.util.find_spec("kernels")
+assert found is None or Path(found.origin).resolve().parent != root / "kernels", found
+assert "gpt-kernels" not in importlib.metadata.packages_distributions().get("kernels", []), "we install a `kernels`"
+assert root in Path(gpt_kernels.__file__).resolve().parents, gpt_kernels.__file__
+work = Path({work!r})
+flags = ["--data_cache", str(work / "cache"), *{tiny!r}, "--input", {corpus!r}, "--eval_interval", "1"]
+train.main(["--out_dir", str(work / "run"), "--max_iters", "1", *flags])
+hf_dir = export.main([str(work / "run"), str(work / "hf")])
+model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir)
+train.main(["--out_dir", str(work / "finetune"), "--init_from", str(hf_dir), "--max_iters", "1", *flags])
+print("ok", type(model).__name__, sorted(p.name for p in (work / "finetune").iterdir()))
+"""
+
+
+@pytest.mark.parametrize("where", ["repository root", "another folder"])
+def test_gpt_and_gpt_kernels_work_beside_transformers(tmp_path, corpus, where):
+    """transformers 5 installs Hugging Face's `kernels`: our import name must not meet it. One process imports
+    gpt, gpt_kernels and transformers, exports a run, loads it with from_pretrained and fine-tunes from it."""
+    pytest.importorskip("transformers")
+    from tiny import tiny_flags
+
+    script = BESIDE_TRANSFORMERS.format(root=str(ROOT), work=str(tmp_path), tiny=tiny_flags(batch_size=4, eval_iters=1),
+                                        corpus=str(corpus))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as a user's shell: only what pip installed
+    cwd = ROOT if where == "repository root" else tmp_path
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ok GPT2LMHeadModel" in result.stdout and "best.safetensors" in result.stdout, result.stdout[-2000:]
+
+
+def test_a_reinstall_reuses_the_compiled_objects():
+    """`pip install -e .` keeps the extension's objects in build/objects/ (not in the editable build's temporary
+    folder): with unchanged sources, the ninja file of this install has nothing left to compile."""
+    import torch
+
+    if not gpt_kernels.cuda_extension_available():
+        pytest.skip("the extension is not built in this install")
+    objects = ROOT / "build" / "objects" / f"{sys.implementation.cache_tag}-torch{torch.__version__}"
+    assert (objects / "build.ninja").is_file(), f"no build.ninja in {objects}: objects are not kept between installs"
+    ninja = Path(sys.executable).with_name("ninja")  # PyPI's, as pip's build environment has it (a test extra)
+    dry_run = subprocess.run([str(ninja), "-n", "-C", str(objects)], capture_output=True, text=True, timeout=60)
+    assert dry_run.returncode == 0 and "no work to do" in dry_run.stdout, dry_run.stdout + dry_run.stderr
+
+
+def test_triton_on_a_cpu_with_a_torch_too_old_for_its_interpreter_is_refused(monkeypatch):
+    """torch before 2.13 rejects interpreted kernels in wrap_triton: the backend says so before any step."""
+    from gpt_kernels import runtime
+
+    monkeypatch.setattr(runtime, "torch_version", lambda: (2, 11))
+    with pytest.raises(ValueError, match=r"--kernels 'triton' cannot run on cpu: .*interpreter, which needs torch >= 2\.13"):
+        gpt_kernels.resolve("triton", __import__("torch").device("cpu"))
+    assert runtime.triton_unavailable(__import__("torch").device("cuda")) is None  # the GPU path runs on 2.11

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from tolerance import assert_close_to_reference
 
-import kernels
-from kernels.ops.layer_norm import reference
+import gpt_kernels
+from gpt_kernels.ops.layer_norm import reference
 
 ROWS = [1, 3, 7, 127, 1000]
 WIDTHS = [1, 7, 64, 127, 384, 768, 1000, 4096]
@@ -40,7 +40,7 @@ def forward_backward(fn, x, w, b, dy):
 
 def check_parity(shape, dtype, device, bias=True, backend="triton"):
     x, w, b, dy = make_inputs(shape, dtype, device, bias)
-    ours = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend), x, w, b, dy)
+    ours = forward_backward(lambda x, w, b: gpt_kernels.layer_norm(x, w, b, backend=backend), x, w, b, dy)
     torch_same_dtype = forward_backward(lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b), x, w, b, dy)
     up = lambda t: None if t is None else t.double()  # noqa: E731
     truth = forward_backward(reference.layer_norm, up(x), up(w), up(b), up(dy))
@@ -72,7 +72,7 @@ def test_non_contiguous_input(backend):
     x, w, b, dy = make_inputs((64, 48), torch.float32, "cpu")
     x_t = x.t()  # (48, 64) with row stride 1: normalise over a strided last dimension
     w, b, dy = w[:1].expand(64).contiguous(), b[:1].expand(64).contiguous(), dy.t()
-    ours = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend), x_t, w, b, dy)
+    ours = forward_backward(lambda x, w, b: gpt_kernels.layer_norm(x, w, b, backend=backend), x_t, w, b, dy)
     truth = forward_backward(reference.layer_norm, x_t.double(), w.double(), b.double(), dy.double())
     for out, ref in zip(ours, truth):
         torch.testing.assert_close(out, ref.float(), atol=1e-4, rtol=1e-4)
@@ -81,7 +81,7 @@ def test_non_contiguous_input(backend):
 def check_width_one_is_exact(backend, device):
     """A normalised single element is 0 whatever x is: y = bias exactly and dx = 0 exactly."""
     x, w, b, dy = make_inputs((127, 1), torch.float32, device)
-    y, dx, _, _ = forward_backward(lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend), x, w, b, dy)
+    y, dx, _, _ = forward_backward(lambda x, w, b: gpt_kernels.layer_norm(x, w, b, backend=backend), x, w, b, dy)
     assert torch.equal(y, b.expand_as(y)) and torch.equal(dx, torch.zeros_like(dx))
 
 
@@ -99,7 +99,7 @@ def test_width_one_is_exact_gpu(backend):
 @pytest.mark.parametrize("backend", ["triton", "ext"])
 def test_backward_is_deterministic(backend):
     x, w, b, dy = make_inputs((1000, 768), torch.float32, "cpu")
-    fn = lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend)  # noqa: E731
+    fn = lambda x, w, b: gpt_kernels.layer_norm(x, w, b, backend=backend)  # noqa: E731
     first = forward_backward(fn, x, w, b, dy)
     second = forward_backward(fn, x, w, b, dy)
     for a, c in zip(first, second):
@@ -128,21 +128,21 @@ def test_statistics_are_fp32(op):
 def test_errors(args, error, message, backend):
     x, w, b = args()
     with pytest.raises(error, match=message):
-        kernels.layer_norm(x, w, b, backend=backend)
+        gpt_kernels.layer_norm(x, w, b, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["triton", "ext"])
 def test_negative_eps_and_empty_input(backend):
     with pytest.raises(ValueError, match="eps must be >= 0, got -1"):
-        kernels.layer_norm(torch.randn(2, 4), torch.ones(4), eps=-1.0, backend=backend)
+        gpt_kernels.layer_norm(torch.randn(2, 4), torch.ones(4), eps=-1.0, backend=backend)
     x, w = torch.randn(0, 8, requires_grad=True), torch.ones(8, requires_grad=True)
-    kernels.layer_norm(x, w, backend=backend).sum().backward()
+    gpt_kernels.layer_norm(x, w, backend=backend).sum().backward()
     assert torch.equal(w.grad, torch.zeros(8))
 
 
 def test_triton_width_limit():
     with pytest.raises(ValueError, match="width 70000 exceeds this kernel's maximum of 65536"):
-        kernels.layer_norm(torch.randn(2, 70000), torch.ones(70000))
+        gpt_kernels.layer_norm(torch.randn(2, 70000), torch.ones(70000))
 
 
 def test_import_selects_the_interpreter_without_touching_cuda():
@@ -150,16 +150,16 @@ def test_import_selects_the_interpreter_without_touching_cuda():
     import subprocess
     import sys
 
-    code = "import torch, kernels; assert not torch.cuda.is_initialized(); print(kernels.INTERPRETER)"
+    code = "import torch, gpt_kernels; assert not torch.cuda.is_initialized(); print(gpt_kernels.INTERPRETER)"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(not kernels.runtime.nvidia_driver_present())  # interpreter iff no NVIDIA driver
+    assert result.stdout.strip() == str(not gpt_kernels.runtime.nvidia_driver_present())  # interpreter iff no NVIDIA driver
 
 
 def test_unknown_backend():
     with pytest.raises(ValueError, match=r"unknown backend 'fast' for layer_norm; expected one of \['torch'"):
-        kernels.layer_norm(torch.randn(2, 4), torch.ones(4), backend="fast")
+        gpt_kernels.layer_norm(torch.randn(2, 4), torch.ones(4), backend="fast")
 
 
 @pytest.mark.parametrize("op", ["gpt_triton", "gpt_ext"])
@@ -177,7 +177,7 @@ def test_opcheck(op):
 def test_compile_fullgraph_has_no_graph_breaks(backend):
     torch._dynamo.reset()
     x, w, b, dy = make_inputs((6, 40), torch.float32, "cpu")
-    fn = lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend) * 2  # noqa: E731
+    fn = lambda x, w, b: gpt_kernels.layer_norm(x, w, b, backend=backend) * 2  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     ours = forward_backward(compiled, x, w, b, dy)
     eager = forward_backward(fn, x, w, b, dy)
@@ -198,7 +198,7 @@ def test_parity_gpu(rows, width, dtype, backend):
 def test_compile_fullgraph_and_determinism_gpu(backend):
     torch._dynamo.reset()
     x, w, b, dy = make_inputs((4096, 768), torch.bfloat16, "cuda")
-    fn = lambda x, w, b: kernels.layer_norm(x, w, b, backend=backend)  # noqa: E731
+    fn = lambda x, w, b: gpt_kernels.layer_norm(x, w, b, backend=backend)  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True)
     for a, c in zip(forward_backward(compiled, x, w, b, dy), forward_backward(fn, x, w, b, dy)):
         assert torch.equal(a, c)
@@ -210,7 +210,7 @@ def test_extension_checks_on_a_cuda_device_compile_without_graph_breaks(monkeypa
     On a GPU the check ran inside the compiled region and broke the graph (it queried the
     dispatcher on every call); a CPU run never took that branch. Here it is taken with the
     capability as a GPU build would report it, and must trace into a single graph."""
-    from kernels import ext
+    from gpt_kernels import ext
 
     monkeypatch.setattr(ext, "HAS_CUDA_KERNELS", True)
     torch._dynamo.reset()
@@ -224,8 +224,8 @@ def test_extension_checks_on_a_cuda_device_compile_without_graph_breaks(monkeypa
     monkeypatch.setattr(ext, "HAS_CUDA_KERNELS", False)
     with pytest.raises(RuntimeError, match="built without CUDA kernels .*so it cannot run on cuda"):
         ext.require(torch.device("cuda"))
-    with pytest.raises(ValueError, match="layer_norm=ext: the extension kernels._C was built without CUDA kernels"):
-        kernels.resolve("ext", "cuda")  # found when the kernels are chosen, before a model is built
+    with pytest.raises(ValueError, match="layer_norm=ext: the extension gpt_kernels._C was built without CUDA kernels"):
+        gpt_kernels.resolve("ext", "cuda")  # found when the kernels are chosen, before a model is built
 
 
 @pytest.mark.gpu
@@ -235,8 +235,8 @@ def test_inductor_launches_the_triton_kernels_itself_gpu():
 
     torch._dynamo.reset()
     x, w, b, _ = make_inputs((64, 256), torch.bfloat16, "cuda")
-    compiled = torch.compile(lambda x, w, b: kernels.layer_norm(x, w, b, backend="triton") * 2)
+    compiled = torch.compile(lambda x, w, b: gpt_kernels.layer_norm(x, w, b, backend="triton") * 2)
     out, codes = run_and_get_code(compiled, x, w, b)
     code = "\n".join(codes)
     assert "_layer_norm_fwd_kernel" in code and "gpt_triton.layer_norm_fwd" not in code
-    torch.testing.assert_close(out, kernels.layer_norm(x, w, b, backend="triton") * 2)
+    torch.testing.assert_close(out, gpt_kernels.layer_norm(x, w, b, backend="triton") * 2)

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from tolerance import assert_close_to_reference
 
-import kernels
-from kernels.ops.linear_cross_entropy import reference
-from kernels.ops.linear_cross_entropy import triton as fused
+import gpt_kernels
+from gpt_kernels.ops.linear_cross_entropy import reference
+from gpt_kernels.ops.linear_cross_entropy import triton as fused
 
 
 def make(n, c, v, dtype, device, ignore_every=0, seed=0):
@@ -28,7 +28,7 @@ def loss_and_grads(fn, h, weight, targets, reduction="mean"):
 
 
 def triton_fn(h, weight, targets, reduction):
-    return kernels.linear_cross_entropy(h, weight, targets, reduction=reduction, backend="triton")
+    return gpt_kernels.linear_cross_entropy(h, weight, targets, reduction=reduction, backend="triton")
 
 
 SMALL_CHUNKS = 64 * 600 * 4  # chunks of 64 rows at these vocabularies: every case crosses several
@@ -163,3 +163,18 @@ def test_never_holds_the_logits_gpu():
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
     assert peak < 8192 * 50257 * 2, f"peak {peak / 2**20:.0f} MiB above the inputs"
+
+
+def test_its_chunks_launch_directly_not_through_torchs_higher_order_op(monkeypatch):
+    """An opaque custom_op's body runs eagerly even under compile: its chunks' loss-kernel launches turn
+    wrap_triton's higher-order op off (about 300 us and a leaked side-table entry per launch otherwise)."""
+    from torch._library.triton import is_wrap_triton_enabled
+
+    from gpt_kernels.ops.cross_entropy import triton as cross_entropy_triton
+
+    enabled, original = [], cross_entropy_triton.wrap_triton
+    monkeypatch.setattr(cross_entropy_triton, "wrap_triton", lambda kernel: enabled.append(is_wrap_triton_enabled())
+                        or original(kernel))
+    h, weight = torch.randn(40, 16, requires_grad=True), torch.randn(65, 16, requires_grad=True)
+    gpt_kernels.linear_cross_entropy(h, weight, torch.randint(65, (40,)), backend="triton").backward()
+    assert enabled and not any(enabled), enabled

@@ -11,22 +11,22 @@ import torch
 from tiny import TINY_MODEL
 from tolerance import assert_close_to_reference
 
-import kernels
+import gpt_kernels
 from gpt.config import GPTConfig
 from gpt.model import GPT
 
 # --kernels values: each of this project's backends alone (every op's, as registered), every op's
 # reference, and the full sets (`triton` includes linear_cross_entropy=triton: the head and the
 # loss fused in training)
-BACKENDS = [f"{op}={name}" for op, backends in kernels.registry.BACKENDS.items() for name in backends
-            if name in kernels.registry.OURS] + ["reference", "triton", "ext,attention=triton"]
+BACKENDS = [f"{op}={name}" for op, backends in gpt_kernels.registry.BACKENDS.items() for name in backends
+            if name in gpt_kernels.registry.OURS] + ["reference", "triton", "ext,attention=triton"]
 FULL_SETS = BACKENDS[-2:]
 SMALL = TINY_MODEL | dict(vocab_size=65, n_embd=64)
 
 
 def build(spec: str = "torch", dtype=torch.float32, device="cpu", shape=SMALL, seed=0) -> GPT:
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(**shape), kernels.resolve(spec, device))
+    model = GPT(GPTConfig(**shape), gpt_kernels.resolve(spec, device))
     with torch.no_grad():  # non-trivial norm gains and biases, so their gradients are tested too
         for name, p in model.named_parameters():
             if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
@@ -152,7 +152,7 @@ def test_generation_with_every_backend(name):
 def test_compile_with_attention_dropout_has_no_graph_breaks():
     """Training mode with dropout: the Triton attention draws its seed as a tensor inside the graph."""
     torch._dynamo.reset()
-    model = GPT(GPTConfig(**(SMALL | {"dropout": 0.1})), kernels.resolve(FULL_SETS[0])).train()
+    model = GPT(GPTConfig(**(SMALL | {"dropout": 0.1})), gpt_kernels.resolve(FULL_SETS[0])).train()
     x, y = batch()
     explanation = torch._dynamo.explain(model)(x, y)
     assert explanation.graph_break_count == 0, explanation.break_reasons

@@ -43,11 +43,12 @@ def shard_tokens(out, split) -> np.ndarray:
     return np.concatenate([np.fromfile(out / s["name"], dtype=dtype) for s in manifest["splits"][split]["shards"]])
 
 
-def expected_stream(docs, encode, eot, fraction):
-    """What the shards must hold: each split's documents in order, separated by end-of-text."""
+def expected_stream(docs, encode, eot, fraction, min_val_tokens=prepare.MIN_VAL_TOKENS):
+    """What the shards must hold: each split's documents in order, separated by end-of-text; val takes the
+    documents the hash picks, and every document while it holds fewer than min_val_tokens."""
     streams = {"train": [], "val": []}
     for i, doc in enumerate(docs):
-        stream = streams["val" if prepare.in_val(i, fraction) else "train"]
+        stream = streams["val" if prepare.in_val(i, fraction) or len(streams["val"]) < min_val_tokens else "train"]
         stream += ([eot] if stream else []) + encode(doc)
     return streams
 
@@ -285,3 +286,47 @@ def test_damaged_or_unfinished_shards_are_refused(tmp_path, data_cache):
     (tmp_path / "prepared" / "manifest.json").unlink()
     with pytest.raises(FileNotFoundError, match="has no manifest.json; write one with python -m gpt.prepare"):
         ShardedData(tmp_path / "prepared", cache)
+
+
+def test_a_small_corpus_gets_a_val_split_by_default(tmp_path, capsys):
+    """497 documents at the default --val_fraction (0.0005) is 0.25 of a document: the first documents
+    still go to val until it holds an evaluation batch of the largest preset (block_size + 1 tokens)."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents(497)))
+    manifest = prepare.main([str(docs), "--out", str(tmp_path / "out"), "--tokenizer", "char", "--workers", "1"])
+    val = manifest["splits"]["val"]
+    assert val["documents"] >= 1 and val["tokens"] >= prepare.MIN_VAL_TOKENS
+    assert manifest["splits"]["train"]["documents"] + val["documents"] == 497
+    assert f"val {val['documents']} documents, {val['tokens']:,} tokens" in capsys.readouterr().out
+
+
+def test_one_text_file_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "one.txt").write_text(documents(1)[0])
+    with pytest.raises(SystemExit, match="one.txt is one document, .* --val SOURCE, or .* gpt.train --input FILE"):
+        prepare.main([str(tmp_path / "one.txt"), "--out", str(tmp_path / "out"), "--tokenizer", "char"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unfinished_run_restarts_with_other_arguments(tmp_path, monkeypatch, capsys):
+    """Interrupted, then run again with other arguments: the unfinished shards are deleted and the run
+    starts afresh, giving the bytes of an uninterrupted run with the new arguments."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents(60)))
+    run([src], tmp_path / "whole", "--tokenizer", "char", "--shard_tokens", "3000", val_fraction="0.1")
+    whole = {p.name: p.read_bytes() for p in (tmp_path / "whole").glob("*.bin")}
+    original, calls = prepare.atomic_json, {"n": 0}
+
+    def interrupted(path, value):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        original(path, value)
+
+    monkeypatch.setattr(prepare, "atomic_json", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run([src], tmp_path / "parts", "--tokenizer", "char", "--shard_tokens", "2000", val_fraction="0.1")
+    assert (tmp_path / "parts" / "progress.json").exists() and list((tmp_path / "parts").glob("train_*.bin"))
+    monkeypatch.setattr(prepare, "atomic_json", original)
+    run([src], tmp_path / "parts", "--tokenizer", "char", "--shard_tokens", "3000", val_fraction="0.1")
+    assert "unfinished preparation from other arguments" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "parts").glob("*.bin")} == whole

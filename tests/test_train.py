@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from tiny import TINY_MODEL, tiny_flags
 
-import kernels
+import gpt_kernels
 from gpt import sample, train
 from gpt.checkpoint import load_weights
 from gpt.config import PRESETS, GPTConfig, TrainConfig, build_arg_parser, config_from_args
@@ -28,7 +28,7 @@ def run(tmp_path, corpus, data_cache, *extra) -> list[dict]:
 @pytest.mark.parametrize("text", ["corpus", "shakespeare"])  # the generated text always; the real one where present
 def test_loss_falls(tmp_path, text, data_cache, request):
     records = run(tmp_path, request.getfixturevalue(text), data_cache, "--max_iters", "150", "--eval_interval", "150",
-                  "--learning_rate", "3e-3")
+                  "--learning_rate", "3e-3", "--lr_decay_iters", "2000")  # 150 steps near the peak rate
     val = [r["val_loss"] for r in records if "val_loss" in r]
     assert len(val) == 2
     assert val[0] > 4.0 and val[-1] < 2.9  # from uniform over 65 symbols (4.17) to character statistics
@@ -92,6 +92,9 @@ def test_sample_prompt_from_a_file_and_bad_prompts(tmp_path, corpus, data_cache,
     samples = sample.main(["--out_dir", str(tmp_path), "--prompt", f"FILE:{prompt}", "--num_samples", "1",
                            "--max_new_tokens", "5"])
     assert samples[0].startswith("JULIET:\n") and len(samples[0]) == 13
+    assert "note: the model sees" not in capsys.readouterr().err
+    sample.main(["--out_dir", str(tmp_path), "--prompt", "JULIET:\n", "--num_samples", "1", "--max_new_tokens", "40"])
+    assert "note: the model sees 32 tokens; past that, each new token is predicted from the last 32" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="character '€' is not in this model's vocabulary"):
         sample.main(["--out_dir", str(tmp_path), "--prompt", "€", "--max_new_tokens", "5"])
     with pytest.raises(SystemExit, match="no checkpoint at"):
@@ -143,13 +146,13 @@ def test_bad_preset_and_boolean_are_rejected(capsys):
 def test_auto_kernels_use_measurements_only(monkeypatch):
     table = {"NVIDIA H100": {"layer_norm": "ext", "attention": "triton"}}
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
-    chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
-    assert chosen == dict.fromkeys(kernels.registry.OPS, "torch") | {"layer_norm": "ext", "attention": "triton"}
+    chosen, origin = gpt_kernels.registry.auto_choice(torch.device("cuda"), table)
+    assert chosen == dict.fromkeys(gpt_kernels.registry.OPS, "torch") | {"layer_norm": "ext", "attention": "triton"}
     assert "measured on NVIDIA H100" in origin
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
-    chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), table)
+    chosen, origin = gpt_kernels.registry.auto_choice(torch.device("cuda"), table)
     assert set(chosen.values()) == {"torch"} and "no measurements for NVIDIA A100" in origin
-    assert set(kernels.registry.auto_choice(torch.device("cpu"), table)[0].values()) == {"torch"}
+    assert set(gpt_kernels.registry.auto_choice(torch.device("cpu"), table)[0].values()) == {"torch"}
 
 
 def test_auto_kernels_read_another_table_when_told(monkeypatch, tmp_path):
@@ -157,10 +160,10 @@ def test_auto_kernels_read_another_table_when_told(monkeypatch, tmp_path):
     fresh = tmp_path / "auto_backends.json"
     fresh.write_text(json.dumps({"NVIDIA H100": {"linear_cross_entropy": "triton"}}))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
-    chosen, origin = kernels.registry.auto_choice(torch.device("cuda"), path=fresh)
+    chosen, origin = gpt_kernels.registry.auto_choice(torch.device("cuda"), path=fresh)
     assert chosen["linear_cross_entropy"] == "triton" and chosen["attention"] == "torch"
     assert str(fresh) in origin
-    assert kernels.registry.auto_choice(torch.device("cuda"))[1].endswith("(auto_backends.json)")  # the committed one
+    assert gpt_kernels.registry.auto_choice(torch.device("cuda"))[1].endswith("(auto_backends.json)")  # the committed one
     with pytest.raises(ValueError, match="--auto_table 'missing.json' is not a file"):
         TrainConfig(auto_table="missing.json")
 
@@ -168,7 +171,7 @@ def test_auto_kernels_read_another_table_when_told(monkeypatch, tmp_path):
 def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, corpus, data_cache, capsys):
     run(tmp_path, corpus, data_cache, "--max_iters", "1", "--eval_interval", "1", "--kernels", "auto")
     out = capsys.readouterr().out
-    all_torch = ",".join(f"{op}=torch" for op in kernels.registry.OPS)
+    all_torch = ",".join(f"{op}=torch" for op in gpt_kernels.registry.OPS)
     assert f"kernels {all_torch} (auto: PyTorch's ops on the CPU)" in out
     state = torch.load(tmp_path / "last.state.pt", weights_only=True)
     assert state["kernels"] == all_torch
@@ -176,32 +179,32 @@ def test_auto_kernels_on_the_cpu_train_with_pytorch_ops(tmp_path, corpus, data_c
 
 def test_one_vocabulary_of_ops_and_backends():
     """The same op keys and backend names on the command line, in the registry and in the benchmarks."""
-    parse = kernels.registry.parse_spec
-    ops = list(kernels.registry.OPS)
-    assert ops == list(kernels.registry.BACKENDS)  # every registered op declared, in one order
+    parse = gpt_kernels.registry.parse_spec
+    ops = list(gpt_kernels.registry.OPS)
+    assert ops == list(gpt_kernels.registry.BACKENDS)  # every registered op declared, in one order
     assert parse("torch") == dict.fromkeys(ops, "torch")
-    with_ext = [op for op, backends in kernels.registry.BACKENDS.items() if "ext" in backends]
+    with_ext = [op for op, backends in gpt_kernels.registry.BACKENDS.items() if "ext" in backends]
     assert "layer_norm" in with_ext and "attention" not in with_ext
     assert parse("ext") == dict.fromkeys(ops, "torch") | dict.fromkeys(with_ext, "ext")
     assert parse("attention=triton") == dict.fromkeys(ops, "torch") | {"attention": "triton"}
     assert parse("triton,cross_entropy=ext") == dict.fromkeys(ops, "triton") | {"cross_entropy": "ext"}
     named = {"layer_norm": "triton", "cross_entropy": "ext"}
-    assert kernels.resolve("layer_norm=triton,cross_entropy=ext").spec() == ",".join(
+    assert gpt_kernels.resolve("layer_norm=triton,cross_entropy=ext").spec() == ",".join(
         f"{op}={named.get(op, 'torch')}" for op in ops)
-    assert kernels.registry.provider_backend("torch-compiled") == "torch"
-    help_text = kernels.registry.spec_help()
-    for op, names in kernels.registry.BACKENDS.items():
+    assert gpt_kernels.registry.provider_backend("torch-compiled") == "torch"
+    help_text = gpt_kernels.registry.spec_help()
+    for op, names in gpt_kernels.registry.BACKENDS.items():
         assert f"{op}: {', '.join(names)}" in help_text
 
 
 def test_model_modules_hold_resolved_functions():
-    ops = kernels.resolve("layer_norm=ext,add_layer_norm=triton,attention=reference,cross_entropy=ext")
+    ops = gpt_kernels.resolve("layer_norm=ext,add_layer_norm=triton,attention=reference,cross_entropy=ext")
     model = GPT(GPTConfig(vocab_size=65, **TINY_MODEL), ops)
     assert model.transformer.h[0].ln_1.layer_norm is ops["layer_norm"]
     assert model.transformer.h[0].ln_2.add_layer_norm is ops["add_layer_norm"]
     assert model.transformer.h[0].attn.attention is ops["attention"]
     assert model.cross_entropy is ops["cross_entropy"] and model.head_and_loss is None  # linear_cross_entropy=torch
-    fused = kernels.resolve("linear_cross_entropy=triton")
+    fused = gpt_kernels.resolve("linear_cross_entropy=triton")
     assert GPT(GPTConfig(vocab_size=65, **TINY_MODEL), fused).head_and_loss is fused["linear_cross_entropy"]
 
 
@@ -242,6 +245,22 @@ def test_learning_rate_schedule():
     assert all(a >= b for a, b in zip(lrs[cfg.warmup_iters:], lrs[cfg.warmup_iters + 1:]))
 
 
+def test_schedule_values_follow_the_rate_and_length_the_user_gave():
+    """The README's fine-tune command: a lower --learning_rate moves min_lr with it, a shorter --max_iters
+    the end of the cosine; values given themselves are kept; the presets keep nanoGPT's numbers."""
+    cfg, _, _ = config_from_args(["--learning_rate", "3e-5", "--max_iters", "300"])
+    assert (cfg.min_lr, cfg.lr_decay_iters) == (pytest.approx(3e-6), 300)
+    assert train.learning_rate(150, cfg) < cfg.learning_rate and train.learning_rate(300, cfg) == cfg.min_lr
+    cfg, _, _ = config_from_args(["--learning_rate", "3e-5", "--min_lr", "0", "--max_iters", "300", "--lr_decay_iters", "500"])
+    assert (cfg.min_lr, cfg.lr_decay_iters) == (0.0, 500)
+    for preset, (min_lr, decay) in {"shakespeare-char": (1e-4, 5000), "shakespeare-char-cpu": (3e-4, 2000),
+                                    "gpt2-124m": (6e-5, 600000)}.items():
+        cfg, _, _ = config_from_args(["--preset", preset])
+        assert (cfg.min_lr, cfg.lr_decay_iters) == (pytest.approx(min_lr), decay), preset
+    with pytest.raises(SystemExit):
+        config_from_args(["--learning_rate", "3e-5", "--min_lr", "3e-4"])  # given, and above the rate: refused
+
+
 def test_durations_read_at_a_glance():
     assert [train.duration(s) for s in (40, 720, 12600)] == ["40 s", "12 min", "3.5 h"]
 
@@ -276,22 +295,26 @@ def test_the_step_loop_reads_tensors_on_the_host_only_at_log_points(tmp_path, co
 
 
 @pytest.mark.gpu
-def test_steps_between_log_points_never_synchronize_the_gpu(tmp_path, corpus, data_cache, monkeypatch):
-    """torch.cuda's sync debug mode raises on any host synchronisation: it is on from the end of the first
-    step to the next log point, over several steps of the compiled-free loop on a GPU."""
+@pytest.mark.parametrize("kernels, compiled", [("torch", "false"), ("triton", "false"), ("triton", "true")])
+def test_steps_between_log_points_never_synchronize_the_gpu(tmp_path, corpus, data_cache, monkeypatch, kernels, compiled):
+    """torch.cuda's sync debug mode raises on any host synchronisation. It is "error" from the end of the first
+    step (which may compile and autotune) on, at every step's start and end, and only a log point's read turns
+    it off: so every step but the first, and the loop's work between them, runs where a sync would raise."""
     cfg, _, _ = config_from_args(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
-                                  *TINY, "--device", "cuda", "--compile", "false", "--max_iters", "6",
-                                  "--log_interval", "5", "--eval_interval", "1000"])
+                                  *TINY, "--device", "cuda", "--kernels", kernels, "--compile", compiled,
+                                  "--max_iters", "11", "--log_interval", "5", "--eval_interval", "1000"])
     trainer = train.Trainer(cfg)
-    steps = {"n": 0}
+    modes = []  # the sync debug mode at the start of each step
     original_step, original_read = train.Trainer.train_step, train.Trainer.read_log_point
 
     def step(self, lr):
-        out = original_step(self, lr)
-        steps["n"] += 1
-        if steps["n"] == 1:
-            torch.cuda.synchronize()
+        if modes:
             torch.cuda.set_sync_debug_mode("error")
+        modes.append(torch.cuda.get_sync_debug_mode())
+        out = original_step(self, lr)
+        if len(modes) == 1:
+            torch.cuda.synchronize()  # the first step's compilation and autotuning may wait for the GPU
+        torch.cuda.set_sync_debug_mode("error")
         return out
 
     def read(self, *args):
@@ -304,7 +327,7 @@ def test_steps_between_log_points_never_synchronize_the_gpu(tmp_path, corpus, da
         trainer.run()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert steps["n"] == 6
+    assert len(modes) == 11 and modes[0] == 0 and set(modes[1:]) == {2}, modes  # 2: "error"
 
 
 def test_help_shows_the_values_the_run_would_use(capsys):
@@ -330,5 +353,36 @@ def test_output_to_a_file_is_one_line_per_log_record(tmp_path, corpus, data_cach
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout + result.stderr
-    records = [line for line in result.stdout.splitlines() if re.fullmatch(r"iter \d+: loss [\d.]+, [\d,]+ tok/s, mfu -", line)]
-    assert [line.split(":")[0] for line in records] == ["iter 0", "iter 2", "iter 4"]
+    records = [line for line in result.stdout.splitlines() if re.fullmatch(r"iter \d+: loss [\d.]+, [\d,]+ tok/s", line)]
+    assert [line.split(":")[0] for line in records] == ["iter 0", "iter 2", "iter 4"]  # no MFU without a known peak
+    last = result.stdout.splitlines()[-1]
+    assert re.fullmatch(r"done at iteration 6: val loss [\d.]+ \(best [\d.]+\), [\d.]+ s \(first step [\d.]+ s\) "
+                        rf"\| checkpoints, metrics.jsonl and loss.png in {re.escape(str(tmp_path))}", last), last
+
+
+def test_other_data_is_written_to_a_folder_named_after_it(tmp_path, shakespeare):
+    notes = tmp_path / "my-notes.txt"
+    notes.write_text("some text of mine\n" * 100)
+    assert config_from_args([])[0].out_dir == "out-shakespeare-char"
+    assert config_from_args(["--input", str(shakespeare)])[0].out_dir == "out-shakespeare-char"  # the same text
+    assert config_from_args(["--input", str(notes)])[0].out_dir == "out-my-notes"
+    assert config_from_args(["--data", str(tmp_path / "owt")])[0].out_dir == "out-owt"
+    assert config_from_args(["--input", str(notes), "--out_dir", "mine"])[0].out_dir == "mine"
+    assert config_from_args(["--preset", "gpt2-124m", "--data", "owt"])[0].out_dir == "out-gpt2-124m"
+
+
+def test_the_same_kind_of_error_exits_with_the_same_status(tmp_path, corpus, data_cache):
+    """2 for a command line this machine or run cannot use (as argparse's own errors), 1 for anything else."""
+    def status(main, argv):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        return 1 if isinstance(stopped.value.code, str) else stopped.value.code
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    common = ["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path / "run"), *TINY]
+    assert status(train.main, [*common, "--device", "cuda"]) == status(sample.main, ["--device", "cuda"]) == 2
+    assert status(train.main, [*common, "--dtype", "float16"]) == 2
+    assert status(train.main, [*common, "--learning_rate", "-1"]) == 2
+    assert status(train.main, [*common[2:], "--input", str(tmp_path / "missing.txt")]) == 1
+    assert status(sample.main, ["--out_dir", str(tmp_path / "missing")]) == 1

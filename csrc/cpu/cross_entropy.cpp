@@ -101,7 +101,7 @@ at::Tensor cross_entropy_bwd_cpu(const at::Tensor& grad_loss, const at::Tensor& 
 }  // namespace
 
 // The schemas of this op (its CUDA kernels register in csrc/cuda/cross_entropy.cu; fakes and
-// autograd in kernels/ops/cross_entropy/ext.py).
+// autograd in gpt_kernels/ops/cross_entropy/ext.py).
 TORCH_LIBRARY_FRAGMENT(gpt_ext, m) {
   // Per-row loss (N,) fp32 (0 where target == ignore_index) and stats (N, 2) fp32 of logits (N, V):
   // the row max and log(sum(exp(x - max))). Kept apart (not summed into one logsumexp) so that

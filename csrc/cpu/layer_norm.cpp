@@ -142,7 +142,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_layer_norm_fwd_cp
 }  // namespace
 
 // The schemas of this op (its CUDA kernels register in csrc/cuda/layer_norm.cu; fakes and autograd
-// in kernels/ops/layer_norm/ext.py).
+// in gpt_kernels/ops/layer_norm/ext.py).
 TORCH_LIBRARY_FRAGMENT(gpt_ext, m) {
   // y (same shape and dtype as x), mean and rstd (rows,) fp32; normalises over the last dim.
   m.def("layer_norm_fwd(Tensor x, Tensor weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");

@@ -46,8 +46,10 @@ __device__ __forceinline__ float shifted_row_mean(const T* row, float shift, int
 // With a residual (add_layer_norm), the row normalised is s = x + residual rounded to T (the
 // residual first rounded to T, as x + residual.to(x.dtype) does), written to s_out in a first
 // pass and re-read from there (this thread's own elements, L1/L2-resident) by the passes below.
+// x is not __restrict__: the passes read s_out through the same pointer, and a read-only (.nc) load
+// of data the kernel wrote is undefined.
 template <typename T, typename R, int VEC>
-__global__ void layer_norm_fwd_kernel(const T* __restrict__ x, const R* __restrict__ residual, T* s_out,
+__global__ void layer_norm_fwd_kernel(const T* x, const R* __restrict__ residual, T* s_out,
                                       const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
                                       float* __restrict__ mean, float* __restrict__ rstd, int64_t n, float eps) {
   __shared__ float scratch[32];

@@ -1,8 +1,6 @@
-"""`python -m kernels`: what this install has, and which backend of each op can run here."""
+"""`python -m gpt_kernels`: what this install has, and which backend of each op can run here."""
 
 from __future__ import annotations
-
-import importlib.metadata
 
 import torch
 
@@ -21,15 +19,11 @@ def describe() -> str:
     if ext.available():
         kernels = "CPU and CUDA kernels" if ext.HAS_CUDA_KERNELS else "CPU kernels only"
         archs = f" for architectures {ext.BUILD_INFO['archs']}" if ext.BUILD_INFO.get("archs") else ""
-        lines.append(f"extension kernels._C: built, {kernels}{archs}")
+        lines.append(f"extension gpt_kernels._C: built, {kernels}{archs}")
         if "summary" in ext.BUILD_INFO:
             lines.append(f"  build: {ext.BUILD_INFO['summary']}")
     else:
-        lines.append(f"extension kernels._C: not built ({ext.LOAD_ERROR}); {ext.BUILD_HINT}")
-    others = sorted(set(importlib.metadata.packages_distributions().get("kernels", [])) - {"gpt-kernels"})
-    if others:
-        lines.append(f"note: {', '.join(others)} also install(s) a top-level `kernels` package; whichever comes "
-                     "first on the path is the one `import kernels` gets")
+        lines.append(f"extension gpt_kernels._C: not built ({ext.LOAD_ERROR}); {ext.BUILD_HINT}")
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))

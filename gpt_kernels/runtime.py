@@ -43,13 +43,23 @@ if "TRITON_INTERPRET" not in os.environ and not nvidia_driver_present():
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_TRITON = importlib.util.find_spec("triton") is not None
+# wrap_triton hands interpreted kernels back to the interpreter from torch 2.13 on; before, it rejects them
+INTERPRETER_MIN_TORCH = (2, 13)
 
 
 def triton_unavailable(device) -> str | None:
-    """Why a Triton backend cannot run on device (None when it can); asked once by kernels.resolve."""
+    """Why a Triton backend cannot run on device (None when it can); asked once by gpt_kernels.resolve."""
     if not HAS_TRITON:
         return "it needs the triton package, which is not installed: pip install triton"
+    if device.type == "cpu" and torch_version() < INTERPRETER_MIN_TORCH:
+        return (f"on a CPU it runs Triton's interpreter, which needs torch >= "
+                f"{'.'.join(map(str, INTERPRETER_MIN_TORCH))} (this is {torch.__version__})")
     return None if device.type in ("cpu", "cuda") else f"Triton runs on CUDA GPUs (or interpreted on a CPU), not {device.type}"
+
+
+def torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int(minor)
 
 
 def triton_note(device) -> str | None:
@@ -63,6 +73,16 @@ def unit_last_stride(t):
     """t with contiguous last dimension (the layout every Triton launcher here needs; other strides
     are passed to the kernels): t itself where it has one, a copy otherwise."""
     return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def eager_launches():
+    """A context in which wrap_triton launches kernels directly, as a triton_op's own eager call does. Outside
+    one (an autograd.Function, an opaque custom_op, a benchmark loop) wrap_triton goes through torch's
+    higher-order op: about 300 us of host time a call, a side-table entry that is never freed, and under
+    torch 2.11 a new autotuner built per call, which re-tunes every call."""
+    from torch._library.triton import set_wrap_triton_enabled
+
+    return set_wrap_triton_enabled(False)
 
 
 def needs_triton(*args, **kwargs):

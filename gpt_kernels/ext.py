@@ -1,8 +1,8 @@
-"""The C++/CUDA extension kernels._C (csrc/, built by setup.py): loading it, and whether it can run.
+"""The C++/CUDA extension gpt_kernels._C (csrc/, built by setup.py): loading it, and whether it can run.
 
 Its ops live in the torch.ops.gpt_ext namespace, with CPU kernels always and CUDA kernels when
 built against a CUDA torch with nvcc. Each op's fakes and autograd are registered in
-kernels/ops/<op>/ext.py. The package imports without the extension; choosing backend 'ext' then
+gpt_kernels/ops/<op>/ext.py. The package imports without the extension; choosing backend 'ext' then
 raises an error that says how to build it.
 """
 
@@ -41,10 +41,10 @@ HAS_CUDA_KERNELS = available() and torch._C._dispatch_has_kernel_for_dispatch_ke
 def unavailable(device: torch.device) -> str | None:
     """Why the extension cannot run on device (None when it can)."""
     if LOAD_ERROR is not None:
-        return f"the C++/CUDA extension kernels._C is not built ({LOAD_ERROR}); {BUILD_HINT}"
+        return f"the C++/CUDA extension gpt_kernels._C is not built ({LOAD_ERROR}); {BUILD_HINT}"
     if device.type == "cuda" and not HAS_CUDA_KERNELS:
         why = f" ({BUILD_INFO['summary']})" if "summary" in BUILD_INFO else ""
-        return f"the extension kernels._C was built without CUDA kernels{why}, so it cannot run on {device}; re-{BUILD_HINT}"
+        return f"the extension gpt_kernels._C was built without CUDA kernels{why}, so it cannot run on {device}; re-{BUILD_HINT}"
     if device.type not in ("cpu", "cuda"):
         return f"the extension has CPU and CUDA kernels only, not {device.type}"
     return None

@@ -5,9 +5,9 @@ in checkpoints, in the benchmarks (a provider is a backend name, or `<backend>-<
 variant of it, e.g. `torch-compiled`) and in the reports:
 
     torch      PyTorch's own op (F.layer_norm, F.scaled_dot_product_attention, F.cross_entropy)
-    reference  the pure-PyTorch reference of kernels/ops/<op>/reference.py (fp32 or better)
+    reference  the pure-PyTorch reference of gpt_kernels/ops/<op>/reference.py (fp32 or better)
     triton     this project's Triton kernel
-    ext        this project's C++/CUDA extension (kernels._C): CPU and CUDA kernels alike
+    ext        this project's C++/CUDA extension (gpt_kernels._C): CPU and CUDA kernels alike
 
 resolve(spec, device) turns a `--kernels` value into concrete implementations once, before a
 model is built; the model holds the functions it was given and never re-dispatches.
@@ -148,7 +148,7 @@ def parse_spec(spec: str) -> dict[str, str]:
 def auto_choice(device: torch.device, table: dict | None = None,
                 path: Path | str = AUTO_TABLE) -> tuple[dict[str, str], str]:
     """The fastest measured backend per op for this device's GPU (the table, else the one at path:
-    kernels/auto_backends.json by default), or PyTorch's ops on a CPU or an unmeasured GPU; with a
+    gpt_kernels/auto_backends.json by default), or PyTorch's ops on a CPU or an unmeasured GPU; with a
     line saying where the choice came from."""
     torch_ops = {op: "torch" for op in BACKENDS}
     if device.type != "cuda":

@@ -9,8 +9,8 @@ Three passes over the logits in all, the fewest for a standalone loss: a forward
 the gradient would need a backward pass scaling it by the incoming gradient (four passes).
 
 The forward's WRITE_GRAD variant is that one-sweep design, used where the scale is known in the
-forward: kernels.linear_cross_entropy writes each chunk's gradient over its logits and scales
-only the small dh, dweight in its backward (kernels/ops/linear_cross_entropy/triton.py).
+forward: gpt_kernels.linear_cross_entropy writes each chunk's gradient over its logits and scales
+only the small dh, dweight in its backward (gpt_kernels/ops/linear_cross_entropy/triton.py).
 
 A target outside [0, V) that is not ignore_index gives that row a NaN loss on the GPU (a
 data-dependent check would stop the host for every call); on the CPU it is an error.
@@ -174,6 +174,7 @@ def cross_entropy_forward(logits: torch.Tensor, targets: torch.Tensor, ignore_in
     and a fp32 scalar grad_scale, also writes (softmax - onehot) * grad_scale there, in the same sweep."""
     check_targets_on_cpu(targets, logits.shape[1], ignore_index)
     logits = runtime.unit_last_stride(logits)  # rows may stay strided
+    targets = targets.contiguous()  # the kernels read the target of row i at Targets + i
     n, v = logits.shape
     loss = torch.empty(n, dtype=torch.float32, device=logits.device)
     lse = torch.empty(n, dtype=torch.float32, device=logits.device)
@@ -192,6 +193,7 @@ def cross_entropy_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target
                            ignore_index: int) -> torch.Tensor:
     """dlogits in the logits' dtype; grad_loss (N,) fp32, one value per row (stride 0 allowed)."""
     logits = runtime.unit_last_stride(logits)  # rows may stay strided
+    targets = targets.contiguous()
     n, v = logits.shape
     # the logits' row stride (rows of a wider tensor's view included, not broadcast ones), so that
     # each row of both is aligned alike

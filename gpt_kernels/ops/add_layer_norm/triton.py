@@ -2,7 +2,7 @@
 
 _add_layer_norm_fwd_kernel -> add_layer_norm_forward -> torch.ops.gpt_triton.add_layer_norm_fwd
 The backward is the layer norm's backward kernel with the gradient of s added to dx in the same
-pass (kernels/ops/layer_norm/triton.py, HAS_DS): no separate add, forward or backward.
+pass (gpt_kernels/ops/layer_norm/triton.py, HAS_DS): no separate add, forward or backward.
 """
 
 from __future__ import annotations

@@ -206,7 +206,8 @@ class _VariantAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, causal, scale, dropout_p, variant, autotune):
         seed = torch.randint(0, 2**62, (1,), device=q.device) if dropout_p > 0 else None
-        o, lse = VARIANTS[variant][0](q, k, v, causal, scale, dropout_p, seed, autotune=autotune)
+        with runtime.eager_launches():
+            o, lse = VARIANTS[variant][0](q, k, v, causal, scale, dropout_p, seed, autotune=autotune)
         ctx.save_for_backward(q, k, v, o, lse, seed)
         ctx.causal, ctx.scale, ctx.dropout_p, ctx.variant, ctx.autotune = causal, scale, dropout_p, variant, autotune
         return o
@@ -215,7 +216,9 @@ class _VariantAttention(torch.autograd.Function):
     def backward(ctx, do):
         q, k, v, o, lse, seed = ctx.saved_tensors
         backward = VARIANTS[ctx.variant][1]
-        dq, dk, dv = backward(do, q, k, v, o, lse, ctx.causal, ctx.scale, ctx.dropout_p, seed, autotune=ctx.autotune)
+        with runtime.eager_launches():
+            dq, dk, dv = backward(do, q, k, v, o, lse, ctx.causal, ctx.scale, ctx.dropout_p, seed,
+                                  autotune=ctx.autotune)
         return dq, dk, dv, None, None, None, None, None
 
 

@@ -3,7 +3,7 @@
 linear_cross_entropy_forward -> torch.ops.gpt_triton.linear_cross_entropy_fwd -> (loss, dh, dweight)
 
 The tokens are taken in chunks. Per chunk: the chunk's logits (one GEMM), then the Triton
-cross-entropy kernel in its gradient-writing form (kernels/ops/cross_entropy/triton.py), which
+cross-entropy kernel in its gradient-writing form (gpt_kernels/ops/cross_entropy/triton.py), which
 reads each row once for its logsumexp and overwrites it with (softmax - onehot) / count in the
 same sweep, then dh for the chunk's rows and the chunk's share of dweight (two GEMMs). The
 gradients are therefore computed in the forward (Liger-Kernel's FusedLinearCrossEntropy, the
@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ... import checks as shared_checks
+from ... import runtime
 from ..cross_entropy.triton import cross_entropy_forward
 from . import checks
 
@@ -81,7 +82,8 @@ def triton_launches(shape: tuple[int, int, int], dtype: torch.dtype) -> None:
 def linear_cross_entropy_fwd(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int,
                              reduction: str, matmul_dtype: torch.dtype,
                              with_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return linear_cross_entropy_forward(h, weight, targets, ignore_index, reduction, matmul_dtype, with_grad)
+    with runtime.eager_launches():  # an opaque op: its chunks' launches run eagerly, also under compile
+        return linear_cross_entropy_forward(h, weight, targets, ignore_index, reduction, matmul_dtype, with_grad)
 
 
 @linear_cross_entropy_fwd.register_fake

@@ -1,4 +1,4 @@
-"""Argument-check helpers every op's checks use (each op's own checks: kernels/ops/<op>/checks.py):
+"""Argument-check helpers every op's checks use (each op's own checks: gpt_kernels/ops/<op>/checks.py):
 wrong devices, dtypes and shapes fail with a clear message."""
 
 from __future__ import annotations
