@@ -407,6 +407,9 @@ def test_autotune_candidates_that_cannot_pay_off_are_pruned_before_benchmarking(
     assert kept(bf16, 64, dropout=True, **forward) == [(64, 32, 4)]
     # dK/dV owns BLOCK_N keys: 32 queries a step at head dim 128, 64 spill
     assert kept(bf16, 128, program_tile="BLOCK_N") == [(32, 64, 4)]
+    # with dropout, at most 2048 scores a step with 4 warps (64 x 64 spilled under Triton 3.6)
+    assert kept(bf16, 64, program_tile="BLOCK_N") == [(64, 64, 4), (32, 64, 4)]
+    assert kept(bf16, 64, dropout=True, program_tile="BLOCK_N") == [(32, 64, 4)]
     # sm_80: mma.sync everywhere, half the register budget: 64 x 64 fits with 4 warps, 128 x 64 does not;
     # 64 x 32 in 3 stages spills one register; tiles of 8 warps and 16 rows are offered too
     gpu["arch"] = 80

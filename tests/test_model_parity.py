@@ -156,3 +156,39 @@ def test_compile_with_attention_dropout_has_no_graph_breaks():
     x, y = batch()
     explanation = torch._dynamo.explain(model)(x, y)
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_every_launch_relies_only_on_options_a_compiled_graph_keeps(monkeypatch):
+    """Inductor rebuilds a user kernel from its arguments and num_warps/num_stages alone: an option such as
+    maxnreg or enable_fp_fusion given to an eager launch is silently dropped from the compiled graph, which
+    then runs another kernel than the one tested eagerly. Every launch of a training step names none."""
+    import importlib
+    import inspect
+
+    kept = {"num_warps", "num_stages"}
+    dropped = []
+    for module_name in ("layer_norm", "add_layer_norm", "attention", "cross_entropy"):
+        module = importlib.import_module(f"gpt_kernels.ops.{module_name}.triton")
+        original = module.wrap_triton
+
+        def recording(kernel, _original=original):
+            launcher = _original(kernel)
+            function = kernel
+            while hasattr(function, "fn"):  # an autotuner's kernel, a kernel's Python function
+                function = function.fn
+            params = set(inspect.signature(function).parameters)
+
+            class Recorded:
+                def __getitem__(self, grid):
+                    def launch(*args, **kwargs):
+                        dropped.extend(f"{function.__name__}: {k}" for k in kwargs if k not in params | kept)
+                        return launcher[grid](*args, **kwargs)
+                    return launch
+            return Recorded()
+
+        monkeypatch.setattr(module, "wrap_triton", recording)
+    model = build("triton")
+    idx, targets = batch()
+    _, loss = model(idx, targets)
+    loss.backward()
+    assert not dropped, dropped

@@ -45,12 +45,24 @@ def normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N
     tl.store(Rstd + rows, rstd, mask=row_ok)
 
 
+@triton.jit
+def product_rounded_alone(a, b, ON_GPU: tl.constexpr):
+    """a * b (fp32) rounded on its own, never fused into a following add. Launch options cannot promise that:
+    Inductor builds the kernels of a compiled graph with FMA contraction on, whatever the eager launch asked
+    for. PTX never contracts a mul with a rounding modifier, so on the GPU the product is mul.rn; the
+    interpreter fuses nothing and runs no PTX."""
+    if ON_GPU:
+        return tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=f,f,f", [a, b], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return a * b
+
+
 @dataclass(frozen=True)
 class Launch:
     block_m: int  # rows per tile
     num_warps: int
     programs: int = 0  # backward only: programs that split the rows (0: enough to fill the GPU)
-    max_registers: int | None = None  # a cap per thread (Triton's maxnreg), for the occupancy it buys
 
 
 def row_launch(kernel: str, n: int) -> tuple[Launch, int]:
@@ -58,14 +70,11 @@ def row_launch(kernel: str, n: int) -> tuple[Launch, int]:
 
     Forward: several narrow rows per program. Backward: one row per step at widths from 1024 up (a
     whole-tile of rows kept 200+ registers live per thread: 12.5% occupancy), spread so each thread
-    holds 8 columns (16-byte bf16 accesses), under a 64-register cap where that is all it holds:
-    50% occupancy without spills at 768 and 4096 wide (python -m bench.compiled)."""
+    holds 8 columns (16-byte bf16 accesses). No register cap (maxnreg): Inductor does not pass it to the
+    kernels of a compiled graph, and under Triton 3.6, the GPU's, the capped launch spilled."""
     block_n = triton.next_power_of_2(n)
     if kernel == "backward":
-        block_m = max(1, 1024 // block_n)
-        num_warps = min(32, max(4, block_n // 256))
-        cap = 64 if block_m * block_n <= 8 * 32 * num_warps else None
-        rule = Launch(block_m=block_m, num_warps=num_warps, max_registers=cap)
+        rule = Launch(block_m=max(1, 1024 // block_n), num_warps=min(32, max(4, block_n // 256)))
     else:
         rule = Launch(block_m=max(1, min(16, 4096 // block_n)),
                       num_warps=16 if block_n >= 8192 else 8 if block_n >= 2048 else 4)

@@ -70,8 +70,9 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
       BLOCK_N) together; with dropout (its Philox draws hold registers) at most 32 keys a step,
       BLOCK_M * BLOCK_N * HEAD_DIM under 2^18 with 4 warps, under 4 stages at head dim 128; in
       dK/dV BLOCK_M * HEAD_DIM at most 4096, the dK and dV accumulators (2 x BLOCK_N x HEAD_DIM)
-      within 128 fp32 values a thread, and with dropout at head dim 128 at most 16 queries a step
-      in 2 stages.
+      within 128 fp32 values a thread, and with dropout at most 2048 scores a step (BLOCK_M x
+      BLOCK_N) with 4 warps (64 x 64 spilled under Triton 3.6) and at head dim 128 at most 16
+      queries a step in 2 stages.
     - bf16/fp16 on sm_80 (mma.sync everywhere, its accumulators in each warp's registers): half
       the sm_90 budgets: 64 fp32 values a thread in the forward, BLOCK_M * HEAD_DIM at most 2048
       in dK/dV and BLOCK_N * HEAD_DIM in dQ; 64 x 32 tiles of 4 warps not in 3 stages (one spill).
@@ -104,6 +105,7 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
                                    and not (head_dim >= 128 and stages >= 4))
         if program_tile == "BLOCK_N":  # dK/dV (and the paired variant's first half)
             return (m * head_dim * budget <= 4096 and 2 * n * head_dim * budget <= 128 * 32 * warps
+                    and not (dropout and warps == 4 and m * n > 2048)
                     and not (dropout and head_dim >= 128 and (m > 16 or stages > 2)))
         return hopper or n * head_dim <= 2048  # dQ
 

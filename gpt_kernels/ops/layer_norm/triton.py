@@ -13,15 +13,22 @@ offset keeps its precision instead of losing it to the rounding of the mean.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
 from ... import runtime
-from ..rows import MAX_WIDTH, SUPPORTED_DTYPES, Launch, centre_rows, normalize_rows, row_launch, rows_of
+from ..rows import (
+    MAX_WIDTH,
+    SUPPORTED_DTYPES,
+    Launch,
+    centre_rows,
+    normalize_rows,
+    product_rounded_alone,
+    row_launch,
+    rows_of,
+)
 from . import autograd, checks
 
 
@@ -51,6 +58,7 @@ def _layer_norm_bwd_kernel(
     HAS_DS: tl.constexpr,  # add_layer_norm: the gradient reaching the sum s directly joins dx
     BLOCK_M: tl.constexpr,  # rows per tile
     BLOCK_N: tl.constexpr,  # next power of two >= N
+    ON_GPU: tl.constexpr,  # compiled for a GPU (not the interpreter)
 ):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
@@ -67,7 +75,7 @@ def _layer_norm_bwd_kernel(
         dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(Rstd + rows, mask=row_ok, other=0.0)
         xhat = centre_rows(x, cols, mask, N)[0] * rstd[:, None]
-        wdy = w[None, :] * dy
+        wdy = product_rounded_alone(w[None, :], dy, ON_GPU)  # rounded as in c2, so a width-1 dx is exactly 0
         # dx = rstd * (w*dy - mean(w*dy) - xhat * mean(w*dy*xhat))
         c1 = tl.sum(xhat * wdy, axis=1) / N
         c2 = tl.sum(wdy, axis=1) / N
@@ -146,8 +154,6 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dbias = torch.empty(n, dtype=weight.dtype, device=x.device)
     rule, block_n = row_launch("backward", n)
     launch = launch or rule
-    if ds is not None and launch.max_registers:  # ds's 8 columns a thread: 64 registers would spill
-        launch = dataclasses.replace(launch, max_registers=launch.max_registers + 8)
     programs = _backward_programs(x2, m, launch)
     rows_per_program = triton.cdiv(triton.cdiv(max(m, 1), programs), launch.block_m) * launch.block_m
     # every program writes its whole partial rows, so only an empty batch needs them zeroed
@@ -157,11 +163,8 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
         wrap_triton(_layer_norm_bwd_kernel)[(programs,)](
             dy2, x2, weight, rstd, dx, ds2 if ds2 is not None else dy2, dw_partial, db_partial,
             dy2.stride(0), x2.stride(0), dx.stride(0), (ds2 if ds2 is not None else dy2).stride(0), m, n,
-            rows_per_program, HAS_DS=ds2 is not None, BLOCK_M=launch.block_m, BLOCK_N=block_n, num_warps=launch.num_warps,
-            **({"maxnreg": launch.max_registers} if launch.max_registers else {}),
-            # No fused multiply-add: w*dy must round the same in dx as in its row sums, or a
-            # width-1 row (whose exact dx is 0) gets that rounding times rstd = 1/sqrt(eps).
-            enable_fp_fusion=False)
+            rows_per_program, HAS_DS=ds2 is not None, BLOCK_M=launch.block_m, BLOCK_N=block_n,
+            ON_GPU=not runtime.INTERPRETER, num_warps=launch.num_warps)
     # Narrow column strips, so that many programs share the sums (24 at width 768, not 3): each
     # program's serial chain of partial rows is what the second launch waits on.
     sum_block_n = min(triton.next_power_of_2(n), 32)
