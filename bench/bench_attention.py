@@ -12,7 +12,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from common import DEVICE, ON_GPU, QUICK, run, shapes
+from common import DEVICE, ON_GPU, QUICK, VARIANTS_AUTOTUNE_IN_QUICK, run, shapes
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import gpt_kernels
@@ -39,7 +39,8 @@ def provider_call(provider, q, k, v):
     if provider == "triton":
         return lambda: gpt_kernels.attention(q, k, v, causal=True)
     if provider in VARIANTS:
-        return lambda: variants.attention(q, k, v, True, variant=VARIANTS[provider])
+        autotune = VARIANTS_AUTOTUNE_IN_QUICK or not QUICK
+        return lambda: variants.attention(q, k, v, True, variant=VARIANTS[provider], autotune=autotune)
     if provider == "reference-compiled":
         if _compiled_naive is None:
             _compiled_naive = torch.compile(reference.attention)
