@@ -178,3 +178,34 @@ def test_its_chunks_launch_directly_not_through_torchs_higher_order_op(monkeypat
     h, weight = torch.randn(40, 16, requires_grad=True), torch.randn(65, 16, requires_grad=True)
     gpt_kernels.linear_cross_entropy(h, weight, torch.randint(65, (40,)), backend="triton").backward()
     assert enabled and not any(enabled), enabled
+
+
+def test_fp16_gradients_survive_until_a_grad_scaler_scales_them(monkeypatch):
+    """The gradient is computed in the forward, before a GradScaler's scale reaches it: in fp16, (softmax -
+    onehot) / count flushes to zero wherever softmax / count < 6e-8, which is every entry of an untrained
+    4096-token vocabulary over 8192 tokens (GPT-2's 50257 over 12,288 alike). The loss kernel is stood in for
+    by the same arithmetic in PyTorch (its own tests hold it to the reference), so the shape is the real one."""
+    def loss_kernel(logits, targets, ignore_index, grad=None, grad_scale=None):
+        lse = logits.float().logsumexp(-1)
+        if grad is not None:  # the kernel's sweep: (softmax - onehot) * grad_scale in the logits' dtype
+            onehot = F.one_hot(targets, logits.shape[1])
+            grad.copy_((logits.float().softmax(-1) - onehot) * grad_scale)
+        return lse - logits.float().gather(1, targets[:, None]).squeeze(1), lse
+
+    monkeypatch.setattr(fused, "cross_entropy_forward", loss_kernel)
+    torch.manual_seed(0)
+    n, c, v, loss_scale = 8192, 32, 4096, 65536.0
+    h, w, targets = torch.randn(n, c) * 0.1, torch.randn(v, c) * 0.1, torch.randint(v, (n,))
+
+    def scaled_gradients(fn, dtype):
+        hs, ws = h.to(dtype).requires_grad_(), w.to(dtype).requires_grad_()
+        (fn(hs, ws) * loss_scale).backward()
+        return hs.grad, ws.grad
+
+    ours = scaled_gradients(lambda h, w: gpt_kernels.linear_cross_entropy(h, w, targets, backend="triton"),
+                            torch.float16)
+    theirs = scaled_gradients(lambda h, w: F.cross_entropy((h @ w.t()).float(), targets), torch.float16)
+    truth = scaled_gradients(lambda h, w: F.cross_entropy(h @ w.t(), targets), torch.float64)
+    assert ours[0].dtype == ours[1].dtype == torch.float16
+    for name, a, b, t in zip(("dh", "dweight"), ours, theirs, truth):
+        assert_close_to_reference(f"fp16 {name} under a loss scale", a, b, t)

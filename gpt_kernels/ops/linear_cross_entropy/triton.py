@@ -40,9 +40,15 @@ def linear_cross_entropy_forward(h: torch.Tensor, weight: torch.Tensor, targets:
                                  with_grad: bool,
                                  chunk_bytes: int = CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, dh, dweight): dh and dweight are the gradients of the loss itself (empty without
-    with_grad), in h's and weight's dtypes. The GEMMs run in matmul_dtype (autocast's dtype), on
-    chunks of rows whose logits take at most chunk_bytes."""
+    with_grad), in h's and weight's dtypes (fp32 for fp16 GEMMs, below). The GEMMs run in matmul_dtype
+    (autocast's dtype), on chunks of rows whose logits take at most chunk_bytes.
+
+    fp16: the gradient is computed here, before a GradScaler's scale reaches it, and (softmax - onehot) /
+    count in fp16 flushes to zero wherever softmax / count < 6e-8 (most of a 50257-token vocabulary over
+    GPT-2's 12,288 tokens). So with fp16 GEMMs the kernel writes softmax - onehot, the division by the count
+    is applied to the GEMMs' results in fp32, and dh and dweight stay fp32 until the backward has scaled them."""
     n, vocab = h.shape[0], weight.shape[0]
+    fp16 = matmul_dtype == torch.float16
     with torch.autocast(h.device.type, enabled=False):  # this code picks every dtype itself
         w = weight.to(matmul_dtype)
         hm = h.to(matmul_dtype)
@@ -51,21 +57,29 @@ def linear_cross_entropy_forward(h: torch.Tensor, weight: torch.Tensor, targets:
         else:
             scale = torch.ones((), dtype=torch.float32, device=h.device)
         losses = torch.empty(n, dtype=torch.float32, device=h.device)
-        dh = torch.empty_like(hm) if with_grad else hm.new_empty(0)
+        dh = torch.empty(hm.shape, dtype=torch.float32 if fp16 else hm.dtype, device=h.device) if with_grad \
+            else hm.new_empty(0)
         dweight = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if with_grad else w.new_empty(0)
+        written_scale = torch.ones_like(scale) if fp16 else scale  # what the kernel multiplies its gradient by
         rows = chunk_rows(n, vocab, w.element_size(), chunk_bytes)
         for start in range(0, n, rows):
             chunk = slice(start, min(start + rows, n))
             logits = torch.mm(hm[chunk], w.t())  # (rows, V)
             losses[chunk] = cross_entropy_forward(logits, targets[chunk], ignore_index,
-                                                  grad=logits if with_grad else None, grad_scale=scale)[0]
+                                                  grad=logits if with_grad else None, grad_scale=written_scale)[0]
             if with_grad:  # logits now hold the chunk's dlogits
+                if fp16:  # |softmax - onehot| <= 1: the GEMMs stay in fp16's range; the count divides in fp32
+                    dh[chunk] = torch.mm(logits, w).float() * scale
+                    dweight += torch.mm(logits.t(), hm[chunk]).float() * scale
+                    continue
                 torch.mm(logits, w, out=dh[chunk])
                 if logits.dtype == torch.float32:
                     dweight.addmm_(logits.t(), hm[chunk])
                 else:  # the chunk's GEMM rounds once to its dtype; the sum across chunks stays fp32
                     dweight += torch.mm(logits.t(), hm[chunk])
         loss = losses.sum() * scale
+        if fp16 or not with_grad:
+            return loss, dh, dweight
         return loss, dh.to(h.dtype), dweight.to(weight.dtype)
 
 
@@ -90,17 +104,21 @@ def linear_cross_entropy_fwd(h: torch.Tensor, weight: torch.Tensor, targets: tor
 def _(h, weight, targets, ignore_index, reduction, matmul_dtype, with_grad):
     loss = h.new_empty((), dtype=torch.float32)
     if not with_grad:
-        return loss, h.new_empty(0), weight.new_empty(0)
-    return loss, torch.empty_like(h), torch.empty_like(weight)
+        return loss, h.new_empty(0, dtype=matmul_dtype), weight.new_empty(0, dtype=matmul_dtype)
+    fp32 = matmul_dtype == torch.float16  # the gradients stay fp32 until the backward has scaled them
+    return (loss, torch.empty_like(h, dtype=torch.float32 if fp32 else h.dtype),
+            torch.empty_like(weight, dtype=torch.float32 if fp32 else weight.dtype))
 
 
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1], output[2])
+    ctx.dtypes = inputs[0].dtype, inputs[1].dtype
 
 
 def _backward(ctx, grad_loss, _ddh, _ddweight):
     dh, dweight = ctx.saved_tensors
-    return dh * grad_loss, dweight * grad_loss, None, None, None, None, None
+    h_dtype, weight_dtype = ctx.dtypes
+    return (dh * grad_loss).to(h_dtype), (dweight * grad_loss).to(weight_dtype), None, None, None, None, None
 
 
 linear_cross_entropy_fwd.register_autograd(_backward, setup_context=_setup_context)
