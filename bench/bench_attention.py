@@ -12,7 +12,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from common import DEVICE, ON_GPU, QUICK, VARIANTS_AUTOTUNE_IN_QUICK, run, shapes
+from common import DEVICE, ON_GPU, QUICK, VARIANTS_AUTOTUNE_IN_QUICK, copies_to_exceed_l2, run, shapes
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import gpt_kernels
@@ -66,25 +66,33 @@ def test_attention(benchmark, shape, provider, mode):
     if SAME_AS_DEFAULT.get(provider) == mode:
         pytest.skip(f"{provider}'s {mode} is triton's")
     gen = torch.Generator().manual_seed(0)
-    q, k, v, do = (torch.randn(shape, generator=gen).to(DEVICE, DTYPE) for _ in range(4))
-    q, k, v = q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
-    call = provider_call(provider, q, k, v)
+    copies = copies_to_exceed_l2(5 * q_bytes(shape))  # q, k, v, o and dO (the backward reads them all)
+    inputs = [[torch.randn(shape, generator=gen).to(DEVICE, DTYPE) for _ in range(4)] for _ in range(copies)]
+    for q, k, v, _ in inputs:
+        q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+    calls = [provider_call(provider, q, k, v) for q, k, v, _ in inputs]
     try:
-        out = call()
+        outs = [call() for call in calls]
     except RuntimeError as err:  # an SDPA backend this GPU or shape does not offer
         pytest.skip(f"{provider} unavailable: {str(err).splitlines()[0]}")
+    q, k, v, _ = inputs[0]
     truth = reference.attention(q.detach(), k.detach(), v.detach())
-    torch.testing.assert_close(out.float(), truth.float(), atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(outs[0].float(), truth.float(), atol=3e-2, rtol=3e-2)
     benchmark.group = f"attention B{b} H{h} T{t} D{d} {str(DTYPE).removeprefix('torch.')} causal {mode}"
     benchmark.extra_info.update(provider=provider, B=b, H=h, T=t, D=d, mode=mode)
     if mode == "forward":
         grad_context = torch.no_grad
-        timed = [lambda: call()]
+        timed = calls
     elif mode == "backward":
         grad_context = contextlib.nullcontext
-        timed = [lambda: out.backward(do, retain_graph=True)]
+        timed = [lambda out=out, do=do: out.backward(do, retain_graph=True) for out, (*_, do) in zip(outs, inputs)]
     else:
         grad_context = contextlib.nullcontext
-        timed = [lambda: call().backward(do)]
+        timed = [lambda call=call, do=do: call().backward(do) for call, (*_, do) in zip(calls, inputs)]
     with grad_context():
         run(benchmark, timed, flops=attention_flops(b, h, t, d, mode))
+
+
+def q_bytes(shape) -> int:
+    b, h, t, d = shape
+    return b * h * t * d * torch.finfo(DTYPE).bits // 8

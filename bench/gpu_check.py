@@ -42,6 +42,9 @@ STAGES = ("install", "tests", "bench", "throughput", "train", "report")
 # The bench stage's files are planned by python -m bench.rehearsal (their compilations at 1.6 s each, and
 # 15 s of timed rounds); install is cut to the measured time and a margin, the tests by what that frees.
 BUDGETS_S = {"install": 60, "tests": 155, "bench": 165, "throughput": 110, "train": 70}
+# A session's device time, and a machine's start (measured about 30 s): the whole check in one call, and a
+# second call for its largest stage again (--stages), each on a fresh machine, fit together.
+DEVICE_TIME_S, START_S = 900, 45
 THROUGHPUT_BUDGETS_S = {"torch eager": 20, "torch + compile": 42, "ours + compile": 48}  # sum: the stage's
 # shakespeare-char compiled, as the target asks (val 1.47 within 10 s of training, compilation apart):
 # a 3000-iteration cosine schedule (nanoGPT's is 5000) decays within the iterations the budget allows.
@@ -115,9 +118,10 @@ def stage_steps(stage: str, out: Path, dry_run: bool, train_args: list[str] = TR
         command += ["-n", str(workers)] if workers else []
         command += ["tests/test_layer_norm.py"] if dry_run else ["tests"]  # dry run: collection and skips only
         return [Step(command, budget)]
-    if stage == "bench":
-        return [Step([py, "-m", "pytest", path, "-q", "--benchmark-enable", f"--benchmark-json={out}/{kernels_json(path)}",
-                      "--benchmark-columns=median,iqr,rounds", "--quick"], file_budget)
+    if stage == "bench":  # the log names the configuration each autotuner chose (the defaults need them)
+        return [Step([py, "-m", "pytest", path, "-q", "-s", "--benchmark-enable",
+                      f"--benchmark-json={out}/{kernels_json(path)}", "--benchmark-columns=median,iqr,rounds", "--quick"],
+                     file_budget, env={"TRITON_PRINT_AUTOTUNING": "1"})
                 for path, file_budget in bench_budgets_s().items()]
     if stage == "throughput":  # one process per provider: each compiles its own model
         jsonl = ["--jsonl", f"{out}/throughput.jsonl"]
@@ -262,7 +266,10 @@ def auto_backends(rows: list[dict], gpu: str) -> dict:
     """The fastest backend per op, from its forward+backward benchmarks (the largest quick shape).
 
     A provider measures the backend it is named after (`torch-compiled` measures `torch`: the
-    trainer compiles the model, so PyTorch's op is at its compiled speed there).
+    trainer compiles the model, so PyTorch's op is at its compiled speed there). Compared by the GPU's
+    own time per call (kernel_ms, from the profiler), which is what a compiled training step pays: the
+    wall-clock median adds the Python dispatch of a custom op, which compiled training never runs. By the
+    median only where the profiler saw some provider's kernels not at all.
     """
     choice = {}
     for op, backends in registry.BACKENDS.items():
@@ -270,7 +277,8 @@ def auto_backends(rows: list[dict], gpu: str) -> dict:
         members = [r for r in rows if groups and r["group"] == groups[0]
                    and registry.provider_backend(r["provider"]) in backends]
         if members:
-            choice[op] = registry.provider_backend(min(members, key=lambda r: r["median_ms"])["provider"])
+            measure = "kernel_ms" if all(r.get("kernel_ms") for r in members) else "median_ms"
+            choice[op] = registry.provider_backend(min(members, key=lambda r: r[measure])["provider"])
     return {gpu: choice} if choice else {}
 
 
