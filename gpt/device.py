@@ -48,6 +48,8 @@ def resolve_device_dtype(cfg: TrainConfig, local_rank: int = 0) -> tuple[torch.d
         dtype = torch.float32
     if device.type == "cpu" and dtype == torch.float16:
         raise UsageError("--dtype float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # Triton launches on the current device, whatever its tensors' device
     return device, dtype
 
 

@@ -386,3 +386,16 @@ def test_the_same_kind_of_error_exits_with_the_same_status(tmp_path, corpus, dat
     assert status(train.main, [*common, "--learning_rate", "-1"]) == 2
     assert status(train.main, [*common[2:], "--input", str(tmp_path / "missing.txt")]) == 1
     assert status(sample.main, ["--out_dir", str(tmp_path / "missing")]) == 1
+
+
+def test_a_named_gpu_becomes_the_current_device(monkeypatch):
+    """Triton launches on the current device, not its tensors': `--device cuda:1` makes GPU 1 current."""
+    from gpt.device import resolve_device_dtype
+
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    cfg, _, _ = config_from_args(["--device", "cuda:1"])
+    assert resolve_device_dtype(cfg) == (torch.device("cuda", 1), torch.bfloat16)
+    assert made_current == [torch.device("cuda", 1)]
