@@ -268,11 +268,14 @@ def test_durations_read_at_a_glance():
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 
-def test_the_step_loop_reads_tensors_on_the_host_only_at_log_points(tmp_path, corpus, data_cache, monkeypatch):
+@pytest.mark.parametrize("kernels", ["torch", "ext"])  # triton: the GPU test below (the interpreter reads by design)
+def test_the_step_loop_reads_tensors_on_the_host_only_at_log_points(tmp_path, corpus, data_cache, monkeypatch, kernels):
     """Every .item(), .tolist(), bool(), float() or int() of a tensor (a host sync on a GPU) happens at a log
-    point or an evaluation, never in the steps between; the batch sampler's host-side offsets aside."""
+    point or an evaluation, never in the steps between, with PyTorch's ops and the extension's; the batch
+    sampler's host-side offsets aside."""
     cfg, _, _ = config_from_args(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
-                                  *TINY, "--max_iters", "20", "--log_interval", "5", "--eval_interval", "20"])
+                                  *TINY, "--max_iters", "20", "--log_interval", "5", "--eval_interval", "20",
+                                  "--kernels", kernels])
     trainer = train.Trainer(cfg)
     reads_at: dict[int, int] = {}
     for name in HOST_READS:
