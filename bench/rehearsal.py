@@ -8,7 +8,8 @@ the torch and Triton installed here (CI: the newest; `.venv-gpu-software`: the l
 Triton 3.6). It reports, and with --check asserts:
 - each autotuner tunes once per key: over three calls of every op's Triton backend (its triton_op), of
   each attention variant and of linear_cross_entropy, configurations are benchmarked in the first call
-  only and no autotuner is built after it (torch 2.11's higher-order-op path built one per call);
+  only and no autotuner is built after it (torch 2.11's higher-order-op path built one per call); and
+  decoding (one query against a growing cache) tunes nothing;
 - the benchmark stage's plan: the distinct compilations each quick benchmark file needs (every
   configuration an autotuner benchmarks, every launch), at COMPILE_S seconds each, within the budget its
   op declares, with TIMING_S left for the timed rounds.
@@ -122,6 +123,14 @@ def op_calls(op: str, shape: tuple, dtype):
     if op == "attention":
         q, k, v = grad(*(torch.randn(shape, dtype=dtype) for _ in range(3)))
         calls = [("triton", lambda: gpt_kernels.attention(q, k, v, causal=True).sum().backward())]
+        cache_k, cache_v = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
+        one_query = torch.randn(*shape[:2], 1, shape[3], dtype=dtype)
+
+        def decode():  # a generation's steps: one query against a cache that grows past powers of two
+            with torch.no_grad():
+                for length in (1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513, 1025):
+                    gpt_kernels.attention(one_query, cache_k[:, :, :length], cache_v[:, :, :length])
+        calls.append(("triton-decode", decode))
         for variant in variants.VARIANTS:  # as bench_attention.py's quick run calls them
             calls.append((f"triton-{variant}", lambda variant=variant: variants.attention(
                 q, k, v, True, variant=variant, autotune=VARIANTS_AUTOTUNE_IN_QUICK).sum().backward()))
@@ -158,7 +167,10 @@ def rehearse(shape_set: str = "quick", ops: list[str] | None = None) -> dict:
                 for provider, call in op_calls(op.name, shape, torch.bfloat16):
                     for n in range(CALLS):
                         benchmarked, built = recorder.snapshot()
+                        planned = set(recorder.compilations)
                         call()
+                        if provider.endswith("-decode"):  # not a benchmark's: out of the bench plan
+                            recorder.compilations = planned
                         new_benchmarks = recorder.benchmarked - benchmarked
                         new_autotuners = recorder.autotuners - built
                         tuning.append({"op": op.name, "shape": list(shape), "provider": provider, "call": n + 1,
@@ -178,6 +190,8 @@ def problems(result: dict) -> list[str]:
     found = []
     for row in result["tuning"]:
         where = f"{row['op']} {row['provider']} {row['shape']} call {row['call']}"
+        if row["provider"].endswith("-decode") and row["benchmarked"]:
+            found.append(f"DECODING TUNED: {where} benchmarked {row['benchmarked']}")
         if row["call"] > 1 and row["benchmarked"]:
             found.append(f"RETUNED: {where} benchmarked {row['benchmarked']} again")
         if row["call"] > 1 and row["autotuners_built"]:

@@ -135,6 +135,7 @@ DQ_CONFIGS = _configs([(64, 32, 4, 3), (64, 32, 4, 2), (64, 64, 4, 2), (64, 64, 
 DKDV_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
 DQ_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_M")}
 AUTOTUNE_KEY = ["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "CAUSAL"]
+MIN_TUNED_QUERIES = 16  # the smallest tile's rows: fewer queries (decoding) launch the default configuration
 
 
 @triton.jit
@@ -448,10 +449,13 @@ def _launch(autotuned, grid, args: tuple, shape_args: dict, q: torch.Tensor, con
 def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.0, seed: torch.Tensor | None = None,
                       *, autotune: bool = True, config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """o and the logsumexp; with dropout_p > 0, seed is a (1,) int64 tensor on q's device. The
-    kernel's configuration: config where given, else autotuned, or its default with autotune=False."""
+    kernel's configuration: config where given, else autotuned, or its default with autotune=False
+    and for fewer queries than the smallest tile (a decoding step: timing every candidate again at each
+    new power of two of the cache's length would cost more than all the steps it could speed up)."""
     q, k, v = (runtime.unit_last_stride(t) for t in (q, k, v))
     B, H, T_Q, D = q.shape
     T_K = k.shape[2]
+    autotune = autotune and T_Q >= MIN_TUNED_QUERIES
     o = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, T_Q), dtype=torch.float32, device=q.device)
     if B * H == 0:  # an empty batch: nothing to launch
