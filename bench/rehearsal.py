@@ -152,8 +152,8 @@ def rehearse(shape_set: str = "quick", ops: list[str] | None = None) -> dict:
     """Every op's (or the named ops') Triton paths at its declared shapes, CALLS times each; the counts and
     the bench plan."""
     import torch
+    import triton
 
-    import gpt_kernels
     from gpt_kernels.registry import OPS
 
     recorder = Recorder()
@@ -165,11 +165,12 @@ def rehearse(shape_set: str = "quick", ops: list[str] | None = None) -> dict:
             compilations_before = len(recorder.compilations)
             for shape in getattr(op.shapes, shape_set):
                 for provider, call in op_calls(op.name, shape, torch.bfloat16):
+                    decoding = provider.endswith("-decode")  # not a benchmark's calls: out of the bench plan
                     for n in range(CALLS):
                         benchmarked, built = recorder.snapshot()
-                        planned = set(recorder.compilations)
+                        planned = set(recorder.compilations) if decoding else None
                         call()
-                        if provider.endswith("-decode"):  # not a benchmark's: out of the bench plan
+                        if decoding:
                             recorder.compilations = planned
                         new_benchmarks = recorder.benchmarked - benchmarked
                         new_autotuners = recorder.autotuners - built
@@ -178,12 +179,8 @@ def rehearse(shape_set: str = "quick", ops: list[str] | None = None) -> dict:
             compilations = len(recorder.compilations) - compilations_before
             plan.append({"step": f"bench/bench_{op.name}.py", "compilations": compilations,
                          "planned_s": round(compilations * COMPILE_S + TIMING_S), "budget_s": op.bench_budget_s})
-    import triton
-
     return {"torch": torch.__version__, "triton": triton.__version__, "shapes": shape_set, "compile_s": COMPILE_S,
-            "timing_s": TIMING_S, "tuning": tuning, "bench_plan": plan,
-            "autotuners": sorted(name for name in recorder.autotuners),
-            "gpt_kernels": gpt_kernels.__file__}
+            "timing_s": TIMING_S, "tuning": tuning, "bench_plan": plan}
 
 
 def problems(result: dict) -> list[str]:

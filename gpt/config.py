@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import gpt_kernels
 
-from .data import SHAKESPEARE_SHA256, sha256_of
+from .data import is_tiny_shakespeare
 
 
 def option(default, doc: str, **kwargs):
@@ -291,7 +291,7 @@ def out_dir_for_the_data(values: dict) -> str:
     if default != "out-shakespeare-char" or not text:
         return default
     path = Path(text)
-    if path.is_file() and sha256_of(path) == SHAKESPEARE_SHA256:
+    if is_tiny_shakespeare(path):
         return default
     return f"out-{(path.stem if path.is_file() else path.name) or 'run'}"
 

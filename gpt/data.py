@@ -20,6 +20,7 @@ import torch
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+SHAKESPEARE_BYTES = 1_115_394
 TRAIN_FRACTION = 0.9
 
 
@@ -36,10 +37,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_tiny_shakespeare(path: Path) -> bool:
+    """Whether path holds Tiny Shakespeare's exact bytes (its size first: other files are never hashed)."""
+    return path.is_file() and path.stat().st_size == SHAKESPEARE_BYTES and sha256_of(path) == SHAKESPEARE_SHA256
+
+
 def download_shakespeare(cache_dir: Path) -> Path:
     """Return the path of a verified Tiny Shakespeare, downloading it once into cache_dir."""
     path = Path(cache_dir) / "tinyshakespeare" / "input.txt"
-    if path.exists() and sha256_of(path) == SHAKESPEARE_SHA256:
+    if is_tiny_shakespeare(path):
         return path
     created = [p for p in (path.parent.parent, path.parent) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
