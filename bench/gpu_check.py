@@ -136,8 +136,9 @@ def stage_steps(stage: str, out: Path, dry_run: bool, train_args: list[str] = TR
         common = ["--out_dir", f"{out}/train", "--progress", "false", "--target_val_loss", str(TARGET_VAL_LOSS)]
         common += ["--input", text] if text else []
         if dry_run:
+            # --max_seconds as on the GPU, with room for a loaded 2-core machine (20 iterations take ~2 s quiet)
             return [Step([py, "-m", "gpt.train", "--preset", "shakespeare-char-cpu", "--max_iters", "20",
-                          "--eval_interval", "10", "--max_seconds", "30", *common], budget)]
+                          "--eval_interval", "10", "--max_seconds", "120", *common], budget)]
         return [Step([py, "-m", "gpt.train", *train_args, "--max_seconds", str(TRAIN_SECONDS), *common,
                       *fresh_auto_table(out)], budget)]
     raise ValueError(stage)
