@@ -22,7 +22,7 @@ from . import autograd, checks
 def _add_layer_norm_fwd_kernel(
     X, R, S, Y, W, B, Mean, Rstd,  # x, residual, s = x + residual, y (M, N); w/b (N,); mean/rstd (M,) fp32
     stride_x, stride_r, stride_s, stride_y,  # row strides (columns are contiguous)
-    M, N, eps,
+    M, N, EPS: tl.constexpr,  # EPS a constexpr as in _layer_norm_fwd_kernel
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -33,7 +33,7 @@ def _add_layer_norm_fwd_kernel(
     r = tl.load(R + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     s = (x + r).to(S.dtype.element_ty)  # rounded to x's dtype, as the unfused add would be
     tl.store(S + rows[:, None] * stride_s + cols[None, :], s, mask=mask)
-    normalize_rows(s.to(tl.float32), Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS)
+    normalize_rows(s.to(tl.float32), Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, EPS, HAS_BIAS)
 
 
 def add_layer_norm_forward(x, residual, weight, bias, eps):

@@ -208,8 +208,10 @@ def _causal_ranges(start_m, offset, T_K, CAUSAL: tl.constexpr, BLOCK_M: tl.const
 def _attention_fwd_kernel(
     Q, K, V, O, LSE,  # q (B, H, Tq, D), k/v (B, H, Tk, D), o (B, H, Tq, D), lse (B, H, Tq) fp32
     SEED,  # (1,) int64 dropout seed (read only with DROPOUT)
-    sm_scale,  # softmax scale, 1/sqrt(D) by default
-    dropout_p,  # probability of dropping an attention probability
+    # The softmax scale (1/sqrt(D) by default) and the probability of dropping an attention probability:
+    # constexprs, because a compiled graph passes a Python float as fp64 (Triton passes it as fp32), which
+    # made the scores fp64 and the kernel fail to compile under torch.compile (bench.rehearsal checks it).
+    SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,  # last dims are contiguous
     H, T_Q, T_K,  # heads, query and key lengths
@@ -228,7 +230,7 @@ def _attention_fwd_kernel(
                 mask=q_ok[:, None], other=0.0)
     K_tile = K + b * stride_kb + h * stride_kh
     V_tile = V + b * stride_vb + h * stride_vh
-    qk_scale = sm_scale * 1.4426950408889634  # exp(x) = exp2(x * log2(e))
+    qk_scale = SM_SCALE * 1.4426950408889634  # exp(x) = exp2(x * log2(e))
     offset = T_K - T_Q  # bottom-right alignment of the causal mask
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -236,10 +238,10 @@ def _attention_fwd_kernel(
     seed = tl.load(SEED) if DROPOUT else 0
     full_end, end = _causal_ranges(start_m, offset, T_K, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
-                                         offs_d, 0, full_end, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                                         offs_d, 0, full_end, qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
                                          False, CAUSAL, BLOCK_N, PRECISION, DROPOUT)
     acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
-                                         offs_d, full_end, end, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                                         offs_d, full_end, end, qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
                                          True, CAUSAL, BLOCK_N, PRECISION, DROPOUT)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_safe[:, None]
@@ -269,7 +271,7 @@ def _attention_bwd_preprocess_kernel(
 @triton.jit
 def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_head,
                stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
-               start_n, seed, bh, sm_scale, dropout_p, T_Q, T_K,
+               start_n, seed, bh, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, T_Q, T_K,
                CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dK and dV of the BLOCK_N keys from start_n, over BLOCK_M queries at a time."""
@@ -284,7 +286,7 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
     v = tl.load(V_head + offs_n[:, None] * stride_vt + offs_d[None, :], mask=k_ok[:, None], other=0.0)
     dk = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = SM_SCALE * 1.4426950408889634
     offset = T_K - T_Q
     first_m = 0
     if CAUSAL:  # the first query that sees key start_n is start_n - offset
@@ -303,14 +305,14 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
         pt = tl.where(visible, tl.exp2(st - lse[None, :]), 0.0)  # P^T
         dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T: the gradient of the dropped P
         if DROPOUT:  # O = Z V with Z = P * keep / (1 - p): dV = Z^T dO, dP = dZ * keep / (1 - p)
-            keep = _dropout_keep(seed, bh, offs_m[None, :], offs_n[:, None], T_Q, T_K, dropout_p)
-            dv += tl.dot(tl.where(keep, pt / (1.0 - dropout_p), 0.0).to(do.dtype), do, input_precision=PRECISION)
-            dpt = tl.where(keep, dpt / (1.0 - dropout_p), 0.0)
+            keep = _dropout_keep(seed, bh, offs_m[None, :], offs_n[:, None], T_Q, T_K, DROPOUT_P)
+            dv += tl.dot(tl.where(keep, pt / (1.0 - DROPOUT_P), 0.0).to(do.dtype), do, input_precision=PRECISION)
+            dpt = tl.where(keep, dpt / (1.0 - DROPOUT_P), 0.0)
         else:
             dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
         dst = pt * (dpt - delta[None, :])  # dS^T
         dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)
-    dk *= sm_scale
+    dk *= SM_SCALE
     tl.store(DK_head + offs_n[:, None] * stride_dkt + offs_d[None, :], dk.to(DK_head.dtype.element_ty),
              mask=k_ok[:, None])
     tl.store(DV_head + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV_head.dtype.element_ty),
@@ -320,7 +322,7 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
 @triton.jit
 def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
              stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
-             start_m, seed, bh, sm_scale, dropout_p, T_Q, T_K,
+             start_m, seed, bh, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, T_Q, T_K,
              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dQ of the BLOCK_M queries from start_m, over BLOCK_N keys at a time."""
@@ -332,7 +334,7 @@ def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
     lse = tl.load(LSE_bh + offs_m, mask=q_ok, other=0.0)
     delta = tl.load(Delta_bh + offs_m, mask=q_ok, other=0.0)
     dq = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = SM_SCALE * 1.4426950408889634
     offset = T_K - T_Q
     end = T_K
     if CAUSAL:
@@ -349,11 +351,11 @@ def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
         p = tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, vt, input_precision=PRECISION)
         if DROPOUT:
-            keep = _dropout_keep(seed, bh, offs_m[:, None], offs_n[None, :], T_Q, T_K, dropout_p)
-            dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
+            keep = _dropout_keep(seed, bh, offs_m[:, None], offs_n[None, :], T_Q, T_K, DROPOUT_P)
+            dp = tl.where(keep, dp / (1.0 - DROPOUT_P), 0.0)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
-    dq *= sm_scale
+    dq *= SM_SCALE
     tl.store(DQ_head + offs_m[:, None] * stride_dqt + offs_d[None, :], dq.to(DQ_head.dtype.element_ty),
              mask=q_ok[:, None])
 
@@ -372,7 +374,7 @@ def _input_heads(Q, K, V, DO, bh, H, stride_qb, stride_qh, stride_kb, stride_kh,
 @triton.jit
 def _attention_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, Delta, DK, DV,  # dk/dv (B, H, Tk, D) outputs; lse/delta (B, H, Tq) fp32
-    SEED, sm_scale, dropout_p,
+    SEED, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr,  # as the forward's
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_dob, stride_doh, stride_dot, stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
     H, T_Q, T_K, Q_BUCKET, K_BUCKET,
@@ -386,7 +388,7 @@ def _attention_bwd_dkdv_kernel(
     _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q,
                DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
                stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
-               tl.program_id(0) * BLOCK_N, tl.load(SEED) if DROPOUT else 0, bh, sm_scale, dropout_p, T_Q, T_K,
+               tl.program_id(0) * BLOCK_N, tl.load(SEED) if DROPOUT else 0, bh, SM_SCALE, DROPOUT_P, T_Q, T_K,
                CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
 
 
@@ -395,7 +397,7 @@ def _attention_bwd_dkdv_kernel(
 @triton.jit
 def _attention_bwd_dq_kernel(
     Q, K, V, DO, LSE, Delta, DQ,  # dq (B, H, Tq, D) output
-    SEED, sm_scale, dropout_p,
+    SEED, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr,  # as the forward's
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
     H, T_Q, T_K, Q_BUCKET, K_BUCKET,
@@ -408,7 +410,7 @@ def _attention_bwd_dq_kernel(
                                                    stride_vb, stride_vh, stride_dob, stride_doh)
     _dq_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
              stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
-             tl.program_id(0) * BLOCK_M, tl.load(SEED) if DROPOUT else 0, bh, sm_scale, dropout_p, T_Q, T_K,
+             tl.program_id(0) * BLOCK_M, tl.load(SEED) if DROPOUT else 0, bh, SM_SCALE, DROPOUT_P, T_Q, T_K,
              CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
 
 

@@ -68,7 +68,7 @@ def _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, off
                  cache_results=True)
 @triton.jit
 def _attention_fwd_tma_kernel(
-    Q, K, V, O, LSE, SEED, sm_scale, dropout_p,  # as _attention_fwd_kernel
+    Q, K, V, O, LSE, SEED, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr,  # as _attention_fwd_kernel
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,  # multiples of 16 bytes (checked)
     B, H, T_Q, T_K, Q_BUCKET, K_BUCKET,
@@ -91,7 +91,7 @@ def _attention_fwd_tma_kernel(
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     q = q_desc.load([b, h, start_m, 0]).reshape(BLOCK_M, HEAD_DIM)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = SM_SCALE * 1.4426950408889634
     offset = T_K - T_Q
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -99,10 +99,10 @@ def _attention_fwd_tma_kernel(
     seed = tl.load(SEED) if DROPOUT else 0
     full_end, end = _causal_ranges(start_m, offset, T_K, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, offs_n, 0, full_end,
-                                             qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                                             qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
                                              False, CAUSAL, BLOCK_N, HEAD_DIM, PRECISION, DROPOUT)
     acc, l_i, m_i = _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, offs_n, full_end, end,
-                                             qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
+                                             qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
                                              True, CAUSAL, BLOCK_N, HEAD_DIM, PRECISION, DROPOUT)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     o = (acc / l_safe[:, None]).to(O.dtype.element_ty)
@@ -115,7 +115,7 @@ def _attention_fwd_tma_kernel(
 @triton.jit
 def _attention_bwd_paired_kernel(
     Q, K, V, DO, LSE, Delta, DQ, DK, DV,
-    SEED, sm_scale, dropout_p,
+    SEED, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
     stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
@@ -137,11 +137,11 @@ def _attention_bwd_paired_kernel(
         _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q,
                    DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
                    stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
-                   start, seed, bh, sm_scale, dropout_p, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
+                   start, seed, bh, SM_SCALE, DROPOUT_P, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
     if start < T_Q:
         _dq_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
                  stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
-                 start, seed, bh, sm_scale, dropout_p, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_N, BLOCK_M)
+                 start, seed, bh, SM_SCALE, DROPOUT_P, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_N, BLOCK_M)
 
 
 # ----------------------------------------------------------------------------- launchers

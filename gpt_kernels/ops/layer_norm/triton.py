@@ -36,7 +36,9 @@ from . import autograd, checks
 def _layer_norm_fwd_kernel(
     X, Y, W, B, Mean, Rstd,  # x (M, N) input, y (M, N) output, w/b (N,) affine, mean/rstd (M,) fp32 outputs
     stride_x, stride_y,  # row strides of x and y (columns are contiguous)
-    M, N, eps,  # rows, width, variance epsilon
+    M, N,  # rows, width
+    EPS: tl.constexpr,  # variance epsilon: a constexpr, as a compiled graph would pass a float as fp64 (and
+    # promote the rows' arithmetic to it) where Triton passes it as fp32 (bench.rehearsal checks it)
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,  # rows per program (several for narrow rows)
     BLOCK_N: tl.constexpr,  # next power of two >= N: a whole row in registers
@@ -46,7 +48,7 @@ def _layer_norm_fwd_kernel(
     row_ok = rows < M
     mask = row_ok[:, None] & (cols[None, :] < N)
     x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, eps, HAS_BIAS)
+    normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, EPS, HAS_BIAS)
 
 
 @triton.jit
