@@ -106,6 +106,9 @@ class Compiled:
     occupancy: float = 0.0
     memory_bound: bool = False
     variant: bool = False  # a measured alternative (gpt_kernels/ops/<op>/variants.py), checked as the default
+    loops: list = field(default_factory=list)  # inner_loops(): per loop, its length and counts
+    loop_unit: str = ""  # what one loop step covers (the op's loop_elements): score, logit, row element
+    elements_per_thread: float = 0.0  # of them, per thread per step
     shapes: list = field(default_factory=list)  # the cases that compile to this code
     model_shape: bool = False  # one of them is a model shape
     flags: list = field(default_factory=list)
@@ -162,7 +165,49 @@ def sass_facts(sass: str) -> dict:
         elif base == "STG":
             facts["stores"][access_bits(op)] += count
     facts["loads"], facts["stores"] = dict(facts["loads"]), dict(facts["stores"])
+    facts["loops"] = inner_loops(sass)
     return facts
+
+
+# nvdisasm -c: labels ".L_x_1:" and instructions "/*0800*/   @!P2 BRA `(.L_x_1) ;"
+SASS_LINE = re.compile(r"^(\.L_x_\d+):|^\s*/\*([0-9a-f]+)\*/\s+(@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)"
+                       r"([^;]*);", re.MULTILINE)
+BRANCH_TARGET = re.compile(r"`\((\.L_x_\d+)\)")
+# What a loop's count reports beside its length, by mnemonic (an instruction counts where its mnemonic is
+# the name or starts with it and a dot): BAR.SYNC and BAR.RED are a block's barriers, which a block-wide
+# reduction costs beside its shuffles; LDG, LDGSTS (cp.async) and UTMALDG (TMA) are the load paths.
+LOOP_COUNTS = ("BAR", "SHFL", "MUFU.EX2", "HGMMA", "FSEL", "ISETP", "FMUL", "FFMA", "LDG", "LDGSTS", "UTMALDG")
+
+
+def inner_loops(sass: str) -> list[dict]:
+    """The function's loops, in address order: each backward branch closes one (left out: a branch to itself,
+    a short wait on an mbarrier, and the retry stubs placed after the function's last EXIT, which jump back
+    to a wait). Per loop its length in instructions (one predicated on !PT never executes and is not
+    counted) and how many of each of LOOP_COUNTS it holds."""
+    labels, instructions, pending = {}, [], []
+    for match in SASS_LINE.finditer(sass):
+        if match.group(1):
+            pending.append(match.group(1))
+            continue
+        address = int(match.group(2), 16)
+        labels.update(dict.fromkeys(pending, address))
+        pending = []
+        instructions.append((address, (match.group(3) or "").strip(), match.group(4), match.group(5)))
+    last_exit = max((a for a, _, m, _ in instructions if m == "EXIT"), default=None)
+    loops = []
+    for address, _, mnemonic, operands in instructions:
+        target = BRANCH_TARGET.search(operands) if mnemonic == "BRA" else None
+        if not target or labels.get(target.group(1), address + 1) > address:
+            continue
+        if last_exit is not None and address > last_exit:
+            continue
+        names = [m for a, predicate, m, _ in instructions
+                 if labels[target.group(1)] <= a <= address and predicate != "@!PT"]
+        if len(names) <= 2 or (len(names) < 12 and any(m.startswith("SYNCS") for m in names)):
+            continue
+        loops.append({"instructions": len(names)} | {
+            name: sum(1 for m in names if m == name or m.startswith(name + ".")) for name in LOOP_COUNTS})
+    return loops
 
 
 RESOURCES = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
@@ -187,7 +232,7 @@ def read_cubin(cubin: bytes) -> dict[str, dict]:
     """function name -> registers, stack, static shared and local bytes, and its SASS facts;
     cached by the cubin's hash, so a rerun reads nothing twice."""
     digest = hashlib.sha256(cubin).hexdigest()
-    cached = CACHE / f"{digest}-v2.json"  # v2: with the launch bounds
+    cached = CACHE / f"{digest}-v4.json"  # v4: with the inner loops (retry stubs left out)
     if cached.exists():
         return json.loads(cached.read_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,6 +270,7 @@ def fill_in(record: Compiled, facts: dict, dynamic_smem: int) -> None:
     record.stack, record.smem = facts["stack"], dynamic_smem + facts["static_smem"]
     for name in ("hgmma", "tcgen05", "hmma", "tma", "cp_async"):
         setattr(record, name, facts.get(name, 0))  # analyses cached before tcgen05 was counted: sm_90/sm_80, none
+    record.loops = facts["loops"]
     record.loads = {int(k): v for k, v in facts["loads"].items()}
     record.stores = {int(k): v for k, v in facts["stores"].items()}
     record.blocks_per_sm, record.occupancy, record.limit = occupancy(ARCHS[record.target], record.regs, record.smem,
@@ -297,6 +343,11 @@ def record_launches(launch: Callable[[], None], cc: int, op: str, dtype: str, sk
         fill_in(record, functions[kernel.name if kernel.name in functions else next(iter(functions))],
                 kernel.metadata.shared)
         record.has_dot = "tt.dot" in kernel.asm["ttir"]
+        per_step = loop_elements().get(self.fn.__name__)
+        if per_step and record.loops:
+            values = {k: int(v) if v.lstrip("-").isdigit() else v
+                      for k, v in re.findall(r"(\w+)=(\S+)", f"{constants} {config}")}
+            record.loop_unit, record.elements_per_thread = per_step[0], per_step[1](values) / (32 * warps)
         return kernel
 
     # torch's wrap_triton hands Triton a new autotuner holding only the configurations the kernel's
@@ -331,6 +382,14 @@ def record_launches(launch: Callable[[], None], cc: int, op: str, dtype: str, sk
         JITFunction.run, Autotuner.run = jit_run, autotuner_run
         driver._active = previous
     return records
+
+
+@functools.cache
+def loop_elements() -> dict[str, tuple[str, Callable[[dict], int]]]:
+    """Every op's loop_elements, by kernel (a kernel shared by ops, as add+LayerNorm shares the backward, once)."""
+    from gpt_kernels.registry import OPS
+
+    return {kernel: per_step for op in OPS.values() for kernel, per_step in op.loop_elements.items()}
 
 
 def triton_records(quick: bool, targets, dtypes, progress=print) -> list[Compiled]:
@@ -506,6 +565,23 @@ def report(records: list[Compiled], header: str) -> str:
                      f"{r.status if r.status == 'ok' else r.status[:80]} | {r.regs} | {r.local_bytes}/{r.stl}/{r.stack} | "
                      f"{r.smem / 1024:.1f} | {mma} | {r.tma} / {r.cp_async} | {widths(r.loads)} | {widths(r.stores)} | "
                      f"{r.blocks_per_sm} ({r.limit}) | {r.occupancy:.1%} | {' '.join(r.flags)} | {shapes} |")
+    lines += ["", "## Inner loops", "",
+              "Each loop of a kernel's SASS (a backward branch closes one), in address order: its instructions per warp "
+              "per step, and per element (per score, logit or row element a thread covers in a step: the issue cost "
+              "an anchor kernel is compared by); block barriers (BAR), shuffles (SHFL), exp2 (MUFU.EX2), warpgroup "
+              "MMAs, selects (FSEL) and compares (ISETP) per step, and its loads (LDG, cp.async LDGSTS, TMA "
+              "UTMALDG). Configurations a launcher can pick.", "",
+              "| op | kernel | constants | config | role | target | loop | instructions | per element | BAR | SHFL | "
+              "MUFU.EX2 | HGMMA | FSEL | ISETP | FMUL | FFMA | LDG / LDGSTS / UTMALDG |", "|" + "---|" * 18]
+    for r in sorted(records, key=lambda r: (r.op, r.kernel, r.target, r.constants, ROLES.index(r.role), r.config)):
+        if r.role == "pruned" or not r.loops:
+            continue
+        for i, loop in enumerate(r.loops, 1):
+            per = f"{loop['instructions'] / r.elements_per_thread:.1f} a {r.loop_unit}" if r.elements_per_thread else "-"
+            lines.append(f"| {r.op} | {r.kernel} | {r.constants} | {r.config} | {r.role} | sm_{r.target} | {i} of "
+                         f"{len(r.loops)} | {loop['instructions']} | {per} | {loop['BAR']} | {loop['SHFL']} | "
+                         f"{loop['MUFU.EX2']} | {loop['HGMMA']} | {loop['FSEL']} | {loop['ISETP']} | {loop['FMUL']} | "
+                         f"{loop['FFMA']} | {loop['LDG']} / {loop['LDGSTS']} / {loop['UTMALDG']} |")
     lines += ["", "## Cost model: the least each pass must move and compute, bf16", "",
               "Lower bound = max(bytes / bandwidth, FLOPs / matmul rate) at the best rates seen on each GPU "
               f"({', '.join(f'{g}: {bw / 1e12:.1f} TB/s, {p / 1e12:.0f} TFLOP/s' for g, (bw, p) in CEILINGS.items())}); "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -68,6 +68,9 @@ class Op:
     # (shape, element size) -> {what: (bytes, flops)}: the least traffic and work of each pass, for
     # the lower-bound times of the compiled-code view.
     cost: Callable[[tuple[int, ...], int], dict[str, tuple[int, float]]] | None = None
+    # Triton kernel -> (what its inner loop steps over, its constexprs -> how many of them one program covers
+    # a step): the compiled-code view's instructions per element (python -m bench.compiled).
+    loop_elements: dict[str, tuple[str, Callable[[dict], int]]] = field(default_factory=dict)
 
 
 OPS: dict[str, Op] = {}  # op -> its declaration, in the order of the backends

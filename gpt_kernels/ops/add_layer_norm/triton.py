@@ -33,7 +33,10 @@ def _add_layer_norm_fwd_kernel(
     r = tl.load(R + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     s = (x + r).to(S.dtype.element_ty)  # rounded to x's dtype, as the unfused add would be
     tl.store(S + rows[:, None] * stride_s + cols[None, :], s, mask=mask)
-    normalize_rows(s.to(tl.float32), Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, EPS, HAS_BIAS)
+    x0 = tl.load(X + rows * stride_x, mask=row_ok, other=0.0).to(tl.float32)  # s's first column, as s is rounded
+    r0 = tl.load(R + rows * stride_r, mask=row_ok, other=0.0).to(tl.float32)
+    s0 = (x0 + r0).to(S.dtype.element_ty).to(tl.float32)
+    normalize_rows(s.to(tl.float32), s0, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, EPS, HAS_BIAS)
 
 
 def add_layer_norm_forward(x, residual, weight, bias, eps):

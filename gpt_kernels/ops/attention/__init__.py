@@ -59,6 +59,9 @@ registry.declare(registry.Op(
     triton_dtypes=SUPPORTED_DTYPES,
     variant_launches=variant_launches,
     cost=_cost,
+    loop_elements={kernel: ("score", lambda c: c["BLOCK_M"] * c["BLOCK_N"])  # a step's BLOCK_M x BLOCK_N scores
+                   for kernel in ("_attention_fwd_kernel", "_attention_bwd_dkdv_kernel", "_attention_bwd_dq_kernel",
+                                  "_attention_fwd_tma_kernel", "_attention_bwd_paired_kernel")},
 ))
 
 

@@ -150,7 +150,10 @@ def _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, 
                   MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr):
     """One key tile (kt: HEAD_DIM x BLOCK_N, v: BLOCK_N x HEAD_DIM) through the online softmax; MASK
     applies the key-bound and causal masks. With DROPOUT the normaliser l_i sums every
-    probability; only the kept ones, scaled by 1 / (1 - dropout_p), reach the output."""
+    probability; only the kept ones, scaled by 1 / (1 - dropout_p), reach the output. The scores are
+    scaled before the row max (one multiply a score more than the Triton tutorial's fold into exp2):
+    folded, the loop was 13% shorter but held 12-25 more registers, and the tiles at the register limit
+    spilled (bench/results/anchor-level-2026-12-06.md)."""
     s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base-2 units
     if MASK:
         visible = (keys < T_K)[None, :]
@@ -269,12 +272,45 @@ def _attention_bwd_preprocess_kernel(
 
 
 @triton.jit
+def _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n, offs_d, start, end,
+                seed, bh, QK_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, offset, T_Q, T_K, MASK: tl.constexpr,
+                PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr):
+    """dK and dV of the program's keys over the query blocks [start, end); MASK applies the causal mask (the
+    blocks crossing the diagonal). No select elsewhere: a query past T_Q loads as zeros (q, dO, lse, delta)
+    and adds nothing to either, and a key past T_K only makes rows the stores leave out."""
+    for start_m in range(start, end, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q_ok = offs_m < T_Q
+        qt = tl.load(Q_head + offs_m[None, :] * stride_qt + offs_d[:, None], mask=q_ok[None, :], other=0.0)
+        do = tl.load(DO_head + offs_m[:, None] * stride_dot + offs_d[None, :], mask=q_ok[:, None], other=0.0)
+        lse = tl.load(LSE_bh + offs_m, mask=q_ok, other=0.0)
+        delta = tl.load(Delta_bh + offs_m, mask=q_ok, other=0.0)
+        qkt = tl.dot(k, qt, input_precision=PRECISION)  # (BLOCK_N, BLOCK_M) = S^T, unscaled
+        pt = tl.exp2(qkt * QK_SCALE - lse[None, :])  # P^T: the scale and the subtraction in one FMA
+        if MASK:
+            pt = tl.where(offs_m[None, :] + offset >= offs_n[:, None], pt, 0.0)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T: the gradient of the dropped P
+        if DROPOUT:  # O = Z V with Z = P * keep / (1 - p): dV = Z^T dO, dP = dZ * keep / (1 - p)
+            keep = _dropout_keep(seed, bh, offs_m[None, :], offs_n[:, None], T_Q, T_K, DROPOUT_P)
+            dv += tl.dot(tl.where(keep, pt / (1.0 - DROPOUT_P), 0.0).to(do.dtype), do, input_precision=PRECISION)
+            dpt = tl.where(keep, dpt / (1.0 - DROPOUT_P), 0.0)
+        else:
+            dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
+        dst = pt * (dpt - delta[None, :])  # dS^T
+        dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.jit
 def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_head,
                stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
                start_n, seed, bh, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, T_Q, T_K,
                CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dK and dV of the BLOCK_N keys from start_n, over BLOCK_M queries at a time."""
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    """dK and dV of the BLOCK_N keys from start_n, over BLOCK_M queries at a time. SPLIT: the query blocks
+    that cross the diagonal in a masked loop, the ones that see every key of the tile in an unmasked one;
+    else one masked loop (two copies of the loop hold more registers: with dropout's Philox draws, and in
+    the paired kernel beside dQ's, they spilled or halved occupancy, python -m bench.compiled)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     k_ok = offs_n < T_K
@@ -289,29 +325,20 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
     qk_scale = SM_SCALE * 1.4426950408889634
     offset = T_K - T_Q
     first_m = 0
-    if CAUSAL:  # the first query that sees key start_n is start_n - offset
+    diagonal_end = 0  # the query blocks [first_m, diagonal_end) cross the diagonal
+    if CAUSAL:  # the first query that sees key start_n is start_n - offset; from the last key's on, all
         first_m = (tl.maximum(start_n - offset, 0) // BLOCK_M) * BLOCK_M
-    for start_m in range(first_m, T_Q, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        q_ok = offs_m < T_Q
-        qt = tl.load(Q_head + offs_m[None, :] * stride_qt + offs_d[:, None], mask=q_ok[None, :], other=0.0)
-        do = tl.load(DO_head + offs_m[:, None] * stride_dot + offs_d[None, :], mask=q_ok[:, None], other=0.0)
-        lse = tl.load(LSE_bh + offs_m, mask=q_ok, other=0.0)
-        delta = tl.load(Delta_bh + offs_m, mask=q_ok, other=0.0)
-        st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M) = S^T
-        visible = k_ok[:, None] & q_ok[None, :]
-        if CAUSAL:
-            visible = visible & (offs_m[None, :] + offset >= offs_n[:, None])
-        pt = tl.where(visible, tl.exp2(st - lse[None, :]), 0.0)  # P^T
-        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T: the gradient of the dropped P
-        if DROPOUT:  # O = Z V with Z = P * keep / (1 - p): dV = Z^T dO, dP = dZ * keep / (1 - p)
-            keep = _dropout_keep(seed, bh, offs_m[None, :], offs_n[:, None], T_Q, T_K, DROPOUT_P)
-            dv += tl.dot(tl.where(keep, pt / (1.0 - DROPOUT_P), 0.0).to(do.dtype), do, input_precision=PRECISION)
-            dpt = tl.where(keep, dpt / (1.0 - DROPOUT_P), 0.0)
-        else:
-            dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
-        dst = pt * (dpt - delta[None, :])  # dS^T
-        dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)
+        last_key_seen = tl.maximum(start_n + BLOCK_N - 1 - offset, 0)
+        diagonal_end = tl.minimum(tl.cdiv(last_key_seen, BLOCK_M) * BLOCK_M, T_Q)
+    if not SPLIT:
+        diagonal_end = T_Q
+    dk, dv = _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n, offs_d,
+                         first_m, diagonal_end, seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, CAUSAL, PRECISION,
+                         DROPOUT, BLOCK_M)
+    if SPLIT:
+        dk, dv = _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n, offs_d,
+                             tl.maximum(diagonal_end, first_m), T_Q, seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K,
+                             False, PRECISION, DROPOUT, BLOCK_M)
     dk *= SM_SCALE
     tl.store(DK_head + offs_n[:, None] * stride_dkt + offs_d[None, :], dk.to(DK_head.dtype.element_ty),
              mask=k_ok[:, None])
@@ -320,12 +347,39 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
 
 
 @triton.jit
+def _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, start, end, seed, bh,
+              QK_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, offset, T_Q, T_K, MASK: tl.constexpr,
+              PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dQ of the program's queries over the key blocks [start, end); MASK applies the causal mask (the
+    blocks crossing the diagonal). No select elsewhere: a key past T_K loads as zeros and adds nothing,
+    and a query past T_Q only makes rows the store leaves out."""
+    for start_n in range(start, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_ok = offs_n < T_K
+        kt = tl.load(K_head + offs_n[None, :] * stride_kt + offs_d[:, None], mask=k_ok[None, :], other=0.0)
+        vt = tl.load(V_head + offs_n[None, :] * stride_vt + offs_d[:, None], mask=k_ok[None, :], other=0.0)
+        qk = tl.dot(q, kt, input_precision=PRECISION)
+        p = tl.exp2(qk * QK_SCALE - lse[:, None])
+        if MASK:
+            p = tl.where(offs_m[:, None] + offset >= offs_n[None, :], p, 0.0)
+        dp = tl.dot(do, vt, input_precision=PRECISION)
+        if DROPOUT:
+            keep = _dropout_keep(seed, bh, offs_m[:, None], offs_n[None, :], T_Q, T_K, DROPOUT_P)
+            dp = tl.where(keep, dp / (1.0 - DROPOUT_P), 0.0)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
+    return dq
+
+
+@triton.jit
 def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
              stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
              start_m, seed, bh, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, T_Q, T_K,
              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dQ of the BLOCK_M queries from start_m, over BLOCK_N keys at a time."""
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    """dQ of the BLOCK_M queries from start_m, over BLOCK_N keys at a time. SPLIT: the key blocks every query
+    of the tile sees whole in an unmasked loop, the ones crossing the diagonal in a masked one (as _dkdv_tile);
+    else one masked loop."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     q_ok = offs_m < T_Q
@@ -336,25 +390,17 @@ def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
     dq = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
     qk_scale = SM_SCALE * 1.4426950408889634
     offset = T_K - T_Q
-    end = T_K
+    full_end, end = T_K, T_K
     if CAUSAL:
-        end = tl.minimum(start_m + BLOCK_M + offset, T_K)
-    for start_n in range(0, end, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_ok = offs_n < T_K
-        kt = tl.load(K_head + offs_n[None, :] * stride_kt + offs_d[:, None], mask=k_ok[None, :], other=0.0)
-        vt = tl.load(V_head + offs_n[None, :] * stride_vt + offs_d[:, None], mask=k_ok[None, :], other=0.0)
-        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
-        visible = q_ok[:, None] & k_ok[None, :]
-        if CAUSAL:
-            visible = visible & (offs_m[:, None] + offset >= offs_n[None, :])
-        p = tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, vt, input_precision=PRECISION)
-        if DROPOUT:
-            keep = _dropout_keep(seed, bh, offs_m[:, None], offs_n[None, :], T_Q, T_K, DROPOUT_P)
-            dp = tl.where(keep, dp / (1.0 - DROPOUT_P), 0.0)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
+        full_end, end = _causal_ranges(start_m, offset, T_K, CAUSAL, BLOCK_M, BLOCK_N)
+        full_end = tl.maximum(full_end, 0)  # fewer keys than queries: the first rows see none
+    if not SPLIT:
+        full_end = 0
+    if SPLIT:
+        dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, 0, full_end,
+                       seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, False, PRECISION, DROPOUT, BLOCK_N)
+    dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, full_end, end, seed,
+                   bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, CAUSAL, PRECISION, DROPOUT, BLOCK_N)
     dq *= SM_SCALE
     tl.store(DQ_head + offs_m[:, None] * stride_dqt + offs_d[None, :], dq.to(DQ_head.dtype.element_ty),
              mask=q_ok[:, None])
@@ -389,7 +435,7 @@ def _attention_bwd_dkdv_kernel(
                DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
                stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
                tl.program_id(0) * BLOCK_N, tl.load(SEED) if DROPOUT else 0, bh, SM_SCALE, DROPOUT_P, T_Q, T_K,
-               CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
+               CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N, not DROPOUT)
 
 
 @triton.autotune(configs=DQ_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=DQ_PRUNING,
@@ -411,7 +457,7 @@ def _attention_bwd_dq_kernel(
     _dq_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
              stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
              tl.program_id(0) * BLOCK_M, tl.load(SEED) if DROPOUT else 0, bh, SM_SCALE, DROPOUT_P, T_Q, T_K,
-             CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N)
+             CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N, not DROPOUT)
 
 
 # ----------------------------------------------------------------------------- launchers

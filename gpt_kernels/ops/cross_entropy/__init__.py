@@ -50,6 +50,8 @@ registry.declare(registry.Op(
     # forward: read the logits; backward: read them again and write their gradient
     cost=lambda shape, size: {"forward": (shape[0] * shape[1] * size, 4 * shape[0] * shape[1]),
                               "backward": (2 * shape[0] * shape[1] * size, 4 * shape[0] * shape[1])},
+    loop_elements={kernel: ("logit", lambda c: c["BLOCK_V"])  # a step's BLOCK_V columns of one row
+                   for kernel in ("_cross_entropy_fwd_kernel", "_cross_entropy_bwd_kernel")},
 ))
 
 

@@ -46,6 +46,9 @@ registry.declare(registry.Op(
     # forward: read x, write y; backward: read x and dy, write dx (the statistics and parameters are small)
     cost=lambda shape, size: {"forward": (2 * shape[0] * shape[1] * size, 8 * shape[0] * shape[1]),
                               "backward": (3 * shape[0] * shape[1] * size, 14 * shape[0] * shape[1])},
+    # the forward holds whole rows (no loop); the backward steps over BLOCK_M rows, then sums the partials
+    loop_elements={"_layer_norm_bwd_kernel": ("row element", lambda c: c["BLOCK_M"] * c["BLOCK_N"]),
+                   "_column_sum_kernel": ("partial", lambda c: c["BLOCK_P"] * c["BLOCK_N"])},
 ))
 
 

@@ -28,6 +28,7 @@ from ..rows import (
     product_rounded_alone,
     row_launch,
     rows_of,
+    sum_pair,
 )
 from . import autograd, checks
 
@@ -48,7 +49,8 @@ def _layer_norm_fwd_kernel(
     row_ok = rows < M
     mask = row_ok[:, None] & (cols[None, :] < N)
     x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    normalize_rows(x, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, EPS, HAS_BIAS)
+    x0 = tl.load(X + rows * stride_x, mask=row_ok, other=0.0).to(tl.float32)
+    normalize_rows(x, x0, Y, W, B, Mean, Rstd, rows, cols, row_ok, mask, stride_y, N, EPS, HAS_BIAS)
 
 
 @triton.jit
@@ -76,11 +78,12 @@ def _layer_norm_bwd_kernel(
         x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(Rstd + rows, mask=row_ok, other=0.0)
-        xhat = centre_rows(x, cols, mask, N)[0] * rstd[:, None]
+        x0 = tl.load(X + rows * stride_x, mask=row_ok, other=0.0).to(tl.float32)
+        xhat = centre_rows(x, x0, mask, N)[0] * rstd[:, None]
         wdy = product_rounded_alone(w[None, :], dy, ON_GPU)  # rounded as in c2, so a width-1 dx is exactly 0
         # dx = rstd * (w*dy - mean(w*dy) - xhat * mean(w*dy*xhat))
-        c1 = tl.sum(xhat * wdy, axis=1) / N
-        c2 = tl.sum(wdy, axis=1) / N
+        c1, c2 = sum_pair(xhat * wdy, wdy, 1)
+        c1, c2 = c1 / N, c2 / N
         dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
         if HAS_DS:
             dx += tl.load(DS + rows[:, None] * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
