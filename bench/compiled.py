@@ -345,9 +345,8 @@ def record_launches(launch: Callable[[], None], cc: int, op: str, dtype: str, sk
         record.has_dot = "tt.dot" in kernel.asm["ttir"]
         per_step = loop_elements().get(self.fn.__name__)
         if per_step and record.loops:
-            values = {k: int(v) if v.lstrip("-").isdigit() else v
-                      for k, v in re.findall(r"(\w+)=(\S+)", f"{constants} {config}")}
-            record.loop_unit, record.elements_per_thread = per_step[0], per_step[1](values) / (32 * warps)
+            launch_args = dict(zip((p.name for p in self.params), args)) | kwargs
+            record.loop_unit, record.elements_per_thread = per_step[0], per_step[1](launch_args) / (32 * warps)
         return kernel
 
     # torch's wrap_triton hands Triton a new autotuner holding only the configurations the kernel's

@@ -209,16 +209,6 @@ def compiling_for_a_stand_in_h100(recorder: Recorder):
         recorder.benchmarked[launcher.name] += 1
         return 1.0
 
-    class DeviceGuard:
-        def __init__(self, index):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
     def empty_strided(size, stride, dtype):
         return torch.empty_strided(size, stride, dtype=dtype, device="cuda")  # fake, under the fake mode
 
@@ -236,7 +226,7 @@ def compiling_for_a_stand_in_h100(recorder: Recorder):
         (torch.cuda, "current_device", lambda: 0),
         (torch.cuda, "device_count", lambda: 1),
         (torch.cuda, "set_device", lambda device: None),
-        (torch.cuda, "_DeviceGuard", DeviceGuard),
+        (torch.cuda, "_DeviceGuard", lambda index: contextlib.nullcontext()),
         (torch._C, "_cuda_getCurrentRawStream", lambda index: 0),
         (torch._C._dynamo.guards, "_empty_strided_cuda", empty_strided),
         (fake_tensor, "init_gpu_context", lambda device: None),
@@ -291,7 +281,9 @@ class CustomOpCalls:
 
 def compiled_calls(calls: list[tuple]) -> list[tuple[str, tuple, Callable[[], None]]]:
     """(name, first argument's shape, call) triples that run each recorded custom-op call compiled (fullgraph),
-    on fake CUDA tensors of the recorded shapes, strides and dtypes. Use inside compiling_for_a_stand_in_h100()."""
+    on fake CUDA tensors of the recorded shapes, strides and dtypes. Use inside compiling_for_a_stand_in_h100(),
+    with torch._dynamo.reset() before each one's first call: the replays share one code object, so each
+    needs a cache of its own (else the next one would count as a recompile)."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -310,11 +302,8 @@ def compiled_calls(calls: list[tuple]) -> list[tuple[str, tuple, Callable[[], No
             return func(*full, **kwargs)
 
         compiled = torch.compile(replay, fullgraph=True, dynamic=False)
-        first = [True]
 
-        def call(compiled=compiled, on_cuda=on_cuda, tensors=tensors, first=first):
-            if first.pop() if first else False:
-                torch._dynamo.reset()  # the replays share one code object: each its own cache, not a recompile
+        def call(compiled=compiled, on_cuda=on_cuda, tensors=tensors):
             with mode:
                 compiled(*(on_cuda[i] for i in tensors))
 
@@ -421,6 +410,7 @@ def rehearse(shape_set: str = "quick", ops: list[str] | None = None) -> dict:
                              for func, args, kwargs in custom_ops.calls}.values())
             with rehearsing(compiled), compiling_for_a_stand_in_h100(compiled):  # an opaque op launches eagerly
                 for provider, shape, call in compiled_calls(distinct):
+                    torch._dynamo.reset()
                     run_calls(compiled, op.name, shape, provider, call, tuning)
             compiled_configurations[op.name] = len(compiled.compilations)
             untrue += compiled_copy_problems(compiled, op.name)
@@ -481,6 +471,7 @@ def compiled_model_plan(ops: list[str] | None = None) -> dict:
                             call()
         with rehearsing(compiled), compiling_for_a_stand_in_h100(compiled):
             for _, _, call in compiled_calls(custom_ops.calls):
+                torch._dynamo.reset()
                 call()
     per_kernel = collections.Counter(c[0] for c in compiled.compilations)
     longest = max(per_kernel.items(), key=lambda item: item[1], default=("-", 0))
