@@ -114,16 +114,30 @@ def _column_sum_kernel(
     tl.store(DB + cols, tl.sum(acc_b, axis=0).to(DB.dtype.element_ty), mask=cols < N)
 
 
+def _multiprocessors(x: torch.Tensor) -> int:
+    """The GPU's SM count; an H100's 132 when compiling for a GPU that is not there (bench.compiled)."""
+    return torch.cuda.get_device_properties(x.device).multi_processor_count if x.device.type == "cuda" else 132
+
+
 def _backward_programs(x: torch.Tensor, m: int, launch: Launch) -> int:
     """Enough programs to hold every SM at 50% occupancy (32 of its 64 warps); each owns a run of rows."""
     if launch.programs:
         target = launch.programs
     elif runtime.INTERPRETER:
         target = 4  # fewer, larger programs run faster
-    else:  # compiling for a GPU that is not there (bench.compiled): an H100's 132 SMs
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.device.type == "cuda" else 132
-        target = sms * max(1, 32 // launch.num_warps)
+    else:
+        target = _multiprocessors(x) * max(1, 32 // launch.num_warps)
     return max(1, min(target, triton.cdiv(m, launch.block_m)))
+
+
+def _column_strip(x: torch.Tensor, n: int) -> int:
+    """Columns per program of the column sums: the widest strip of 32, 16 or 8 that still gives every SM
+    a program, else 8 (32 bytes of a partial row, one memory sector). At width 768 that is 96 programs
+    where 32-column strips made 24 (18% of an H100's SMs), each waiting on its own chain of partial rows."""
+    if runtime.INTERPRETER:
+        return min(triton.next_power_of_2(n), 32)
+    sms = _multiprocessors(x)
+    return next((strip for strip in (32, 16) if triton.cdiv(n, strip) >= sms), 8)
 
 
 def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
@@ -170,12 +184,12 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
             dy2.stride(0), x2.stride(0), dx.stride(0), (ds2 if ds2 is not None else dy2).stride(0), m, n,
             rows_per_program, HAS_DS=ds2 is not None, BLOCK_M=launch.block_m, BLOCK_N=block_n,
             ON_GPU=not runtime.INTERPRETER, num_warps=launch.num_warps)
-    # Narrow column strips, so that many programs share the sums (24 at width 768, not 3): each
-    # program's serial chain of partial rows is what the second launch waits on.
-    sum_block_n = min(triton.next_power_of_2(n), 32)
+    # Narrow column strips, so that many programs share the sums, and 128 partial rows a step, so that
+    # each has more loads in flight: each program's serial chain of steps is what the launch waits on.
+    sum_block_n = _column_strip(x2, n)
     wrap_triton(_column_sum_kernel)[(triton.cdiv(n, sum_block_n),)](
         dw_partial, db_partial, dweight, dbias, programs, n,
-        BLOCK_P=min(64, triton.next_power_of_2(programs)), BLOCK_N=sum_block_n)
+        BLOCK_P=min(128, triton.next_power_of_2(programs)), BLOCK_N=sum_block_n)
     return dx.view(x.shape), dweight, dbias
 
 
