@@ -36,6 +36,12 @@ class GPTConfig:
     n_embd: int = option(768, "embedding width")
     dropout: float = option(0.0, "dropout probability (embeddings, attention probabilities, residuals)")
     bias: bool = option(True, "biases in Linear and LayerNorm layers, as GPT-2")
+    attention_pattern: str = option("dense", "which layers attend in a band of attention_window tokens: dense (none), "
+                                             "alternating (GPT-3: dense and banded layers in turn, the first dense) "
+                                             "or banded (every layer)")
+    attention_window: int | None = option(None, "the band's width in tokens: a banded layer's token at position i "
+                                                "sees tokens i-window+1 .. i (with attention_pattern alternating "
+                                                "or banded)")
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -48,6 +54,24 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.attention_pattern not in ATTENTION_PATTERNS:
+            raise ValueError(f"--attention_pattern must be one of {', '.join(ATTENTION_PATTERNS)}, "
+                             f"got {self.attention_pattern!r}")
+        if self.attention_pattern == "dense" and self.attention_window is not None:
+            raise ValueError(f"--attention_window {self.attention_window} is set but --attention_pattern is dense: "
+                             "give --attention_pattern alternating or banded, or no window")
+        if self.attention_pattern != "dense" and (self.attention_window is None or self.attention_window < 1):
+            raise ValueError(f"--attention_pattern {self.attention_pattern} needs --attention_window, a width of at "
+                             f"least 1 token, got {self.attention_window}")
+
+    def layer_window(self, layer: int) -> int | None:
+        """The band of layer `layer` (None: dense)."""
+        banded = self.attention_pattern == "banded" or (self.attention_pattern == "alternating" and layer % 2 == 1)
+        return self.attention_window if banded else None
+
+    @property
+    def banded(self) -> bool:
+        return self.attention_pattern != "dense"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -61,6 +85,7 @@ class GPTConfig:
         return cls(**values)
 
 
+ATTENTION_PATTERNS = ("dense", "alternating", "banded")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 MODEL_FLAGS = tuple(f.name for f in fields(GPTConfig) if f.name != "vocab_size")  # the data decides the vocabulary
 

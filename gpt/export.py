@@ -95,6 +95,12 @@ def export(run_dir: str | Path, hf_dir: str | Path, which: str = "best", overwri
         if not (hf_dir / "config.json").is_file():
             raise ValueError(f"{hf_dir} is not a model folder (no config.json): refusing to replace it")
     state, config, meta = checkpoint.load_weights(path)
+    if config.banded:
+        raise ValueError(
+            f"{path} is a banded model (attention_pattern {config.attention_pattern}, attention_window "
+            f"{config.attention_window}): transformers' GPT-2 attends densely, so the export would compute another "
+            "model. GPT-Neo's local layers are such a band, but GPT-Neo has no q/k/v biases and does not scale the "
+            "scores by 1/sqrt(head size), so it is not written for it either; sample with python -m gpt.sample")
     if meta.get("kind") not in ("char", "gpt2"):
         raise ValueError(f"{path} was trained on {meta.get('kind')!r} tokens, which have no text tokenizer to export")
     tokenizer_meta = {key: meta[key] for key in ("kind", "vocab_size", "chars") if key in meta}

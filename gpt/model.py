@@ -41,21 +41,26 @@ class LayerNorm(nn.Module):
 
 
 class KVCache:
-    """Keys and values of the tokens seen so far, one (B, nh, T, hs) pair per layer."""
+    """Keys and values of the tokens seen so far, one (B, nh, T, hs) pair per layer; a banded layer keeps
+    only its last `window` (the most its next query can see)."""
 
-    def __init__(self, n_layer: int):
-        self.keys: list[torch.Tensor | None] = [None] * n_layer
-        self.values: list[torch.Tensor | None] = [None] * n_layer
+    def __init__(self, windows: list[int | None]):
+        self.windows = windows  # per layer: its band (None: dense, every key kept)
+        self.keys: list[torch.Tensor | None] = [None] * len(windows)
+        self.values: list[torch.Tensor | None] = [None] * len(windows)
+        self.length = 0  # tokens seen (the next token's position)
 
-    @property
-    def length(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+    @classmethod
+    def for_config(cls, config: GPTConfig) -> KVCache:
+        return cls([config.layer_window(layer) for layer in range(config.n_layer)])
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's keys and values with the new ones, (B, nh, T_kept + T, hs), for this step's attention."""
         if self.keys[layer] is not None:
             k = torch.cat([self.keys[layer], k], dim=2)
             v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
+        window = self.windows[layer]
+        self.keys[layer], self.values[layer] = (k, v) if window is None else (k[:, :, -window:], v[:, :, -window:])
         return k, v
 
 
@@ -70,6 +75,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.attention = attention
         self.layer = layer
+        self.window = config.layer_window(layer)  # None: dense; else this layer's band in tokens
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()  # batch, sequence length, embedding width (n_embd)
@@ -79,7 +85,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.append(self.layer, k, v)  # (B, nh, T_past + T, hs)
-        y = self.attention(q, k, v, True, None, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        y = self.attention(q, k, v, True, None, self.dropout if self.training else 0.0, self.window)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -170,6 +176,8 @@ class GPT(nn.Module):
         pending = None
         for block in self.transformer.h:
             x, pending = block(x, pending, cache)
+        if cache is not None:
+            cache.length += T
         _, x = self.transformer.ln_f(x, pending)  # the last residual add, fused with the final LayerNorm
         if last_logits_only:
             return self.lm_head(x[:, [-1], :]), None  # (B, 1, V)
@@ -194,9 +202,11 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     def flops_per_token(self) -> int:
-        """Training FLOPs per token: 6N for the matmuls with weights plus 12*L*H*Q*T for attention (PaLM, app. B)."""
+        """Training FLOPs per token: 6N for the matmuls with weights plus 12*H*Q*T per layer for attention
+        (PaLM, app. B), a banded layer's T its window's keys."""
         cfg = self.config
-        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
+        keys = sum(min(cfg.layer_window(layer) or cfg.block_size, cfg.block_size) for layer in range(cfg.n_layer))
+        return 6 * self.num_params() + 12 * cfg.n_head * (cfg.n_embd // cfg.n_head) * keys
 
     # ------------------------------------------------------------------ generation
 
@@ -225,7 +235,7 @@ class GPT(nn.Module):
             if use_cache and cache is not None and cache.length < block:
                 logits, _ = self(idx[:, -1:], cache=cache, last_logits_only=True)
             else:
-                cache = KVCache(self.config.n_layer) if use_cache else None
+                cache = KVCache.for_config(self.config) if use_cache else None
                 logits, _ = self(idx[:, -block:], cache=cache, last_logits_only=True)
             next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat((idx, next_token), dim=1)

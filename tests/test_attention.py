@@ -2,6 +2,7 @@
 
 import functools
 import itertools
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -39,16 +40,18 @@ def forward_backward(fn, q, k, v, do):
     return (o, *torch.autograd.grad(o, (q, k, v), do))
 
 
-def check_parity(b, h, t_q, t_k, d, causal, dtype, device, scale=None, attention=gpt_kernels.attention):
+def check_parity(b, h, t_q, t_k, d, causal, dtype, device, scale=None, attention=gpt_kernels.attention, window=None):
     q, k, v, do = make_qkv(b, h, t_q, t_k, d, dtype, device)
-    ours = forward_backward(lambda q, k, v: attention(q, k, v, causal=causal, scale=scale), q, k, v, do)
-    sdpa = forward_backward(lambda q, k, v: gpt_kernels.attention(q, k, v, causal=causal, scale=scale, backend="torch"),
-                            q, k, v, do)
-    truth = forward_backward(lambda q, k, v: reference.attention(q, k, v, causal, scale),
+    banded = {} if window is None else {"window": window}  # the variants and configured kernels are dense only
+    ours = forward_backward(lambda q, k, v: attention(q, k, v, causal=causal, scale=scale, **banded), q, k, v, do)
+    sdpa = forward_backward(lambda q, k, v: gpt_kernels.attention(q, k, v, causal=causal, scale=scale, window=window,
+                                                                  backend="torch"), q, k, v, do)
+    truth = forward_backward(lambda q, k, v: reference.attention(q, k, v, causal, scale, 0.0, window),
                              q.double(), k.double(), v.double(), do.double())
     for name, out, base, ref in zip(("o", "dq", "dk", "dv"), ours, sdpa, truth):
         assert out.dtype == dtype
-        assert_close_to_reference(f"{name} B{b} H{h} Tq{t_q} Tk{t_k} D{d} causal={causal} {dtype}", out, base, ref)
+        assert_close_to_reference(f"{name} B{b} H{h} Tq{t_q} Tk{t_k} D{d} causal={causal} window={window} {dtype}",
+                                  out, base, ref)
 
 
 @pytest.mark.parametrize("b, h, t, d, causal, dtype", CPU_CASES)
@@ -123,13 +126,15 @@ def test_bad_scale_and_empty_batch():
 def test_opcheck():
     q, k, v, do = make_qkv(1, 2, 20, 20, 16, torch.float32, "cpu")
     seed = torch.tensor([1234])
-    for causal, dropout_p, dropout_seed in ((True, 0.0, None), (False, 0.0, None), (True, 0.25, seed)):
-        args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), causal, 0.25, dropout_p, dropout_seed, True)
+    for causal, dropout_p, dropout_seed, window in ((True, 0.0, None, 0), (False, 0.0, None, 0), (True, 0.25, seed, 0),
+                                                    (True, 0.0, None, 7), (True, 0.25, seed, 7)):
+        args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), causal, 0.25, dropout_p, dropout_seed, True,
+                window)
         torch.library.opcheck(torch.ops.gpt_triton.attention_fwd, args)
         o, lse = torch.ops.gpt_triton.attention_fwd(q.detach(), k.detach(), v.detach(), causal, 0.25, dropout_p,
-                                                    dropout_seed, True)
+                                                    dropout_seed, True, window)
         torch.library.opcheck(torch.ops.gpt_triton.attention_bwd, (do, q.detach(), k.detach(), v.detach(), o, lse,
-                                                                   causal, 0.25, dropout_p, dropout_seed, True))
+                                                                   causal, 0.25, dropout_p, dropout_seed, True, window))
 
 
 def test_autotune_off_launches_the_default_configuration_with_the_same_results():
@@ -140,10 +145,11 @@ def test_autotune_off_launches_the_default_configuration_with_the_same_results()
         gpt_kernels.attention(q, k, v, backend="torch", autotune=False)
 
 
-def test_compile_fullgraph_has_no_graph_breaks():
+@pytest.mark.parametrize("window", [None, 5])
+def test_compile_fullgraph_has_no_graph_breaks(window):
     torch._dynamo.reset()
     q, k, v, do = make_qkv(2, 2, 24, 24, 16, torch.float32, "cpu")
-    fn = lambda q, k, v: gpt_kernels.attention(q, k, v).sum(dim=-1, keepdim=True) * v  # noqa: E731
+    fn = lambda q, k, v: gpt_kernels.attention(q, k, v, window=window).sum(dim=-1, keepdim=True) * v  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     for a, c in zip(forward_backward(compiled, q, k, v, do), forward_backward(fn, q, k, v, do)):
         torch.testing.assert_close(a, c)
@@ -301,12 +307,12 @@ def test_compile_fullgraph_gpu():
         assert torch.equal(a, c)
 
 
-def attention_with_mask(q, k, v, keep, dropout_p, causal):
+def attention_with_mask(q, k, v, keep, dropout_p, causal, window=None):
     """The reference attention with a given dropout mask applied to its probabilities."""
     scale = q.shape[-1] ** -0.5
     scores = (q @ k.transpose(-2, -1)) * scale
     if causal:
-        scores = scores.masked_fill(~reference.causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
+        scores = scores.masked_fill(~reference.causal_mask(q.shape[-2], k.shape[-2], q.device, window), float("-inf"))
     return (torch.softmax(scores, dim=-1) * keep / (1 - dropout_p)) @ v
 
 
@@ -451,3 +457,136 @@ def test_variants_launch_their_kernels_directly_not_through_torchs_higher_order_
     for variant in variants.VARIANTS:
         forward_backward(functools.partial(variants.attention, variant=variant), q, k, v, do)
     assert enabled and not any(enabled), enabled
+
+
+# ----------------------------------------------------------------------------- banded (GPT-3's local layers)
+
+# Windows 1, 16, 100, T-1 and wider than T; odd lengths; every dtype the CPU runs (bf16 dots on the GPU).
+BANDED_CPU_CASES = [(1, 2, t, d, window, dtype) for (t, d, window), dtype in itertools.product(
+    [(129, 16, 1), (129, 16, 16), (77, 32, 100), (129, 16, 128), (64, 32, 63), (50, 16, 51)],
+    [torch.float32, torch.float16])]
+BANDED_GPU_CASES = [(b, h, t, d, window, dtype) for (b, h, t), d, window, dtype in itertools.product(
+    [(2, 3, 17), (2, 12, 1000), (1, 12, 2048)], [64, 128], [1, 16, 100, 256, 999], [torch.bfloat16, torch.float16])]
+
+
+@pytest.mark.parametrize("b, h, t, d, window, dtype", BANDED_CPU_CASES)
+def test_banded_parity_cpu(b, h, t, d, window, dtype):
+    check_parity(b, h, t, t, d, True, dtype, "cpu", window=window)
+
+
+@pytest.mark.parametrize("t_q, t_k, window", [(1, 40, 8), (3, 40, 1), (17, 129, 20), (64, 65, 33)])
+def test_banded_queries_continuing_a_kv_cache(t_q, t_k, window):
+    check_parity(1, 2, t_q, t_k, 32, True, torch.float32, "cpu", window=window)
+
+
+def check_never_reads_outside_the_band(device, dtype, attention=gpt_kernels.attention):
+    """64 queries continuing 448 cached tokens in a band of 100: they see keys 349..511. Keys 0..255 lie in
+    tiles wholly outside the band for any tile of at most 128 keys; set to NaN there (k and v), any load of
+    them reaches the output (0 x NaN is NaN in P V and dS K), so every output and gradient must be finite and
+    equal to the same attention over keys 256..511 alone (bottom-right alignment keeps the positions)."""
+    q, k, v, do = make_qkv(1, 2, 64, 512, 32, dtype, device)
+    k[:, :, :256], v[:, :, :256] = float("nan"), float("nan")
+    ours = forward_backward(lambda q, k, v: attention(q, k, v, window=100), q, k, v, do)
+    inside = forward_backward(lambda q, k, v: attention(q, k, v, window=100), q, k[:, :, 256:], v[:, :, 256:], do)
+    for name, out in zip(("o", "dq", "dk", "dv"), ours):
+        assert torch.isfinite(out).all(), f"{name}: a NaN key outside the band was read"
+    assert torch.equal(ours[2][:, :, :256], torch.zeros_like(ours[2][:, :, :256]))
+    assert torch.equal(ours[3][:, :, :256], torch.zeros_like(ours[3][:, :, :256]))
+    for name, out, ref in zip(("o", "dq", "dk", "dv"), ours, (*inside[:2], None, None)):
+        if ref is not None:
+            torch.testing.assert_close(out, ref, msg=name)
+    torch.testing.assert_close(ours[2][:, :, 256:], inside[2])
+    torch.testing.assert_close(ours[3][:, :, 256:], inside[3])
+
+
+def test_banded_kernels_never_read_outside_the_band():
+    check_never_reads_outside_the_band("cpu", torch.float32)
+
+
+def test_a_kernel_reading_outside_the_band_fails_the_nan_test():
+    """The test above can fail: the reference reads every key, and the NaNs reach its output."""
+    with pytest.raises(AssertionError, match="a NaN key outside the band was read"):
+        check_never_reads_outside_the_band(
+            "cpu", torch.float32, lambda q, k, v, window: reference.attention(q, k, v, True, None, 0.0, window))
+
+
+def test_banded_dropout_matches_the_reference_with_the_kernels_own_mask():
+    """As the dense dropout test: the mask read back through v = I, then every gradient against it."""
+    b, h, t, d, p, window = 1, 2, 48, 64, 0.3, 9
+    q, k, v, do = make_qkv(b, h, t, t, d, torch.float32, "cpu")
+    identity = torch.eye(t, d).expand(b, h, t, d)
+    torch.manual_seed(7)
+    keep = gpt_kernels.attention(q, k, identity, dropout_p=p, window=window)[..., :t] != 0
+    torch.manual_seed(7)
+    ours = forward_backward(lambda q, k, v: gpt_kernels.attention(q, k, v, dropout_p=p, window=window), q, k, v, do)
+    truth = forward_backward(lambda q, k, v: attention_with_mask(q, k, v, keep.double(), p, True, window),
+                             q.double(), k.double(), v.double(), do.double())
+    for name, out, ref in zip(("o", "dq", "dk", "dv"), ours, truth):
+        torch.testing.assert_close(out, ref.float(), atol=1e-5, rtol=1e-4, msg=name)
+    assert not keep[reference.causal_mask(t, t, "cpu", window).expand_as(keep).logical_not()].any()
+
+
+@pytest.mark.parametrize("window, causal, error, message", [
+    (0, True, ValueError, r"window must be >= 1 \(query i sees keys i-window\+1 .. i\) or None for dense, got 0"),
+    (-3, True, ValueError, "window must be >= 1"),
+    (2.5, True, TypeError, "window must be an int"),
+    (True, True, TypeError, "window must be an int"),
+    (4, False, ValueError, "window \\(banded attention\\) needs causal=True"),
+])
+@pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
+def test_bad_windows_are_refused_by_every_backend(window, causal, error, message, backend):
+    q = torch.randn(1, 1, 8, 16)
+    with pytest.raises(error, match=message):
+        gpt_kernels.attention(q, q, q, causal=causal, window=window, backend=backend)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variants_refuse_a_band(variant):
+    from gpt_kernels.ops.attention import variants
+
+    q = torch.randn(1, 1, 8, 16)
+    with pytest.raises(ValueError, match=f"attention variant '{variant}' has no banded kernels"):
+        variants.attention(q, q, q, True, None, 0.0, 4, variant=variant)
+
+
+def test_a_band_as_wide_as_the_keys_is_dense_bit_for_bit():
+    q, k, v, do = make_qkv(1, 2, 40, 40, 16, torch.float32, "cpu")
+    dense = forward_backward(gpt_kernels.attention, q, k, v, do)
+    for window in (40, 1000):
+        for a, c in zip(forward_backward(lambda q, k, v: gpt_kernels.attention(q, k, v, window=window), q, k, v, do),
+                        dense):
+            assert torch.equal(a, c)
+
+
+def test_pytorchs_flexattention_band_matches_the_reference():
+    """The torch backend's band on a GPU (FlexAttention's sliding-window block mask), run here unfused."""
+    from gpt_kernels.ops.attention import sdpa
+
+    if sdpa.flex_attention is None:
+        pytest.skip("this torch has no FlexAttention (the torch backend uses SDPA with a band mask)")
+    q, k, v, _ = make_qkv(1, 2, 37, 70, 16, torch.float32, "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "flex_attention called without torch.compile()": unfused on purpose
+        out = sdpa.banded_flex_attention(q, k, v, None, 9)
+    torch.testing.assert_close(out, reference.attention(q, k, v, True, None, 0.0, 9), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b, h, t, d, window, dtype", BANDED_GPU_CASES)
+def test_banded_parity_gpu(b, h, t, d, window, dtype):
+    check_parity(b, h, t, t, d, True, dtype, "cuda", attention=untuned_attention, window=window)
+
+
+@pytest.mark.gpu
+def test_banded_kernels_never_read_outside_the_band_gpu():
+    check_never_reads_outside_the_band("cuda", torch.bfloat16, untuned_attention)
+
+
+@pytest.mark.gpu
+def test_banded_compile_fullgraph_gpu():
+    torch._dynamo.reset()
+    q, k, v, do = make_qkv(4, 12, 1024, 1024, 64, torch.bfloat16, "cuda")
+    banded = functools.partial(untuned_attention, window=256)
+    compiled = torch.compile(banded, fullgraph=True)
+    for a, c in zip(forward_backward(compiled, q, k, v, do), forward_backward(banded, q, k, v, do)):
+        assert torch.equal(a, c)

@@ -272,3 +272,21 @@ def test_checkpoints_and_exports_have_the_usual_permissions(tmp_path, corpus, da
         os.umask(umask)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [run, hf_dir, *run.iterdir(), *hf_dir.iterdir()]}
     assert modes == {name: "0o755" if name in ("run", "hf") else "0o644" for name in modes}, modes
+
+
+def test_a_banded_run_trains_resumes_samples_and_is_refused_by_export(tmp_path, corpus, data_cache, capsys):
+    """The band is in the checkpoint (a resumed run and gpt.sample build it again); transformers' GPT-2 has no
+    band, so exporting is refused in one clear line, and nothing is written."""
+    run = trained_run(tmp_path / "run", corpus, data_cache, "--attention_pattern", "alternating",
+                      "--attention_window", "8")
+    _, config, _ = load_weights(run / "best.safetensors")
+    assert (config.attention_pattern, config.attention_window) == ("alternating", 8)
+    assert [block.attn.window for block in our_model(run).transformer.h] == [None, 8]
+    train.main(["--out_dir", str(run), "--resume", *TINY, "--max_iters", "4", "--attention_pattern", "alternating",
+                "--attention_window", "8"])
+    assert load_weights(run / "last.safetensors")[1].attention_window == 8
+    sample.main(["--out_dir", str(run), "--max_new_tokens", "40", "--num_samples", "1", "--kernels", "torch"])
+    assert capsys.readouterr().out.strip()
+    with pytest.raises(ValueError, match="is a banded model .*transformers' GPT-2 attends densely"):
+        export.export(run, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()

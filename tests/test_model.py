@@ -65,7 +65,7 @@ def test_kv_cache_logits_match_full_forward():
     model = GPT(tiny_config()).eval()
     idx = torch.randint(37, (2, 10))
     full, _ = model(idx)
-    cache = KVCache(2)
+    cache = KVCache([None, None])
     model(idx[:, :6], cache=cache)
     step, _ = model(idx[:, 6:], cache=cache)  # 4 queries continuing a cache of 6
     torch.testing.assert_close(step, full[:, 6:], atol=1e-5, rtol=1e-5)
@@ -110,3 +110,57 @@ def test_from_pretrained_matches_hugging_face():
         expected = hf_model(idx).logits
         logits, _ = ours(idx)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- banded attention (GPT-3)
+
+def test_every_layer_banded_sees_only_its_receptive_field():
+    """Two layers banded at 3: position t depends on positions t-4 .. t only; a change at t-5 leaves it be."""
+    torch.manual_seed(0)
+    model = GPT(tiny_config(n_layer=2, attention_pattern="banded", attention_window=3)).eval()
+    idx = torch.randint(37, (1, 14))
+    changed = idx.clone()
+    changed[0, 5] = (changed[0, 5] + 1) % 37
+    a, _ = model(idx)
+    b, _ = model(changed)
+    assert torch.equal(a[:, 10:], b[:, 10:]) and not torch.allclose(a[:, 5:10], b[:, 5:10])
+    torch.manual_seed(0)
+    dense = GPT(tiny_config(n_layer=2)).eval()  # the same weights, dense: t=10 on sees t=5
+    torch.testing.assert_close(dense(idx)[0][:, :3], a[:, :3])  # positions 0..2: a band of 3 leaves out nothing
+    assert not torch.allclose(dense(changed)[0][:, 10:], b[:, 10:])
+
+
+def test_alternating_pattern_bands_every_second_layer_from_the_second():
+    config = tiny_config(n_layer=4, attention_pattern="alternating", attention_window=5)
+    assert [config.layer_window(i) for i in range(4)] == [None, 5, None, 5]
+    assert [block.attn.window for block in GPT(config).transformer.h] == [None, 5, None, 5]
+
+
+@pytest.mark.parametrize("pattern", ["alternating", "banded"])
+@pytest.mark.parametrize("prompt_len, new_tokens", [(1, 12), (9, 30)])  # 30 runs past block_size=16
+def test_banded_kv_cache_greedy_equals_no_cache_and_keeps_only_the_band(pattern, prompt_len, new_tokens):
+    from gpt.model import KVCache
+
+    config = tiny_config(attention_pattern=pattern, attention_window=4)
+    model = GPT(config).eval()
+    idx = torch.randint(37, (2, prompt_len))
+    cached = model.generate(idx, new_tokens, temperature=0.0, use_cache=True)
+    assert torch.equal(cached, model.generate(idx, new_tokens, temperature=0.0, use_cache=False))
+    cache = KVCache.for_config(config)
+    full, _ = model(idx[:, :1].repeat(1, 12))
+    model(idx[:, :1].repeat(1, 7), cache=cache)
+    step, _ = model(idx[:, :1].repeat(1, 5), cache=cache)  # 5 queries continuing a cache of 7
+    torch.testing.assert_close(step, full[:, 7:], atol=1e-5, rtol=1e-5)
+    assert cache.length == 12
+    assert [k.shape[2] for k in cache.keys] == [12 if w is None else 4 for w in map(config.layer_window, range(2))]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(attention_window=8), "--attention_window 8 is set but --attention_pattern is dense"),
+    (dict(attention_pattern="alternating"), "--attention_pattern alternating needs --attention_window"),
+    (dict(attention_pattern="banded", attention_window=0), "needs --attention_window, a width of at least 1"),
+    (dict(attention_pattern="sparse", attention_window=8), "--attention_pattern must be one of dense, alternating"),
+])
+def test_bad_band_configurations_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)

@@ -1,10 +1,11 @@
 """Causal (or full) attention softmax(q k^T * scale) v: backends torch (SDPA), reference, triton.
 
-    reference.py  the reference      sdpa.py  PyTorch's scaled_dot_product_attention
+    reference.py  the reference      sdpa.py  PyTorch's scaled_dot_product_attention (FlexAttention for bands)
     triton.py     Triton flash attention, torch.ops.gpt_triton.attention_*
 
 When causal and Tq < Tk (queries continuing a KV cache) every backend aligns the mask
-bottom-right: query i sees keys up to i + Tk - Tq.
+bottom-right: query i sees keys up to i + Tk - Tq. A window w (GPT-3's locally banded layers)
+narrows it to the keys i + Tk - Tq - w + 1 .. i + Tk - Tq.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def _checked(fn):
-    def attention(q, k, v, causal=True, scale=None, dropout_p=0.0):
-        checks.check_attention_args(q, k, v, causal, CHECKED_DTYPES, (q.shape[-1],), scale, dropout_p)
-        return fn(q, k, v, causal, scale, dropout_p)
+    def attention(q, k, v, causal=True, scale=None, dropout_p=0.0, window=None):
+        checks.check_attention_args(q, k, v, causal, CHECKED_DTYPES, (q.shape[-1],), scale, dropout_p, window)
+        return fn(q, k, v, causal, scale, dropout_p, window)
     return attention
 
 
@@ -66,13 +67,16 @@ registry.declare(registry.Op(
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True, scale: float | None = None,
-              dropout_p: float = 0.0, backend: str = "triton", autotune: bool = True) -> torch.Tensor:
+              dropout_p: float = 0.0, window: int | None = None, backend: str = "triton",
+              autotune: bool = True) -> torch.Tensor:
     """softmax(q k^T * scale) v for q (B, H, Tq, D) and k, v (B, H, Tk, D), with dropout_p on the
-    probabilities (pass 0 outside training). autotune=False (backend triton only) launches each
-    kernel's default configuration instead of timing the candidates once per shape bucket."""
+    probabilities (pass 0 outside training). window: causal attention in a band, the query at position
+    i seeing keys i-window+1 .. i (None: dense; a band at least Tk wide is dense). autotune=False
+    (backend triton only) launches each kernel's default configuration instead of timing the
+    candidates once per shape bucket."""
     fn = registry.backend("attention", backend).fn
     if autotune:
-        return fn(q, k, v, causal, scale, dropout_p)
+        return fn(q, k, v, causal, scale, dropout_p, window)
     if backend != "triton":
         raise ValueError(f"autotune=False applies to backend 'triton', not {backend!r}")
-    return fn(q, k, v, causal, scale, dropout_p, autotune=False)
+    return fn(q, k, v, causal, scale, dropout_p, window, autotune=False)

@@ -7,8 +7,28 @@ import math
 from ...checks import check_same_device_and_dtype, dtype_names
 
 
+def check_window(window, causal: bool) -> None:
+    """A band's width: None (dense) or a whole number of keys >= 1, with causal attention."""
+    if window is None:
+        return
+    if isinstance(window, bool) or not isinstance(window, int):
+        raise TypeError(f"attention: window must be an int (the band's width in keys) or None, got {window!r}")
+    if window < 1:
+        raise ValueError(f"attention: window must be >= 1 (query i sees keys i-window+1 .. i) or None for dense, "
+                         f"got {window}")
+    if not causal:
+        raise ValueError("attention: window (banded attention) needs causal=True: the band ends at each query")
+
+
+def band_width(window: int | None, t_k: int) -> int:
+    """The kernels' WINDOW: 0 (dense) for None or a band at least as wide as the keys (then it leaves out
+    no key: query and key are at most Tk - 1 apart), else the width."""
+    return 0 if window is None or window >= t_k else window
+
+
 def check_attention_args(q, k, v, causal: bool, dtypes, head_dims, scale: float | None = None,
-                         dropout_p: float = 0.0) -> None:
+                         dropout_p: float = 0.0, window: int | None = None) -> None:
+    check_window(window, causal)
     if scale is not None and not math.isfinite(scale):
         raise ValueError(f"attention: scale must be a finite number, got {scale}")
     if not 0.0 <= dropout_p < 1.0:

@@ -16,6 +16,10 @@ query, key) from a seed tensor, regenerated in the backward instead of storing a
 
 Queries continuing a KV cache (Tq < Tk) are aligned bottom-right: query i sees keys up to
 i + Tk - Tq, which serves generation with the same kernel.
+Banded (GPT-3's locally banded layers, a sliding window): with WINDOW = w > 0 query i sees only the
+keys i + Tk - Tq - w + 1 .. i + Tk - Tq. The loops start at the band's first block, so blocks wholly
+outside the band are never loaded, and only the blocks crossing either edge of the band are masked:
+causal attention costs T * w instead of T^2 / 2.
 
 Alternatives measured beside these (the forward through TMA descriptors, the one-kernel backward)
 live in variants.py until a GPU run decides.
@@ -135,6 +139,7 @@ DQ_CONFIGS = _configs([(64, 32, 4, 3), (64, 32, 4, 2), (64, 64, 4, 2), (64, 64, 
 DKDV_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
 DQ_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_M")}
 AUTOTUNE_KEY = ["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "CAUSAL"]
+BANDED_AUTOTUNE_KEY = [*AUTOTUNE_KEY, "WINDOW"]  # a band changes each program's work: its own tunings
 MIN_TUNED_QUERIES = 16  # the smallest tile's rows: fewer queries (decoding) launch the default configuration
 
 
@@ -147,9 +152,10 @@ def _dropout_keep(seed, bh, queries, keys, T_Q, T_K, dropout_p):
 
 @triton.jit
 def _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
-                  MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr):
+                  MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
+                  WINDOW: tl.constexpr):
     """One key tile (kt: HEAD_DIM x BLOCK_N, v: BLOCK_N x HEAD_DIM) through the online softmax; MASK
-    applies the key-bound and causal masks. With DROPOUT the normaliser l_i sums every
+    applies the key-bound, causal and band (WINDOW > 0) masks. With DROPOUT the normaliser l_i sums every
     probability; only the kept ones, scaled by 1 / (1 - dropout_p), reach the output. The scores are
     scaled before the row max (one multiply a score more than the Triton tutorial's fold into exp2):
     folded, the loop was 13% shorter but held 12-25 more registers, and the tiles at the register limit
@@ -159,6 +165,8 @@ def _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, 
         visible = (keys < T_K)[None, :]
         if CAUSAL:
             visible = visible & (offs_m[:, None] + offset >= keys[None, :])
+        if WINDOW > 0:
+            visible = visible & (offs_m[:, None] + offset - WINDOW < keys[None, :])
         s = tl.where(visible, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
@@ -176,7 +184,7 @@ def _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, 
 def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n, offs_d,
                          start, end, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
                          MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-                         DROPOUT: tl.constexpr):
+                         DROPOUT: tl.constexpr, WINDOW: tl.constexpr):
     """The key tiles [start, end), loaded through pointers."""
     for start_n in range(start, end, BLOCK_N):
         keys = start_n + offs_n
@@ -188,8 +196,17 @@ def _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt,
             kt = tl.load(K_tile + keys[None, :] * stride_kt + offs_d[:, None])
             v = tl.load(V_tile + keys[:, None] * stride_vt + offs_d[None, :])
         acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, seed, bh, T_Q,
-                                      dropout_p, MASK, CAUSAL, PRECISION, DROPOUT)
+                                      dropout_p, MASK, CAUSAL, PRECISION, DROPOUT, WINDOW)
     return acc, l_i, m_i
+
+
+@triton.jit
+def _band_ranges(start_m, offset, WINDOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(first key tile of the band, start of the key tiles every query row of this tile sees whole): the
+    tiles between them cross the band's lower edge and are masked; the tiles before it are never loaded."""
+    band_start = (tl.maximum(start_m + offset - WINDOW + 1, 0) // BLOCK_N) * BLOCK_N
+    band_full = tl.cdiv(tl.maximum(start_m + BLOCK_M + offset - WINDOW, 0), BLOCK_N) * BLOCK_N
+    return band_start, band_full
 
 
 @triton.jit
@@ -205,7 +222,7 @@ def _causal_ranges(start_m, offset, T_K, CAUSAL: tl.constexpr, BLOCK_M: tl.const
     return full_end, end
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=FORWARD_PRUNING,
+@triton.autotune(configs=FWD_CONFIGS, key=BANDED_AUTOTUNE_KEY, prune_configs_by=FORWARD_PRUNING,
                  cache_results=True)
 @triton.jit
 def _attention_fwd_kernel(
@@ -220,6 +237,7 @@ def _attention_fwd_kernel(
     H, T_Q, T_K,  # heads, query and key lengths
     Q_BUCKET, K_BUCKET,  # powers of two of T_Q and T_K: the autotuning key, so lengths share tunings
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
+    WINDOW: tl.constexpr,  # > 0: the band's width in keys (causal only); 0: dense
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     start_m = tl.program_id(0) * BLOCK_M
@@ -240,12 +258,19 @@ def _attention_fwd_kernel(
     acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
     seed = tl.load(SEED) if DROPOUT else 0
     full_end, end = _causal_ranges(start_m, offset, T_K, CAUSAL, BLOCK_M, BLOCK_N)
+    start, diagonal_start = 0, full_end
+    if WINDOW > 0:  # the tiles crossing the band's lower edge, masked; then those wholly inside it
+        band_start, start = _band_ranges(start_m, offset, WINDOW, BLOCK_M, BLOCK_N)
+        acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
+                                             offs_d, band_start, tl.minimum(start, end), qk_scale, offset, T_K, seed,
+                                             bh, T_Q, DROPOUT_P, True, CAUSAL, BLOCK_N, PRECISION, DROPOUT, WINDOW)
+        diagonal_start = tl.maximum(full_end, start)
     acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
-                                         offs_d, 0, full_end, qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
-                                         False, CAUSAL, BLOCK_N, PRECISION, DROPOUT)
+                                         offs_d, start, full_end, qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
+                                         False, CAUSAL, BLOCK_N, PRECISION, DROPOUT, WINDOW)
     acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
-                                         offs_d, full_end, end, qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
-                                         True, CAUSAL, BLOCK_N, PRECISION, DROPOUT)
+                                         offs_d, diagonal_start, end, qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
+                                         True, CAUSAL, BLOCK_N, PRECISION, DROPOUT, WINDOW)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_safe[:, None]
     tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
@@ -274,9 +299,9 @@ def _attention_bwd_preprocess_kernel(
 @triton.jit
 def _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n, offs_d, start, end,
                 seed, bh, QK_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, offset, T_Q, T_K, MASK: tl.constexpr,
-                PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr):
-    """dK and dV of the program's keys over the query blocks [start, end); MASK applies the causal mask (the
-    blocks crossing the diagonal). No select elsewhere: a query past T_Q loads as zeros (q, dO, lse, delta)
+                PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, WINDOW: tl.constexpr):
+    """dK and dV of the program's keys over the query blocks [start, end); MASK applies the causal mask and
+    the band's (the blocks crossing the diagonal or the band's edge). No select elsewhere: a query past T_Q loads as zeros (q, dO, lse, delta)
     and adds nothing to either, and a key past T_K only makes rows the stores leave out."""
     for start_m in range(start, end, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -288,7 +313,10 @@ def _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stri
         qkt = tl.dot(k, qt, input_precision=PRECISION)  # (BLOCK_N, BLOCK_M) = S^T, unscaled
         pt = tl.exp2(qkt * QK_SCALE - lse[None, :])  # P^T: the scale and the subtraction in one FMA
         if MASK:
-            pt = tl.where(offs_m[None, :] + offset >= offs_n[:, None], pt, 0.0)
+            visible = offs_m[None, :] + offset >= offs_n[:, None]
+            if WINDOW > 0:
+                visible = visible & (offs_m[None, :] + offset - WINDOW < offs_n[:, None])
+            pt = tl.where(visible, pt, 0.0)
         dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T: the gradient of the dropped P
         if DROPOUT:  # O = Z V with Z = P * keep / (1 - p): dV = Z^T dO, dP = dZ * keep / (1 - p)
             keep = _dropout_keep(seed, bh, offs_m[None, :], offs_n[:, None], T_Q, T_K, DROPOUT_P)
@@ -306,10 +334,10 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
                stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
                start_n, seed, bh, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, T_Q, T_K,
                CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, WINDOW: tl.constexpr):
     """dK and dV of the BLOCK_N keys from start_n, over BLOCK_M queries at a time. SPLIT: the query blocks
-    that cross the diagonal in a masked loop, the ones that see every key of the tile in an unmasked one;
-    else one masked loop (two copies of the loop hold more registers: with dropout's Philox draws, and in
+    that cross the diagonal (or, banded, the band's upper edge) in masked loops, the ones that see every key
+    of the tile in an unmasked one; the band's queries end where the last key leaves it. Else one masked loop (two copies of the loop hold more registers: with dropout's Philox draws, and in
     the paired kernel beside dQ's, they spilled or halved occupancy, python -m bench.compiled)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -330,15 +358,28 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
         first_m = (tl.maximum(start_n - offset, 0) // BLOCK_M) * BLOCK_M
         last_key_seen = tl.maximum(start_n + BLOCK_N - 1 - offset, 0)
         diagonal_end = tl.minimum(tl.cdiv(last_key_seen, BLOCK_M) * BLOCK_M, T_Q)
+    last_m = T_Q  # the query blocks [first_m, last_m) see some key of the tile
+    band_edge = T_Q  # from the block holding query start_n + WINDOW - offset on, the band leaves out some key
+    if WINDOW > 0:
+        last_m = tl.minimum(start_n + BLOCK_N + WINDOW - 1 - offset, T_Q)
+        band_edge = (tl.maximum(start_n + WINDOW - offset, 0) // BLOCK_M) * BLOCK_M
     if not SPLIT:
-        diagonal_end = T_Q
+        diagonal_end = last_m
+    elif WINDOW > 0:
+        diagonal_end = tl.minimum(diagonal_end, last_m)
     dk, dv = _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n, offs_d,
                          first_m, diagonal_end, seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, CAUSAL, PRECISION,
-                         DROPOUT, BLOCK_M)
+                         DROPOUT, BLOCK_M, WINDOW)
     if SPLIT:
+        inside = tl.maximum(diagonal_end, first_m)
+        inside_end = tl.minimum(band_edge, last_m)
         dk, dv = _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n, offs_d,
-                             tl.maximum(diagonal_end, first_m), T_Q, seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K,
-                             False, PRECISION, DROPOUT, BLOCK_M)
+                             inside, inside_end, seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, False, PRECISION,
+                             DROPOUT, BLOCK_M, WINDOW)
+        if WINDOW > 0:  # the blocks crossing the band's upper edge
+            dk, dv = _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n,
+                                 offs_d, tl.maximum(inside, inside_end), last_m, seed, bh, qk_scale, DROPOUT_P, offset,
+                                 T_Q, T_K, True, PRECISION, DROPOUT, BLOCK_M, WINDOW)
     dk *= SM_SCALE
     tl.store(DK_head + offs_n[:, None] * stride_dkt + offs_d[None, :], dk.to(DK_head.dtype.element_ty),
              mask=k_ok[:, None])
@@ -349,9 +390,9 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
 @triton.jit
 def _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, start, end, seed, bh,
               QK_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, offset, T_Q, T_K, MASK: tl.constexpr,
-              PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dQ of the program's queries over the key blocks [start, end); MASK applies the causal mask (the
-    blocks crossing the diagonal). No select elsewhere: a key past T_K loads as zeros and adds nothing,
+              PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_N: tl.constexpr, WINDOW: tl.constexpr):
+    """dQ of the program's queries over the key blocks [start, end); MASK applies the causal mask and the
+    band's (the blocks crossing the diagonal or the band's edge). No select elsewhere: a key past T_K loads as zeros and adds nothing,
     and a query past T_Q only makes rows the store leaves out."""
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -361,7 +402,10 @@ def _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_
         qk = tl.dot(q, kt, input_precision=PRECISION)
         p = tl.exp2(qk * QK_SCALE - lse[:, None])
         if MASK:
-            p = tl.where(offs_m[:, None] + offset >= offs_n[None, :], p, 0.0)
+            visible = offs_m[:, None] + offset >= offs_n[None, :]
+            if WINDOW > 0:
+                visible = visible & (offs_m[:, None] + offset - WINDOW < offs_n[None, :])
+            p = tl.where(visible, p, 0.0)
         dp = tl.dot(do, vt, input_precision=PRECISION)
         if DROPOUT:
             keep = _dropout_keep(seed, bh, offs_m[:, None], offs_n[None, :], T_Q, T_K, DROPOUT_P)
@@ -376,10 +420,10 @@ def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
              stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
              start_m, seed, bh, SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, T_Q, T_K,
              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
-    """dQ of the BLOCK_M queries from start_m, over BLOCK_N keys at a time. SPLIT: the key blocks every query
-    of the tile sees whole in an unmasked loop, the ones crossing the diagonal in a masked one (as _dkdv_tile);
-    else one masked loop."""
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, WINDOW: tl.constexpr):
+    """dQ of the BLOCK_M queries from start_m, over BLOCK_N keys at a time, from the band's first key block
+    (the forward's ranges). SPLIT: the key blocks every query of the tile sees whole in an unmasked loop, the
+    ones crossing the diagonal or the band's lower edge in masked ones (as _dkdv_tile); else one masked loop."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     q_ok = offs_m < T_Q
@@ -394,13 +438,22 @@ def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
     if CAUSAL:
         full_end, end = _causal_ranges(start_m, offset, T_K, CAUSAL, BLOCK_M, BLOCK_N)
         full_end = tl.maximum(full_end, 0)  # fewer keys than queries: the first rows see none
+    band_start, start = 0, 0
+    if WINDOW > 0:
+        band_start, start = _band_ranges(start_m, offset, WINDOW, BLOCK_M, BLOCK_N)
+    diagonal_start = full_end
     if not SPLIT:
-        full_end = 0
+        start, diagonal_start = band_start, band_start
+    elif WINDOW > 0:  # the key blocks crossing the band's lower edge
+        dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, band_start,
+                       tl.minimum(start, end), seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, True, PRECISION,
+                       DROPOUT, BLOCK_N, WINDOW)
+        diagonal_start = tl.maximum(full_end, start)
     if SPLIT:
-        dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, 0, full_end,
-                       seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, False, PRECISION, DROPOUT, BLOCK_N)
-    dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, full_end, end, seed,
-                   bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, CAUSAL, PRECISION, DROPOUT, BLOCK_N)
+        dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, start, full_end,
+                       seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, False, PRECISION, DROPOUT, BLOCK_N, WINDOW)
+    dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, diagonal_start, end,
+                   seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, CAUSAL, PRECISION, DROPOUT, BLOCK_N, WINDOW)
     dq *= SM_SCALE
     tl.store(DQ_head + offs_m[:, None] * stride_dqt + offs_d[None, :], dq.to(DQ_head.dtype.element_ty),
              mask=q_ok[:, None])
@@ -415,7 +468,7 @@ def _input_heads(Q, K, V, DO, bh, H, stride_qb, stride_qh, stride_kb, stride_kh,
             DO + b * stride_dob + h * stride_doh)
 
 
-@triton.autotune(configs=DKDV_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=DKDV_PRUNING,
+@triton.autotune(configs=DKDV_CONFIGS, key=BANDED_AUTOTUNE_KEY, prune_configs_by=DKDV_PRUNING,
                  cache_results=True)
 @triton.jit
 def _attention_bwd_dkdv_kernel(
@@ -425,7 +478,7 @@ def _attention_bwd_dkdv_kernel(
     stride_dob, stride_doh, stride_dot, stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
     H, T_Q, T_K, Q_BUCKET, K_BUCKET,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WINDOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     bh = tl.program_id(1)
     b, h = bh // H, bh % H
@@ -435,10 +488,10 @@ def _attention_bwd_dkdv_kernel(
                DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
                stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
                tl.program_id(0) * BLOCK_N, tl.load(SEED) if DROPOUT else 0, bh, SM_SCALE, DROPOUT_P, T_Q, T_K,
-               CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N, not DROPOUT)
+               CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N, not DROPOUT, WINDOW)
 
 
-@triton.autotune(configs=DQ_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=DQ_PRUNING,
+@triton.autotune(configs=DQ_CONFIGS, key=BANDED_AUTOTUNE_KEY, prune_configs_by=DQ_PRUNING,
                  cache_results=True)
 @triton.jit
 def _attention_bwd_dq_kernel(
@@ -448,7 +501,7 @@ def _attention_bwd_dq_kernel(
     stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
     H, T_Q, T_K, Q_BUCKET, K_BUCKET,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WINDOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     bh = tl.program_id(1)
     b, h = bh // H, bh % H
@@ -457,7 +510,7 @@ def _attention_bwd_dq_kernel(
     _dq_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
              stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
              tl.program_id(0) * BLOCK_M, tl.load(SEED) if DROPOUT else 0, bh, SM_SCALE, DROPOUT_P, T_Q, T_K,
-             CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N, not DROPOUT)
+             CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N, not DROPOUT, WINDOW)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -495,8 +548,10 @@ def _launch(autotuned, grid, args: tuple, shape_args: dict, q: torch.Tensor, con
 
 
 def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.0, seed: torch.Tensor | None = None,
-                      *, autotune: bool = True, config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """o and the logsumexp; with dropout_p > 0, seed is a (1,) int64 tensor on q's device. The
+                      *, window: int = 0, autotune: bool = True,
+                      config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """o and the logsumexp; with dropout_p > 0, seed is a (1,) int64 tensor on q's device; window > 0 the
+    band's width (causal), 0 dense. The
     kernel's configuration: config where given, else autotuned, or its default with autotune=False
     and for fewer queries than the smallest tile (a decoding step: timing every candidate again at each
     new power of two of the cache's length would cost more than all the steps it could speed up)."""
@@ -511,7 +566,8 @@ def attention_forward(q, k, v, causal: bool, scale: float, dropout_p: float = 0.
     grid = lambda meta: (triton.cdiv(T_Q, meta["BLOCK_M"]), B * H)  # noqa: E731
     args = (q, k, v, o, lse, seed if seed is not None else lse, scale, dropout_p,
             *_strides(q), *_strides(k), *_strides(v), *_strides(o))
-    _launch(_attention_fwd_kernel, grid, (*args, H, T_Q, T_K), _shape_args(q, k, causal, dropout_p), q, config, autotune)
+    _launch(_attention_fwd_kernel, grid, (*args, H, T_Q, T_K), {**_shape_args(q, k, causal, dropout_p), "WINDOW": window},
+            q, config, autotune)
     return o, lse
 
 
@@ -529,9 +585,9 @@ def backward_preprocess(do, q, k, v, o, lse):
 
 
 def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_p: float = 0.0,
-                       seed: torch.Tensor | None = None, *, autotune: bool = True,
+                       seed: torch.Tensor | None = None, *, window: int = 0, autotune: bool = True,
                        dkdv_config: triton.Config | None = None, dq_config: triton.Config | None = None):
-    """dq, dk, dv; dropout_p and seed as the forward had them; the configurations as the forward's."""
+    """dq, dk, dv; dropout_p, seed and window as the forward had them; the configurations as the forward's."""
     if q.shape[0] * q.shape[1] == 0:
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     do, q, k, v, delta, dq, dk, dv = backward_preprocess(do, q, k, v, o, lse)
@@ -539,7 +595,7 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_
     T_K = k.shape[2]
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
     seed_arg = seed if seed is not None else lse
-    shape_args = _shape_args(q, k, causal, dropout_p)
+    shape_args = {**_shape_args(q, k, causal, dropout_p), "WINDOW": window}
     _launch(_attention_bwd_dkdv_kernel, lambda meta: (triton.cdiv(T_K, meta["BLOCK_N"]), B * H),
             (q, k, v, do, lse, delta, dk, dv, seed_arg, scale, dropout_p, *common, *_strides(dk), *_strides(dv),
              H, T_Q, T_K), shape_args, q, dkdv_config, autotune)
@@ -551,64 +607,71 @@ def attention_backward(do, q, k, v, o, lse, causal: bool, scale: float, dropout_
 
 # ----------------------------------------------------------------------------- registration
 
-def _attention_fwd_fake(q, k, v, causal, scale, dropout_p, seed, autotune):
+def _attention_fwd_fake(q, k, v, causal, scale, dropout_p, seed, autotune, window):
     B, H, T_Q, D = q.shape
     return q.new_empty((B, H, T_Q, D)), q.new_empty((B, H, T_Q), dtype=torch.float32)
 
 
 @runtime.triton_custom_op("gpt_triton::attention_fwd", fake=_attention_fwd_fake)
 def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float, dropout_p: float,
-                  seed: torch.Tensor | None, autotune: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return attention_forward(q, k, v, causal, scale, dropout_p, seed, autotune=autotune)
+                  seed: torch.Tensor | None, autotune: bool, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return attention_forward(q, k, v, causal, scale, dropout_p, seed, window=window, autotune=autotune)
 
 
-def _attention_bwd_fake(do, q, k, v, o, lse, causal, scale, dropout_p, seed, autotune):
+def _attention_bwd_fake(do, q, k, v, o, lse, causal, scale, dropout_p, seed, autotune, window):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 @runtime.triton_custom_op("gpt_triton::attention_bwd", fake=_attention_bwd_fake)
 def attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
                   lse: torch.Tensor, causal: bool, scale: float, dropout_p: float, seed: torch.Tensor | None,
-                  autotune: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return attention_backward(do, q, k, v, o, lse, causal, scale, dropout_p, seed, autotune=autotune)
+                  autotune: bool, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return attention_backward(do, q, k, v, o, lse, causal, scale, dropout_p, seed, window=window, autotune=autotune)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, causal, scale, dropout_p, seed, autotune = inputs
+    q, k, v, causal, scale, dropout_p, seed, autotune, window = inputs
     o, lse = output
     ctx.save_for_backward(q, k, v, o, lse, seed)
-    ctx.causal, ctx.scale, ctx.dropout_p, ctx.autotune = causal, scale, dropout_p, autotune
+    ctx.causal, ctx.scale, ctx.dropout_p, ctx.autotune, ctx.window = causal, scale, dropout_p, autotune, window
 
 
 def _backward(ctx, do, _dlse):
     q, k, v, o, lse, seed = ctx.saved_tensors
     dq, dk, dv = torch.ops.gpt_triton.attention_bwd(do, q, k, v, o, lse, ctx.causal, ctx.scale, ctx.dropout_p, seed,
-                                                    ctx.autotune)
-    return dq, dk, dv, None, None, None, None, None
+                                                    ctx.autotune, ctx.window)
+    return dq, dk, dv, None, None, None, None, None, None
 
 
 attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+BANDED_VIEW_WINDOW = 256  # the band the compiled-code view compiles: any width gives the same loops (a constant in the masks)
+
+
 def triton_launches(shape: tuple[int, int, int, int], dtype: torch.dtype, forward=attention_forward,
-                    backward=attention_backward) -> None:
-    """Causal forward and backward at (B, H, T, D), without and with dropout (the compiled-code
-    view); the variants' launches pass their own forward and backward."""
+                    backward=attention_backward, windows=(0, BANDED_VIEW_WINDOW)) -> None:
+    """Causal forward and backward at (B, H, T, D), without and with dropout, dense and banded (the
+    compiled-code view); the variants' launches pass their own forward and backward, dense only."""
     q = torch.empty(shape, dtype=dtype)
     lse = torch.empty(shape[:3])
     seed = torch.zeros(1, dtype=torch.int64)
-    for dropout_p in (0.0, 0.1):
-        forward(q, q, q, True, 0.125, dropout_p, seed)
-        backward(q, q, q, q, q, lse, True, 0.125, dropout_p, seed)
+    for window in windows:
+        for dropout_p in (0.0, 0.1):
+            banded = {"window": window} if window else {}
+            forward(q, q, q, True, 0.125, dropout_p, seed, **banded)
+            backward(q, q, q, q, q, lse, True, 0.125, dropout_p, seed, **banded)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
-              scale: float | None = None, dropout_p: float = 0.0, autotune: bool = True) -> torch.Tensor:
+              scale: float | None = None, dropout_p: float = 0.0, window: int | None = None,
+              autotune: bool = True) -> torch.Tensor:
     """autotune=False launches each kernel's default configuration instead of timing the candidates
     once per shape bucket (the GPU tests: correctness, not speed)."""
-    checks.check_attention_args(q, k, v, causal, SUPPORTED_DTYPES, HEAD_DIMS, scale, dropout_p)
+    checks.check_attention_args(q, k, v, causal, SUPPORTED_DTYPES, HEAD_DIMS, scale, dropout_p, window)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     # The seed is drawn from the device's generator as a tensor: no host sync, traceable by
     # torch.compile, and reproducible under torch.manual_seed.
     seed = torch.randint(0, 2**62, (1,), device=q.device) if dropout_p > 0 else None
-    return torch.ops.gpt_triton.attention_fwd(q, k, v, causal, scale, float(dropout_p), seed, autotune)[0]
+    return torch.ops.gpt_triton.attention_fwd(q, k, v, causal, scale, float(dropout_p), seed, autotune,
+                                              checks.band_width(window, k.shape[2]))[0]

@@ -60,7 +60,7 @@ def _attention_fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, h, offs_m, off
         k = k_desc.load([b, h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
         v = v_desc.load([b, h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
         acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, tl.trans(k), v, offs_m, start_n + offs_n, qk_scale, offset,
-                                      T_K, seed, bh, T_Q, dropout_p, MASK, CAUSAL, PRECISION, DROPOUT)
+                                      T_K, seed, bh, T_Q, dropout_p, MASK, CAUSAL, PRECISION, DROPOUT, 0)
     return acc, l_i, m_i
 
 
@@ -137,11 +137,11 @@ def _attention_bwd_paired_kernel(
         _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q,
                    DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
                    stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
-                   start, seed, bh, SM_SCALE, DROPOUT_P, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N, False)
+                   start, seed, bh, SM_SCALE, DROPOUT_P, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N, False, 0)
     if start < T_Q:
         _dq_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
                  stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
-                 start, seed, bh, SM_SCALE, DROPOUT_P, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_N, BLOCK_M, False)
+                 start, seed, bh, SM_SCALE, DROPOUT_P, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_N, BLOCK_M, False, 0)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -223,12 +223,16 @@ class _VariantAttention(torch.autograd.Function):
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, scale: float | None = None,
-              dropout_p: float = 0.0, *, variant: str, autotune: bool = True) -> torch.Tensor:
+              dropout_p: float = 0.0, window: int | None = None, *, variant: str, autotune: bool = True) -> torch.Tensor:
     if variant not in VARIANTS:
         raise ValueError(f"unknown attention variant {variant!r}; expected one of {list(VARIANTS)}")
+    if window is not None:
+        raise ValueError(f"attention variant {variant!r} has no banded kernels (window={window}); the default "
+                         "Triton kernels (backend 'triton') have them")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     return _VariantAttention.apply(q, k, v, causal, scale, float(dropout_p), variant, autotune)
 
 
 # The two variants at (B, H, T, D), causal, without and with dropout (the compiled-code view)
-triton_launches = functools.partial(default_launches, forward=attention_forward_tma, backward=attention_backward_paired)
+triton_launches = functools.partial(default_launches, forward=attention_forward_tma, backward=attention_backward_paired,
+                                    windows=(0,))
