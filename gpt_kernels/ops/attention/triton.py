@@ -301,8 +301,9 @@ def _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stri
                 seed, bh, QK_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, offset, T_Q, T_K, MASK: tl.constexpr,
                 PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, WINDOW: tl.constexpr):
     """dK and dV of the program's keys over the query blocks [start, end); MASK applies the causal mask and
-    the band's (the blocks crossing the diagonal or the band's edge). No select elsewhere: a query past T_Q loads as zeros (q, dO, lse, delta)
-    and adds nothing to either, and a key past T_K only makes rows the stores leave out."""
+    the band's (the blocks crossing the diagonal or the band's edge). No select elsewhere: a query past T_Q
+    loads as zeros (q, dO, lse, delta) and adds nothing to either, and a key past T_K only makes rows the
+    stores leave out."""
     for start_m in range(start, end, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         q_ok = offs_m < T_Q
@@ -337,8 +338,9 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, WINDOW: tl.constexpr):
     """dK and dV of the BLOCK_N keys from start_n, over BLOCK_M queries at a time. SPLIT: the query blocks
     that cross the diagonal (or, banded, the band's upper edge) in masked loops, the ones that see every key
-    of the tile in an unmasked one; the band's queries end where the last key leaves it. Else one masked loop (two copies of the loop hold more registers: with dropout's Philox draws, and in
-    the paired kernel beside dQ's, they spilled or halved occupancy, python -m bench.compiled)."""
+    of the tile in an unmasked one; the band's queries end where the last key leaves it. Else one masked
+    loop (two copies of the loop hold more registers: with dropout's Philox draws, and in the paired kernel
+    beside dQ's, they spilled or halved occupancy, python -m bench.compiled)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     k_ok = offs_n < T_K
@@ -392,8 +394,8 @@ def _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_
               QK_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, offset, T_Q, T_K, MASK: tl.constexpr,
               PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_N: tl.constexpr, WINDOW: tl.constexpr):
     """dQ of the program's queries over the key blocks [start, end); MASK applies the causal mask and the
-    band's (the blocks crossing the diagonal or the band's edge). No select elsewhere: a key past T_K loads as zeros and adds nothing,
-    and a query past T_Q only makes rows the store leaves out."""
+    band's (the blocks crossing the diagonal or the band's edge). No select elsewhere: a key past T_K loads
+    as zeros and adds nothing, and a query past T_Q only makes rows the store leaves out."""
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_ok = offs_n < T_K

@@ -137,7 +137,8 @@ def _attention_bwd_paired_kernel(
         _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q,
                    DK + b * stride_dkb + h * stride_dkh, DV + b * stride_dvb + h * stride_dvh,
                    stride_qt, stride_kt, stride_vt, stride_dot, stride_dkt, stride_dvt,
-                   start, seed, bh, SM_SCALE, DROPOUT_P, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N, False, 0)
+                   start, seed, bh, SM_SCALE, DROPOUT_P, T_Q, T_K, CAUSAL, HEAD_DIM, PRECISION, DROPOUT, BLOCK_M, BLOCK_N,
+                   False, 0)
     if start < T_Q:
         _dq_tile(Q_head, K_head, V_head, DO_head, LSE + bh * T_Q, Delta + bh * T_Q, DQ + b * stride_dqb + h * stride_dqh,
                  stride_qt, stride_kt, stride_vt, stride_dot, stride_dqt,
