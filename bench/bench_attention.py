@@ -5,6 +5,13 @@ backward as one kernel (both in gpt_kernels/ops/attention/variants.py).
 
 TFLOP/s from the standard count: forward 4*B*H*T*T*D, halved when causal; backward 2.5x forward.
 GPU: pytest bench/bench_attention.py --benchmark-enable --benchmark-json out.json
+
+Banded attention (GPT-3's local layers, test_banded_attention): triton in a band of w keys against
+triton-dense (the same kernels, no band), torch (the torch backend's band: FlexAttention compiled with a
+sliding-window block mask on a GPU, PyTorch's best for it; SDPA with a band mask on a CPU) and
+torch-dense (SDPA, causal), at T = 2048, 4096 and 8192 (B*T = 16384) and w = 256 and 1024; TFLOP/s
+count only the band's scores (a dense provider's rate is on the same count, so the rates compare
+as times do). Not in the one-call GPU check's quick run yet (its stage budget).
 """
 
 import contextlib
@@ -96,3 +103,48 @@ def test_attention(benchmark, shape, provider, mode):
 def q_bytes(shape) -> int:
     b, h, t, d = shape
     return b * h * t * d * torch.finfo(DTYPE).bits // 8
+
+
+# (B, H, T, D) at B*T = 16384 tokens, and the band's widths
+BANDED_SHAPES = [(16384 // t, 12, t, 64) for t in (2048, 4096, 8192)] if ON_GPU else [(1, 2, 256, 16)]
+WINDOWS = [256, 1024] if ON_GPU else [32]
+BANDED_PROVIDERS = ["triton", "triton-dense", "torch", "torch-dense"]
+
+
+def banded_call(provider, q, k, v, window):
+    backend = provider.removesuffix("-dense")
+    band = None if provider.endswith("-dense") else window
+    return lambda: gpt_kernels.attention(q, k, v, causal=True, window=band, backend=backend)
+
+
+def banded_flops(b, h, t, d, window, mode):
+    scores = t * window - window * (window - 1) // 2  # query i sees min(i + 1, window) keys
+    forward = 4 * b * h * scores * d
+    return {"forward": forward, "forward+backward": 3.5 * forward}[mode]
+
+
+@pytest.mark.skipif(QUICK, reason="not in the one-call GPU check's quick run (its stage budget)")
+@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize("provider", BANDED_PROVIDERS)
+@pytest.mark.parametrize("window", WINDOWS, ids=lambda w: f"w{w}")
+@pytest.mark.parametrize("shape", BANDED_SHAPES, ids=lambda s: "B{}-H{}-T{}-D{}".format(*s))
+def test_banded_attention(benchmark, shape, window, provider, mode):
+    b, h, t, d = shape
+    gen = torch.Generator().manual_seed(0)
+    copies = copies_to_exceed_l2(5 * q_bytes(shape))
+    inputs = [[torch.randn(shape, generator=gen).to(DEVICE, DTYPE) for _ in range(4)] for _ in range(copies)]
+    for q, k, v, _ in inputs:
+        q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+    calls = [banded_call(provider, q, k, v, window) for q, k, v, _ in inputs]
+    q, k, v, _ = inputs[0]
+    if not provider.endswith("-dense"):
+        truth = reference.attention(q.detach(), k.detach(), v.detach(), True, None, 0.0, window)
+        torch.testing.assert_close(calls[0]().float(), truth.float(), atol=3e-2, rtol=3e-2)
+    benchmark.group = f"banded attention B{b} H{h} T{t} D{d} w{window} {str(DTYPE).removeprefix('torch.')} {mode}"
+    benchmark.extra_info.update(provider=provider, B=b, H=h, T=t, D=d, window=window, mode=mode)
+    if mode == "forward":
+        with torch.no_grad():
+            run(benchmark, calls, flops=banded_flops(b, h, t, d, window, mode))
+    else:
+        timed = [lambda call=call, do=do: call().backward(do) for call, (*_, do) in zip(calls, inputs)]
+        run(benchmark, timed, flops=banded_flops(b, h, t, d, window, mode))

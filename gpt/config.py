@@ -131,6 +131,9 @@ class TrainConfig:
     # system
     device: str = option("", "cpu, cuda or cuda:N; empty: cuda if available, else cpu")
     dtype: str = option("", "float32, bfloat16 or float16; empty: bfloat16 on CUDA (float16 without bf16), float32 on CPU")
+    activation_checkpointing: bool = option(False, "keep only each block's input and recompute its activations in "
+                                                   "the backward (about a third more compute): larger models and "
+                                                   "micro-batches fit (python -m gpt.memory)")
     compile: bool | None = option(None, "torch.compile the model; unset: on for CUDA, off for CPU")
     compile_mode: str = option("default", "torch.compile mode: default, reduce-overhead (CUDA graphs) or max-autotune")
     seed: int = option(1337, "random seed")
@@ -219,6 +222,40 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
+# GPT-3 (Brown et al. 2020, table 2.1 and appendix B): context 2048, the GPT-2 tokenizer, dense and locally
+# banded layers in turn, AdamW (0.9, 0.95) with weight decay 0.1 and gradient clipping at 1.0, a linear
+# warmup over the first 375M tokens and a cosine decay to 10% over 260B, 300B tokens in all (here in
+# iterations of the preset's batch). The paper gives no band width: 256, GPT-Neo's (the open replication
+# of this pattern). GPT-3 XL's 24 heads of 128 do not make its width 2048; 16 heads of 128 do (as GPT-Neo 1.3B).
+# Micro-batches sized for one 80 GiB GPU by gpt.memory's estimate (python -m gpt.memory; none needs
+# --activation_checkpointing there), the rest accumulated: batch_size x gradient_accumulation_steps x 2048
+# is the paper's batch in tokens.
+GPT3_SIZES = {  # name: (n_layer, n_embd, n_head, batch in tokens, learning rate, micro-batch)
+    "gpt3-small": (12, 768, 12, 2**19, 6.0e-4, 32),
+    "gpt3-medium": (24, 1024, 16, 2**19, 3.0e-4, 16),
+    "gpt3-large": (24, 1536, 16, 2**19, 2.5e-4, 16),
+    "gpt3-xl": (24, 2048, 16, 2**20, 2.0e-4, 8),
+    "gpt3-2.7b": (32, 2560, 32, 2**20, 1.6e-4, 4),
+}
+GPT3_TOKENS = {"train": 300e9, "warmup": 375e6, "decay": 260e9}
+
+
+def gpt3_preset(name: str) -> dict:
+    n_layer, n_embd, n_head, batch_tokens, learning_rate, micro_batch = GPT3_SIZES[name]
+    iters = lambda tokens: round(tokens / batch_tokens)  # noqa: E731
+    return dict(
+        out_dir=f"out-{name}", tokenizer="gpt2", eval_interval=1000, eval_iters=100, log_interval=10,
+        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=2048, dropout=0.0, bias=True,
+        attention_pattern="alternating", attention_window=256,
+        batch_size=micro_batch, gradient_accumulation_steps=batch_tokens // 2048 // micro_batch,
+        learning_rate=learning_rate, max_iters=iters(GPT3_TOKENS["train"]),
+        warmup_iters=iters(GPT3_TOKENS["warmup"]), lr_decay_iters=iters(GPT3_TOKENS["decay"]),
+        beta2=0.95, weight_decay=0.1, grad_clip=1.0,
+    )
+
+
+PRESETS.update({name: gpt3_preset(name) for name in GPT3_SIZES})
+
 
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
@@ -274,6 +311,9 @@ PRESET_SUMMARIES = {
     "shakespeare-char-cpu": "the same data, a model a CPU trains in minutes: 4 layers, 128 wide, block 64 "
                             "(the default without CUDA)",
     "gpt2-124m": "GPT-2 small with the GPT-2 tokenizer, nanoGPT's train_gpt2 per GPU (use with --data or --input)",
+    **{name: f"GPT-3 {name.removeprefix('gpt3-')} (table 2.1: {n_layer} layers, {n_embd} wide, context 2048, dense and "
+             f"banded layers in turn, {batch // 2**10}K-token batches)"
+       for name, (n_layer, n_embd, _, batch, *_) in GPT3_SIZES.items()},
 }
 
 

@@ -1,9 +1,7 @@
-"""Device facts the trainer needs: which device and dtype, the peak FLOP/s behind MFU, and whether a
-configuration fits in memory before anything is allocated."""
+"""Device facts the trainer needs: which device and dtype, and the peak FLOP/s behind MFU (whether a
+configuration fits in memory: gpt/memory.py)."""
 
 from __future__ import annotations
-
-import os
 
 import torch
 
@@ -51,30 +49,3 @@ def resolve_device_dtype(cfg: TrainConfig, local_rank: int = 0) -> tuple[torch.d
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # Triton launches on the current device, whatever its tensors' device
     return device, dtype
-
-
-def activation_bytes(cfg: TrainConfig, vocab_size: int, dtype: torch.dtype, attention: str) -> int:
-    """Memory one micro-batch's forward and backward need, roughly (Korthikanti et al. 2022: 34bsh + 5as^2b
-    bytes per layer in 16-bit; the s^2 term only where attention materialises its scores), plus the
-    logits and their gradient, plus weights, gradients and AdamW's two moments in fp32."""
-    m, b = cfg.model, cfg.batch_size
-    scale = torch.finfo(dtype).bits / 16
-    per_layer = 34 * b * m.block_size * m.n_embd
-    if attention == "reference":
-        per_layer += 5 * m.n_head * m.block_size ** 2 * b
-    params = 12 * m.n_layer * m.n_embd ** 2 + (vocab_size + m.block_size) * m.n_embd
-    return int(scale * m.n_layer * per_layer + 3 * b * m.block_size * vocab_size * 4 + 16 * params)
-
-
-def device_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[1]
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_fits(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: torch.dtype, attention: str) -> None:
-    need, have = activation_bytes(cfg, vocab_size, dtype, attention), device_memory(device)
-    if need > have:
-        raise ValueError(f"this configuration needs about {need / 2**30:.1f} GiB for one micro-batch (block_size "
-                         f"{cfg.model.block_size}, batch_size {cfg.batch_size}, n_layer {cfg.model.n_layer}, n_embd "
-                         f"{cfg.model.n_embd}) but {device} has {have / 2**30:.1f} GiB: lower --batch_size or --block_size")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 import gpt_kernels
 from gpt_kernels import Kernels
@@ -139,6 +140,9 @@ class GPT(nn.Module):
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        # In training, keep only each block's inputs and recompute the rest in the backward (the trainer's
+        # --activation_checkpointing): memory for compute, the same numbers.
+        self.activation_checkpointing = False
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer)
         for name, p in self.named_parameters():
@@ -175,7 +179,10 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         pending = None
         for block in self.transformer.h:
-            x, pending = block(x, pending, cache)
+            if self.activation_checkpointing and self.training:
+                x, pending = torch.utils.checkpoint.checkpoint(block, x, pending, cache, use_reentrant=False)
+            else:
+                x, pending = block(x, pending, cache)
         if cache is not None:
             cache.length += T
         _, x = self.transformer.ln_f(x, pending)  # the last residual add, fused with the final LayerNorm

@@ -30,8 +30,9 @@ import gpt_kernels
 from . import checkpoint, hf
 from .config import MODEL_FLAGS, TrainConfig, UsageError, config_from_args, fail
 from .data import BatchSampler, ShardedData, SyntheticSampler, prepare
-from .device import check_fits, peak_flops, resolve_device_dtype
+from .device import peak_flops, resolve_device_dtype
 from .distributed import Distributed, init_distributed
+from .memory import check_fits
 from .model import GPT
 from .signals import StopSignals
 
@@ -136,7 +137,7 @@ class Trainer:
                 data.tokens(split), cfg.model.block_size, cfg.batch_size, self.device, seed, split, rank, size)
             self.make_sampler("val", 0)  # fail now, not at the first evaluation, if val is too short
         self.train_batches = self.make_sampler("train", cfg.seed, rank, size)
-        check_fits(cfg, vocab_size, self.device, self.dtype, self.ops.chosen["attention"].name)
+        check_fits(cfg, vocab_size, self.device, self.dtype, self.ops.chosen["attention"].name, self.world.world_size)
 
         if init:  # the pretrained vocabulary, which may be padded beyond the tokenizer's
             if vocab_size > init["vocab_size"]:
@@ -145,6 +146,7 @@ class Trainer:
             vocab_size = init["vocab_size"]
         self.model_config = dataclasses.replace(cfg.model, vocab_size=vocab_size)
         self.model = GPT(self.model_config, self.ops)
+        self.model.activation_checkpointing = cfg.activation_checkpointing
         if init and not cfg.resume:
             self.model.load_state_dict(hf.load_state(cfg.init_from))
             self.log(f"initialised from {cfg.init_from}")
