@@ -50,7 +50,7 @@ def prepare_steps(cfg: TrainConfig, warmup: int):
     lr = learning_rate(cfg.warmup_iters, cfg)
 
     def step() -> torch.Tensor:
-        loss, _, _ = trainer.train_step(lr)
+        loss, _, _ = trainer.train_step(lr, trainer.cfg.gradient_accumulation_steps // trainer.world.world_size)
         if cuda:
             torch.cuda.synchronize()
         return loss
@@ -69,7 +69,7 @@ def summarize(trainer: Trainer, step_times: list[float], loss: torch.Tensor) -> 
         "tokens_per_step": trainer.cfg.tokens_per_iter, "step_ms": 1e3 * step_time,
         "step_ms_spread": [1e3 * min(step_times), 1e3 * max(step_times)],
         "tok_per_s": trainer.cfg.tokens_per_iter / step_time,
-        "mfu": trainer.flops_per_iter / step_time / trainer.peak if trainer.peak else None,
+        "mfu": trainer.flops_per_token * trainer.cfg.tokens_per_iter / step_time / trainer.peak if trainer.peak else None,
         "peak_memory_GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "final_loss": loss.item(), "device": torch.cuda.get_device_name() if cuda else "cpu",
         "kernels_resolved": trainer.ops.spec(),  # what --kernels (auto, a backend name) became

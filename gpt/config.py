@@ -128,6 +128,13 @@ class TrainConfig:
     warmup_iters: int = option(100, "linear warmup steps")
     lr_decay_iters: int | None = option(None, "step at which the cosine reaches min_lr")
     min_lr: float | None = option(None, "final learning rate")
+    warmup_tokens: float = option(0, "linear warmup over this many tokens (GPT-3: 375e6), with --decay_tokens instead "
+                                     "of --warmup_iters and --lr_decay_iters")
+    decay_tokens: float = option(0, "tokens at which the cosine reaches min_lr (GPT-3: 260e9); 0: the schedule "
+                                    "counts iterations")
+    batch_ramp_tokens: float = option(0, "grow the batch linearly from 32K tokens to the full batch (its gradient "
+                                         "accumulation steps) over this many tokens (GPT-3: 4e9 to 12e9); 0: the full "
+                                         "batch from the start")
     # system
     device: str = option("", "cpu, cuda or cuda:N; empty: cuda if available, else cpu")
     dtype: str = option("", "float32, bfloat16 or float16; empty: bfloat16 on CUDA (float16 without bf16), float32 on CPU")
@@ -155,6 +162,11 @@ class TrainConfig:
         for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if min(self.warmup_tokens, self.decay_tokens, self.batch_ramp_tokens) < 0:
+            raise ValueError("--warmup_tokens, --decay_tokens and --batch_ramp_tokens must be >= 0")
+        if self.warmup_tokens and not self.decay_tokens > self.warmup_tokens:
+            raise ValueError(f"--warmup_tokens {self.warmup_tokens:g} needs --decay_tokens beyond it (the schedule "
+                             f"counts tokens from warmup to decay), got {self.decay_tokens:g}")
         if not self.learning_rate > 0:
             raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}")
         if not 0 <= self.min_lr <= self.learning_rate:
@@ -224,8 +236,10 @@ PRESETS: dict[str, dict] = {
 
 # GPT-3 (Brown et al. 2020, table 2.1 and appendix B): context 2048, the GPT-2 tokenizer, dense and locally
 # banded layers in turn, AdamW (0.9, 0.95) with weight decay 0.1 and gradient clipping at 1.0, a linear
-# warmup over the first 375M tokens and a cosine decay to 10% over 260B, 300B tokens in all (here in
-# iterations of the preset's batch). The paper gives no band width: 256, GPT-Neo's (the open replication
+# warmup over the first 375M tokens and a cosine decay to 10% over 260B (counted in tokens), the batch
+# ramped from 32K tokens over the first "4-12 billion tokens, depending on the model size" (not given per
+# size: 4B for the 0.5M-token batches, 8B for the 1M ones), 300B tokens in all (max_iters: iterations of
+# the full batch). The paper gives no band width: 256, GPT-Neo's (the open replication
 # of this pattern). GPT-3 XL's 24 heads of 128 do not make its width 2048; 16 heads of 128 do (as GPT-Neo 1.3B).
 # Micro-batches sized for one 80 GiB GPU by gpt.memory's estimate (python -m gpt.memory; none needs
 # --activation_checkpointing there), the rest accumulated: batch_size x gradient_accumulation_steps x 2048
@@ -238,6 +252,7 @@ GPT3_SIZES = {  # name: (n_layer, n_embd, n_head, batch in tokens, learning rate
     "gpt3-2.7b": (32, 2560, 32, 2**20, 1.6e-4, 4),
 }
 GPT3_TOKENS = {"train": 300e9, "warmup": 375e6, "decay": 260e9}
+GPT3_RAMP_TOKENS = {2**19: 4e9, 2**20: 8e9}  # batch in tokens: its ramp
 
 
 def gpt3_preset(name: str) -> dict:
@@ -248,8 +263,8 @@ def gpt3_preset(name: str) -> dict:
         n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=2048, dropout=0.0, bias=True,
         attention_pattern="alternating", attention_window=256,
         batch_size=micro_batch, gradient_accumulation_steps=batch_tokens // 2048 // micro_batch,
-        learning_rate=learning_rate, max_iters=iters(GPT3_TOKENS["train"]),
-        warmup_iters=iters(GPT3_TOKENS["warmup"]), lr_decay_iters=iters(GPT3_TOKENS["decay"]),
+        learning_rate=learning_rate, max_iters=iters(GPT3_TOKENS["train"]), warmup_tokens=GPT3_TOKENS["warmup"],
+        decay_tokens=GPT3_TOKENS["decay"], batch_ramp_tokens=GPT3_RAMP_TOKENS[batch_tokens],
         beta2=0.95, weight_decay=0.1, grad_clip=1.0,
     )
 

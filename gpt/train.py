@@ -37,16 +37,33 @@ from .model import GPT
 from .signals import StopSignals
 
 
-def learning_rate(it: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then constant."""
+def learning_rate(it: int, cfg: TrainConfig, tokens_seen: int = 0) -> float:
+    """Linear warmup, then cosine decay to min_lr, then constant: over iterations (warmup_iters,
+    lr_decay_iters), or over the tokens seen before this step (warmup_tokens, decay_tokens) where given."""
     if not cfg.decay_lr:
         return cfg.learning_rate
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it >= cfg.lr_decay_iters:
+    at, warmup, end = (tokens_seen, cfg.warmup_tokens, cfg.decay_tokens) if cfg.decay_tokens else (
+        it, cfg.warmup_iters, cfg.lr_decay_iters)
+    if at < warmup:
+        return cfg.learning_rate * (at + 1) / (warmup + 1)
+    if at >= end:
         return cfg.min_lr
-    ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
+    ratio = (at - warmup) / max(1, end - warmup)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+
+RAMP_START_TOKENS = 32768  # GPT-3's first batch (appendix B: "a small value (32k tokens)")
+
+
+def accumulation_steps(tokens_seen: int, cfg: TrainConfig, world_size: int = 1) -> int:
+    """Micro-steps on each rank for the next optimizer step. With --batch_ramp_tokens the batch grows linearly
+    with the tokens seen, from the micro-steps that hold RAMP_START_TOKENS (at least one) to the full batch."""
+    full = cfg.gradient_accumulation_steps // world_size
+    if tokens_seen >= cfg.batch_ramp_tokens:
+        return full
+    micro_step = cfg.batch_size * cfg.model.block_size * world_size  # tokens of one micro-step on every rank
+    target = RAMP_START_TOKENS + (cfg.tokens_per_iter - RAMP_START_TOKENS) * tokens_seen / cfg.batch_ramp_tokens
+    return min(full, max(1, round(target / micro_step)))
 
 
 RUN_FILES = ("last.safetensors", "last.state.pt", "best.safetensors", "metrics.jsonl", "loss.png")
@@ -117,7 +134,6 @@ class Trainer:
         if cfg.gradient_accumulation_steps % self.world.world_size:
             raise UsageError(f"--gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be divisible "
                              f"by the number of processes ({self.world.world_size}) to keep the global batch")
-        self.accum = cfg.gradient_accumulation_steps // self.world.world_size  # micro-steps on this rank
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
 
         rank, size = self.world.rank, self.world.world_size
@@ -152,7 +168,7 @@ class Trainer:
             self.log(f"initialised from {cfg.init_from}")
         self.model.to(self.device)
         torch.manual_seed(cfg.seed + self.world.rank)  # per-rank dropout streams
-        self.iter_num, self.best_val_loss = 0, float("inf")
+        self.iter_num, self.best_val_loss, self.tokens_seen = 0, float("inf"), 0
         saved = self.load_last() if cfg.resume else None
         self.fsdp = cfg.fsdp and self.world.enabled
         if self.fsdp:
@@ -180,7 +196,7 @@ class Trainer:
             self.forward = DistributedDataParallel(
                 self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.peak = peak_flops(self.device, self.dtype)
-        self.flops_per_iter = self.model.flops_per_token() * cfg.tokens_per_iter
+        self.flops_per_token = self.model.flops_per_token()
         self.signals = StopSignals()
         # Counted on the device between log points: non-finite steps, and the first one's iteration
         self.nonfinite_steps = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -213,7 +229,8 @@ class Trainer:
                                     self.tokenizer_meta, dataclasses.asdict(self.cfg))
             if tag == "last":
                 checkpoint.save_train_state(self.out_dir / "last.state.pt", {
-                    "iter_num": self.iter_num, "best_val_loss": self.best_val_loss, "optimizer": optimizer,
+                    "iter_num": self.iter_num, "best_val_loss": self.best_val_loss, "tokens_seen": self.tokens_seen,
+                    "optimizer": optimizer,
                     "optimizer_format": "fsdp-full" if self.fsdp else "plain", "scaler": self.scaler.state_dict(),
                     "train_batches": self.train_batches.state_dict(), "rng": rngs,
                     "train_config": dataclasses.asdict(self.cfg), "gpt_config": self.model_config.to_dict(),
@@ -235,6 +252,8 @@ class Trainer:
             self.log(f"note: the checkpoint was written by {len(rngs)} processes, now {self.world.world_size}: "
                      "dropout streams start afresh (the data order continues)")
         self.iter_num, self.best_val_loss = state["iter_num"], state["best_val_loss"]
+        # a checkpoint from before the token schedule: every step had the full batch
+        self.tokens_seen = state.get("tokens_seen", self.iter_num * self.cfg.tokens_per_iter)
         self.log(f"resuming from {self.out_dir} at iteration {self.iter_num}")
         return state
 
@@ -275,26 +294,26 @@ class Trainer:
             return contextlib.nullcontext()
         return contextlib.nullcontext() if last_micro_step else self.forward.no_sync()
 
-    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward and backward over the micro-batches, clip, step. Returns, on the device and unread: the loss
+    def train_step(self, lr: float, accum: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward and backward over accum micro-batches, clip, step. Returns, on the device and unread: the loss
         (mean over micro-batches and ranks), the gradient norm, and whether the step was non-finite (and so skipped)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
-        for micro in range(self.accum):
+        for micro in range(accum):
             x, y = self.train_batches.next_batch()
-            with self._sync_gradients(micro == self.accum - 1):
+            with self._sync_gradients(micro == accum - 1):
                 with self.autocast:
                     _, loss = self.forward(x, y)
                 total += loss.detach().float()
-                self.scaler.scale(loss / self.accum).backward()
+                self.scaler.scale(loss / accum).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                    self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
             grad_norm = grad_norm.full_tensor()
         # The mean over ranks, the figure to log; it also makes the skip decision the same on every rank.
-        loss = self.world.all_reduce(total / self.accum) / self.world.world_size
+        loss = self.world.all_reduce(total / accum) / self.world.world_size
         if self.scaler.is_enabled():
             # fp16: an inf gradient is routine and the scaler skips that step itself (as it does a
             # non-finite loss, whose gradients are non-finite); only the loss counts as a fault
@@ -341,7 +360,7 @@ class Trainer:
         in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers need it
         start, t0 = self.iter_num, time.perf_counter()
         progress = Progress(cfg.max_iters, start, cfg.progress and self.world.is_main)
-        last_log_time, last_log_iter = t0, start
+        last_log_time, last_log_tokens = t0, self.tokens_seen
         summary = {"iter": start, "best_val_loss": self.best_val_loss}
         point = {"signalled": False, "out_of_time": False}  # what the last log point read
         unread = None  # the newest step's (loss, grad norm), when no log point has read it yet
@@ -387,9 +406,12 @@ class Trainer:
                         if out_of_time or reached:
                             summary["stopped_by"] = "time budget" if out_of_time else "target val loss"
                         return summary
-                    lr = learning_rate(it, cfg)
+                    lr = learning_rate(it, cfg, self.tokens_seen)
+                    accum = accumulation_steps(self.tokens_seen, cfg, self.world.world_size)
                     step_start = time.perf_counter()
-                    loss, grad_norm, nonfinite = self.train_step(lr)
+                    loss, grad_norm, nonfinite = self.train_step(lr, accum)
+                    batch_tokens = accum * self.world.world_size * cfg.batch_size * cfg.model.block_size
+                    self.tokens_seen += batch_tokens
                     self.nonfinite_steps += nonfinite
                     self.first_nonfinite = torch.where(nonfinite & (self.first_nonfinite < 0), it, self.first_nonfinite)
                     self.iter_num += 1
@@ -401,10 +423,11 @@ class Trainer:
                             self.first_step_s = time.perf_counter() - step_start
                             self.note_first_step(it)
                         now = time.perf_counter()
-                        tok_per_s = cfg.tokens_per_iter * (self.iter_num - last_log_iter) / (now - last_log_time)
-                        mfu = self.flops_per_iter / cfg.tokens_per_iter * tok_per_s / self.peak if self.peak else None
+                        tok_per_s = (self.tokens_seen - last_log_tokens) / (now - last_log_time)
+                        mfu = self.flops_per_token * tok_per_s / self.peak if self.peak else None
                         record = {"iter": it, "loss": point["loss"], "grad_norm": point["grad_norm"], "lr": lr,
-                                  "tok_per_s": tok_per_s, "mfu": mfu, "elapsed_s": now - t0} | record
+                                  "tokens": self.tokens_seen, "batch_tokens": batch_tokens, "tok_per_s": tok_per_s,
+                                  "mfu": mfu, "elapsed_s": now - t0} | record
                         if point["nonfinite_steps"]:
                             record |= {"nonfinite_steps": point["nonfinite_steps"],
                                        "first_nonfinite": point["first_nonfinite"]}
@@ -412,7 +435,7 @@ class Trainer:
                             metrics.write(json.dumps(record) + "\n")
                             metrics.flush()
                         progress.record(record)
-                        last_log_time, last_log_iter = now, self.iter_num
+                        last_log_time, last_log_tokens = now, self.tokens_seen
                     progress.update()
         finally:
             progress.close()
@@ -487,7 +510,8 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
     train = [(r["iter"], r["loss"]) for r in records if "loss" in r]
     val = [(r["iter"], r["val_loss"]) for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    schedule = [(r["tokens"], r["lr"], r["batch_tokens"]) for r in records if "batch_tokens" in r]
+    fig, (ax, below) = plt.subplots(2, 1, figsize=(7, 6), height_ratios=(2, 1))
     if train:
         ax.plot(*zip(*train), label="train (batch)", alpha=0.6)
     if val:
@@ -496,6 +520,15 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     ax.set_ylabel("cross-entropy loss")
     ax.legend()
     ax.grid(alpha=0.3)
+    if schedule:  # the schedule against the tokens seen: learning rate, and the batch (ramped or not)
+        tokens, lrs, batches = zip(*schedule)
+        below.plot(tokens, lrs, color="C2")
+        below.set_ylabel("learning rate", color="C2")
+        batch_axis = below.twinx()
+        batch_axis.step(tokens, batches, where="post", color="C3")
+        batch_axis.set_ylabel("batch (tokens)", color="C3")
+    below.set_xlabel("tokens seen")
+    below.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
     plt.close(fig)

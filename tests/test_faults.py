@@ -82,15 +82,15 @@ def nan_at_iteration(monkeypatch):
     calls = {"n": 0}
     original = train.Trainer.train_step
 
-    def poisoned(self, lr):
+    def poisoned(self, lr, accum):
         calls["n"] += 1
         if calls["n"] == 8:
             handle = self.model.lm_head.register_forward_hook(lambda m, i, out: out * float("nan"))
             try:
-                return original(self, lr)
+                return original(self, lr, accum)
             finally:
                 handle.remove()
-        return original(self, lr)
+        return original(self, lr, accum)
 
     monkeypatch.setattr(train.Trainer, "train_step", poisoned)
 
@@ -258,7 +258,7 @@ def test_a_second_signal_stops_at_once(tmp_path, corpus, data_cache):
     """The first SIGTERM waits for the step to end; the second does not. The step here never ends (a
     stand-in for one long kernel call), so only the second signal can stop the run."""
     child = "import sys, time; from gpt import train; " \
-            "train.Trainer.train_step = lambda self, lr: time.sleep(3600); train.main(sys.argv[1:])"
+            "train.Trainer.train_step = lambda self, lr, accum: time.sleep(3600); train.main(sys.argv[1:])"
     command = [sys.executable, "-c", child, *base_args(tmp_path, corpus, data_cache), "--max_iters", "10",
                "--eval_interval", "1000", "--eval_iters", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,3 +1,4 @@
+import itertools
 import json
 import os
 import re
@@ -118,7 +119,8 @@ def test_cli_flags_and_presets():
     assert cfg.model.n_layer == 4 and cfg.model.block_size == 64 and cfg.batch_size == 12
     cfg, preset, _ = config_from_args([], cuda_available=True)
     assert preset == "shakespeare-char" and (cfg.model.n_layer, cfg.model.n_embd, cfg.model.dropout) == (6, 384, 0.2)
-    assert set(PRESETS) == {"shakespeare-char", "shakespeare-char-cpu", "gpt2-124m"}
+    assert set(PRESETS) == {"shakespeare-char", "shakespeare-char-cpu", "gpt2-124m", "gpt3-small", "gpt3-medium",
+                            "gpt3-large", "gpt3-xl", "gpt3-2.7b"}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -310,11 +312,11 @@ def test_steps_between_log_points_never_synchronize_the_gpu(tmp_path, corpus, da
     modes = []  # the sync debug mode at the start of each step
     original_step, original_read = train.Trainer.train_step, train.Trainer.read_log_point
 
-    def step(self, lr):
+    def step(self, lr, accum):
         if modes:
             torch.cuda.set_sync_debug_mode("error")
         modes.append(torch.cuda.get_sync_debug_mode())
-        out = original_step(self, lr)
+        out = original_step(self, lr, accum)
         if len(modes) == 1:
             torch.cuda.synchronize()  # the first step's compilation and autotuning may wait for the GPU
         torch.cuda.set_sync_debug_mode("error")
@@ -402,3 +404,40 @@ def test_a_named_gpu_becomes_the_current_device(monkeypatch):
     cfg, _, _ = config_from_args(["--device", "cuda:1"])
     assert resolve_device_dtype(cfg) == (torch.device("cuda", 1), torch.bfloat16)
     assert made_current == [torch.device("cuda", 1)]
+
+
+def test_the_batch_ramp_grows_the_accumulation_steps_with_the_tokens_seen():
+    """GPT-3's ramp: from the micro-steps holding 32K tokens (at least one) to the full batch, linear in tokens."""
+    cfg, _, _ = config_from_args(["--block_size", "64", "--batch_size", "8", "--gradient_accumulation_steps", "256",
+                                  "--batch_ramp_tokens", "1e6"])  # micro-step: 512 tokens; full batch: 131,072
+    steps = [train.accumulation_steps(tokens, cfg) for tokens in (0, 250_000, 500_000, 999_999, 1_000_000, 5e6)]
+    assert steps[0] == 32768 // 512 and steps[-2:] == [256, 256]
+    assert steps == sorted(steps) and steps[2] == round((32768 + (131072 - 32768) * 0.5) / 512)
+    assert train.accumulation_steps(0, cfg, world_size=4) == 32768 // 2048  # all ranks' micro-steps hold the 32K
+    unramped, _, _ = config_from_args(["--gradient_accumulation_steps", "4"])
+    assert train.accumulation_steps(0, unramped, world_size=2) == 2
+
+
+def test_the_learning_rate_schedule_in_tokens():
+    cfg, _, _ = config_from_args(["--learning_rate", "1e-3", "--warmup_tokens", "1000", "--decay_tokens", "11000"])
+    lr = lambda tokens: train.learning_rate(0, cfg, tokens)  # noqa: E731  (the iteration no longer counts)
+    assert lr(0) < lr(500) < lr(999) < 1e-3
+    assert lr(1000) == pytest.approx(1e-3) and lr(6000) == pytest.approx((1e-3 + 1e-4) / 2)
+    assert lr(11000) == lr(10**9) == pytest.approx(1e-4)
+    with pytest.raises(SystemExit):
+        config_from_args(["--warmup_tokens", "1000"])  # without --decay_tokens beyond it
+
+
+def test_the_token_schedule_is_in_the_metrics_and_exact_across_resume(tmp_path, corpus, data_cache):
+    """Batch ramp and token-counted learning rate, interrupted and resumed: the same losses, rates and batches."""
+    common = ["--eval_interval", "6", "--dropout", "0.1", "--batch_size", "32", "--gradient_accumulation_steps", "64",
+              "--batch_ramp_tokens", "300000", "--warmup_tokens", "100000", "--decay_tokens", "1000000"]
+    full = run(tmp_path / "full", corpus, data_cache, "--max_iters", "12", *common)
+    run(tmp_path / "parts", corpus, data_cache, "--max_iters", "6", *common)
+    resumed = run(tmp_path / "parts", corpus, data_cache, "--max_iters", "12", "--resume", "true", *common)
+    schedule = lambda records: [(r["iter"], r["loss"], r["lr"], r["tokens"], r["batch_tokens"])  # noqa: E731
+                                for r in records if "loss" in r]
+    assert schedule(resumed) == schedule(full)
+    batches = [b for *_, b in schedule(full)]
+    assert batches[0] == 32768 < batches[-1] == 64 * 32 * 32 and batches == sorted(batches)  # 32 x 32 a micro-step
+    assert [t for *_, t, _ in schedule(full)] == list(itertools.accumulate(batches))
