@@ -151,11 +151,24 @@ def _dropout_keep(seed, bh, queries, keys, T_Q, T_K, dropout_p):
 
 
 @triton.jit
+def _visible(positions, keys, CAUSAL: tl.constexpr, WINDOW: tl.constexpr):
+    """Whether the queries at `positions` see `keys` (broadcasting shapes): at or before them (CAUSAL) and, in
+    a band (WINDOW > 0), fewer than WINDOW before them. Each loop asks only for the edges its blocks cross."""
+    if CAUSAL:
+        visible = positions >= keys
+        if WINDOW > 0:
+            visible = visible & (positions - WINDOW < keys)
+    else:
+        visible = positions - WINDOW < keys
+    return visible
+
+
+@triton.jit
 def _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
                   MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
                   WINDOW: tl.constexpr):
     """One key tile (kt: HEAD_DIM x BLOCK_N, v: BLOCK_N x HEAD_DIM) through the online softmax; MASK
-    applies the key-bound, causal and band (WINDOW > 0) masks. With DROPOUT the normaliser l_i sums every
+    applies the key bound, and the causal (CAUSAL) and band (WINDOW > 0) masks. With DROPOUT the normaliser l_i sums every
     probability; only the kept ones, scaled by 1 / (1 - dropout_p), reach the output. The scores are
     scaled before the row max (one multiply a score more than the Triton tutorial's fold into exp2):
     folded, the loop was 13% shorter but held 12-25 more registers, and the tiles at the register limit
@@ -163,10 +176,8 @@ def _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, 
     s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base-2 units
     if MASK:
         visible = (keys < T_K)[None, :]
-        if CAUSAL:
-            visible = visible & (offs_m[:, None] + offset >= keys[None, :])
-        if WINDOW > 0:
-            visible = visible & (offs_m[:, None] + offset - WINDOW < keys[None, :])
+        if CAUSAL or WINDOW > 0:
+            visible = visible & _visible(offs_m[:, None] + offset, keys[None, :], CAUSAL, WINDOW)
         s = tl.where(visible, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
@@ -261,16 +272,19 @@ def _attention_fwd_kernel(
     start, diagonal_start = 0, full_end
     if WINDOW > 0:  # the tiles crossing the band's lower edge, masked; then those wholly inside it
         band_start, start = _band_ranges(start_m, offset, WINDOW, BLOCK_M, BLOCK_N)
+        # a band at least a tile pair wide: those tiles all lie before every row's diagonal
         acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
                                              offs_d, band_start, tl.minimum(start, end), qk_scale, offset, T_K, seed,
-                                             bh, T_Q, DROPOUT_P, True, CAUSAL, BLOCK_N, PRECISION, DROPOUT, WINDOW)
+                                             bh, T_Q, DROPOUT_P, True, WINDOW < BLOCK_M + BLOCK_N, BLOCK_N, PRECISION,
+                                             DROPOUT, WINDOW)
         diagonal_start = tl.maximum(full_end, start)
     acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
                                          offs_d, start, full_end, qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
                                          False, CAUSAL, BLOCK_N, PRECISION, DROPOUT, WINDOW)
+    # the diagonal tiles start at or after the first key every row's band holds: no band mask there
     acc, l_i, m_i = _attention_fwd_tiles(acc, l_i, m_i, q, K_tile, V_tile, stride_kt, stride_vt, offs_m, offs_n,
                                          offs_d, diagonal_start, end, qk_scale, offset, T_K, seed, bh, T_Q, DROPOUT_P,
-                                         True, CAUSAL, BLOCK_N, PRECISION, DROPOUT, WINDOW)
+                                         True, CAUSAL, BLOCK_N, PRECISION, DROPOUT, 0)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_safe[:, None]
     tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
@@ -300,8 +314,8 @@ def _attention_bwd_preprocess_kernel(
 def _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n, offs_d, start, end,
                 seed, bh, QK_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, offset, T_Q, T_K, MASK: tl.constexpr,
                 PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, WINDOW: tl.constexpr):
-    """dK and dV of the program's keys over the query blocks [start, end); MASK applies the causal mask and
-    the band's (the blocks crossing the diagonal or the band's edge). No select elsewhere: a query past T_Q
+    """dK and dV of the program's keys over the query blocks [start, end); MASK applies the causal mask (the
+    blocks crossing the diagonal), WINDOW > 0 the band's (the blocks crossing its edge). No select elsewhere: a query past T_Q
     loads as zeros (q, dO, lse, delta) and adds nothing to either, and a key past T_K only makes rows the
     stores leave out."""
     for start_m in range(start, end, BLOCK_M):
@@ -313,11 +327,8 @@ def _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stri
         delta = tl.load(Delta_bh + offs_m, mask=q_ok, other=0.0)
         qkt = tl.dot(k, qt, input_precision=PRECISION)  # (BLOCK_N, BLOCK_M) = S^T, unscaled
         pt = tl.exp2(qkt * QK_SCALE - lse[None, :])  # P^T: the scale and the subtraction in one FMA
-        if MASK:
-            visible = offs_m[None, :] + offset >= offs_n[:, None]
-            if WINDOW > 0:
-                visible = visible & (offs_m[None, :] + offset - WINDOW < offs_n[:, None])
-            pt = tl.where(visible, pt, 0.0)
+        if MASK or WINDOW > 0:
+            pt = tl.where(_visible(offs_m[None, :] + offset, offs_n[:, None], MASK, WINDOW), pt, 0.0)
         dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T: the gradient of the dropped P
         if DROPOUT:  # O = Z V with Z = P * keep / (1 - p): dV = Z^T dO, dP = dZ * keep / (1 - p)
             keep = _dropout_keep(seed, bh, offs_m[None, :], offs_n[:, None], T_Q, T_K, DROPOUT_P)
@@ -369,19 +380,21 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
         diagonal_end = last_m
     elif WINDOW > 0:
         diagonal_end = tl.minimum(diagonal_end, last_m)
+    # The diagonal blocks' queries are fewer than BLOCK_M + BLOCK_N past the tile's first key: a band at least
+    # that wide leaves none of its keys out there.
     dk, dv = _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n, offs_d,
                          first_m, diagonal_end, seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, CAUSAL, PRECISION,
-                         DROPOUT, BLOCK_M, WINDOW)
+                         DROPOUT, BLOCK_M, WINDOW if not SPLIT or WINDOW < BLOCK_M + BLOCK_N else 0)
     if SPLIT:
         inside = tl.maximum(diagonal_end, first_m)
         inside_end = tl.minimum(band_edge, last_m)
         dk, dv = _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n, offs_d,
                              inside, inside_end, seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, False, PRECISION,
-                             DROPOUT, BLOCK_M, WINDOW)
-        if WINDOW > 0:  # the blocks crossing the band's upper edge
+                             DROPOUT, BLOCK_M, 0)
+        if WINDOW > 0:  # the blocks crossing the band's upper edge, all past the diagonal
             dk, dv = _dkdv_steps(dk, dv, k, v, Q_head, DO_head, LSE_bh, Delta_bh, stride_qt, stride_dot, offs_n,
                                  offs_d, tl.maximum(inside, inside_end), last_m, seed, bh, qk_scale, DROPOUT_P, offset,
-                                 T_Q, T_K, True, PRECISION, DROPOUT, BLOCK_M, WINDOW)
+                                 T_Q, T_K, False, PRECISION, DROPOUT, BLOCK_M, WINDOW)
     dk *= SM_SCALE
     tl.store(DK_head + offs_n[:, None] * stride_dkt + offs_d[None, :], dk.to(DK_head.dtype.element_ty),
              mask=k_ok[:, None])
@@ -393,8 +406,8 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
 def _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, start, end, seed, bh,
               QK_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr, offset, T_Q, T_K, MASK: tl.constexpr,
               PRECISION: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_N: tl.constexpr, WINDOW: tl.constexpr):
-    """dQ of the program's queries over the key blocks [start, end); MASK applies the causal mask and the
-    band's (the blocks crossing the diagonal or the band's edge). No select elsewhere: a key past T_K loads
+    """dQ of the program's queries over the key blocks [start, end); MASK applies the causal mask (the blocks
+    crossing the diagonal), WINDOW > 0 the band's (the blocks crossing its edge). No select elsewhere: a key past T_K loads
     as zeros and adds nothing, and a query past T_Q only makes rows the store leaves out."""
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -403,11 +416,8 @@ def _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_
         vt = tl.load(V_head + offs_n[None, :] * stride_vt + offs_d[:, None], mask=k_ok[None, :], other=0.0)
         qk = tl.dot(q, kt, input_precision=PRECISION)
         p = tl.exp2(qk * QK_SCALE - lse[:, None])
-        if MASK:
-            visible = offs_m[:, None] + offset >= offs_n[None, :]
-            if WINDOW > 0:
-                visible = visible & (offs_m[:, None] + offset - WINDOW < offs_n[None, :])
-            p = tl.where(visible, p, 0.0)
+        if MASK or WINDOW > 0:
+            p = tl.where(_visible(offs_m[:, None] + offset, offs_n[None, :], MASK, WINDOW), p, 0.0)
         dp = tl.dot(do, vt, input_precision=PRECISION)
         if DROPOUT:
             keep = _dropout_keep(seed, bh, offs_m[:, None], offs_n[None, :], T_Q, T_K, DROPOUT_P)
@@ -446,16 +456,17 @@ def _dq_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DQ_head,
     diagonal_start = full_end
     if not SPLIT:
         start, diagonal_start = band_start, band_start
-    elif WINDOW > 0:  # the key blocks crossing the band's lower edge
+    elif WINDOW > 0:  # the key blocks crossing the band's lower edge (before the diagonal in a band this wide)
         dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, band_start,
-                       tl.minimum(start, end), seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, True, PRECISION,
-                       DROPOUT, BLOCK_N, WINDOW)
+                       tl.minimum(start, end), seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K,
+                       WINDOW < BLOCK_M + BLOCK_N, PRECISION, DROPOUT, BLOCK_N, WINDOW)
         diagonal_start = tl.maximum(full_end, start)
     if SPLIT:
         dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, start, full_end,
-                       seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, False, PRECISION, DROPOUT, BLOCK_N, WINDOW)
+                       seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, False, PRECISION, DROPOUT, BLOCK_N, 0)
     dq = _dq_steps(dq, q, do, lse, delta, K_head, V_head, stride_kt, stride_vt, offs_m, offs_d, diagonal_start, end,
-                   seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, CAUSAL, PRECISION, DROPOUT, BLOCK_N, WINDOW)
+                   seed, bh, qk_scale, DROPOUT_P, offset, T_Q, T_K, CAUSAL, PRECISION, DROPOUT, BLOCK_N,
+                   0 if SPLIT else WINDOW)  # split: the diagonal blocks start inside every row's band
     dq *= SM_SCALE
     tl.store(DQ_head + offs_m[:, None] * stride_dqt + offs_d[None, :], dq.to(DQ_head.dtype.element_ty),
              mask=q_ok[:, None])
