@@ -518,7 +518,8 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
         ax.plot(*zip(*val), "o-", label="val")
     ax.set_xlabel("iteration")
     ax.set_ylabel("cross-entropy loss")
-    ax.legend()
+    if train or val:  # a run stopped before its first record has none
+        ax.legend()
     ax.grid(alpha=0.3)
     if schedule:  # the schedule against the tokens seen: learning rate, and the batch (ramped or not)
         tokens, lrs, batches = zip(*schedule)
