@@ -16,7 +16,7 @@ DEVICE = "cuda" if ON_GPU else "cpu"
 L2_BYTES = 64 << 20  # at least the L2 of an H100 (50 MB) / H200
 QUICK = False  # pytest's --quick (bench/conftest.py), the one-call GPU check: fewer shapes and rounds
 # In the quick run the measured alternatives (variants) launch their default configuration: their own
-# autotuning alone would compile 28 configurations more than the one-call budget allows (bench.rehearsal).
+# autotuning alone would compile 28 configurations more than the one-call budget allows (tools.rehearsal).
 VARIANTS_AUTOTUNE_IN_QUICK = False
 
 

@@ -188,7 +188,7 @@ class TrainConfig:
         gpt_kernels.registry.parse_spec(self.kernels)  # raises on a bad spec, naming the choices
         if self.auto_table and not Path(self.auto_table).is_file():
             raise ValueError(f"--auto_table {self.auto_table!r} is not a file (a table of measured backends, "
-                             "as bench/gpu_check.py writes auto_backends.json)")
+                             "as tools/gpu_check.py writes auto_backends.json)")
 
     @classmethod
     def from_flat(cls, values: dict) -> TrainConfig:

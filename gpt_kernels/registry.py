@@ -53,7 +53,7 @@ class Shapes:
 @dataclass(frozen=True)
 class Op:
     """What everything that lists ops reads, declared once in the op's package: the benchmarks, the
-    GPU check, CI's extension check and the compiled-code view (python -m bench.compiled)."""
+    GPU check, CI's extension check and the compiled-code view (python -m tools.compiled)."""
     name: str
     shapes: Shapes
     model_shapes: tuple[tuple[int, ...], ...]  # GPT-2 124M's shapes, where the compiled-code checks apply
@@ -69,7 +69,7 @@ class Op:
     # the lower-bound times of the compiled-code view.
     cost: Callable[[tuple[int, ...], int], dict[str, tuple[int, float]]] | None = None
     # Triton kernel -> (what its inner loop steps over, its constexprs -> how many of them one program covers
-    # a step): the compiled-code view's instructions per element (python -m bench.compiled).
+    # a step): the compiled-code view's instructions per element (python -m tools.compiled).
     loop_elements: dict[str, tuple[str, Callable[[dict], int]]] = field(default_factory=dict)
 
 

@@ -387,7 +387,7 @@ def test_dropout_gpu_catches_a_planted_defect(defect):
 
 
 def test_autotune_candidates_that_cannot_pay_off_are_pruned_before_benchmarking(monkeypatch):
-    """The rules bench.compiled's sm_90 and sm_80 facts gave: no mma.sync-sized own tile on sm_90, no
+    """The rules tools.compiled's sm_90 and sm_80 facts gave: no mma.sync-sized own tile on sm_90, no
     spilling tile, no tile over the shared-memory limit (checked in CI on the compiled code itself)."""
     import triton
 

@@ -1,4 +1,4 @@
-"""bench.compiled: the occupancy rules, the SASS reading, and each check failing on a kernel that
+"""tools.compiled: the occupancy rules, the SASS reading, and each check failing on a kernel that
 plants its violation (compiled for sm_90 here, no GPU), passing on the same kernel done right."""
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import compiled
+from tools import compiled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ PLANTED = textwrap.dedent('''
     os.environ["TRITON_INTERPRET"] = "0"
     sys.path.insert(0, sys.argv[1])
     import torch, triton, triton.language as tl
-    from bench import compiled
+    from tools import compiled
 
     @triton.jit
     def copy_rows(X, Y, stride, N, BLOCK: tl.constexpr):

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 import gpt_kernels
-from bench import gpu_check
+from tools import gpu_check
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dry_run_of_the_whole_check(tmp_path, corpus):
-    """bench/gpu_check.sh --dry-run, as CI runs it: every stage, the report, and at most 8 files left."""
+    """tools/gpu_check.sh --dry-run, as CI runs it: every stage, the report, and at most 8 files left."""
     out = tmp_path / "out"
     env = os.environ | {"GPT_SHAKESPEARE": str(corpus), "PYTHON": sys.executable, "GPT_COMMIT": "abc123"}
     # the budgets are the GPU's; the interpreter on 2 cores runs the tiny shapes at about their size
-    result = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run", str(out), "--budget-scale", "4"], cwd=ROOT, env=env,
+    result = subprocess.run(["bash", "tools/gpu_check.sh", "--dry-run", str(out), "--budget-scale", "4"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -128,8 +128,8 @@ def test_unknown_stage_is_rejected(tmp_path, capsys):
 
 
 def test_sweep_dry_run(tmp_path):
-    """bench/sweep.py's logic on the CPU: ceilings, one configuration per kernel, each checked and timed."""
-    result = subprocess.run([sys.executable, "-m", "bench.sweep", "--out", str(tmp_path), "--dry-run"],
+    """tools/sweep.py's logic on the CPU: ceilings, one configuration per kernel, each checked and timed."""
+    result = subprocess.run([sys.executable, "-m", "tools.sweep", "--out", str(tmp_path), "--dry-run"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     sweep = json.loads((tmp_path / "sweep.json").read_text())

@@ -1,4 +1,4 @@
-"""bench.rehearsal: the GPU path on a CPU passes the code as it is, and finds autotuners built again at every
+"""tools.rehearsal: the GPU path on a CPU passes the code as it is, and finds autotuners built again at every
 call, as the attention variants' were through torch's higher-order op (where each one re-tuned), and a launch
 option that a compiled graph drops, as the LayerNorm backward's enable_fp_fusion=False was."""
 
@@ -15,7 +15,7 @@ PLANTED = """
 import contextlib, sys
 import gpt_kernels.runtime
 gpt_kernels.runtime.eager_launches = contextlib.nullcontext  # the variants' launches back through the HOP
-from bench import rehearsal
+from tools import rehearsal
 sys.exit(rehearsal.main(["--check", "--ops", "attention"]))
 """
 
@@ -32,7 +32,7 @@ class WithOption:
         launch = self.kernel[grid]
         return lambda *args, **kwargs: launch(*args, **kwargs, enable_fp_fusion=False)
 layer_norm.wrap_triton = WithOption
-from bench import rehearsal
+from tools import rehearsal
 sys.exit(rehearsal.main(["--check", "--ops", "layer_norm"]))
 """
 
@@ -51,7 +51,7 @@ Path(folder, "planted_layer_norm.py").write_text(
 sys.path.insert(0, folder)
 import planted_layer_norm
 layer_norm._layer_norm_fwd_kernel = planted_layer_norm._layer_norm_fwd_kernel
-from bench import rehearsal
+from tools import rehearsal
 sys.exit(rehearsal.main(["--check", "--ops", "layer_norm"]))
 """
 
@@ -63,7 +63,7 @@ def rehearse(code: str) -> subprocess.CompletedProcess:
 
 
 def test_the_rehearsal_passes_the_code_and_catches_a_kernel_that_retunes_every_call():
-    fine = rehearse("import sys; from bench import rehearsal; sys.exit(rehearsal.main(['--check', '--ops', 'attention']))")
+    fine = rehearse("import sys; from tools import rehearsal; sys.exit(rehearsal.main(['--check', '--ops', 'attention']))")
     assert fine.returncode == 0 and "rehearsal: no problems" in fine.stdout, fine.stdout[-2000:] + fine.stderr[-2000:]
     assert "attention triton (8, 12, 2048, 64): 37, 0, 0" in fine.stdout  # tuned in the first call only
     planted = rehearse(PLANTED)
@@ -74,7 +74,7 @@ def test_the_rehearsal_passes_the_code_and_catches_a_kernel_that_retunes_every_c
 @pytest.mark.skipif(not torch.backends.cuda.is_built(),
                     reason="torch.compile for a CUDA target is rehearsed with torch's CUDA build (CI steps 2 and 3)")
 def test_the_compiled_rehearsal_passes_the_code_and_catches_a_launch_option_a_compiled_graph_drops():
-    fine = rehearse("import sys; from bench import rehearsal; sys.exit(rehearsal.main(['--check', '--ops', 'layer_norm']))")
+    fine = rehearse("import sys; from tools import rehearsal; sys.exit(rehearsal.main(['--check', '--ops', 'layer_norm']))")
     assert fine.returncode == 0 and "rehearsal: no problems" in fine.stdout, fine.stdout[-2000:] + fine.stderr[-2000:]
     assert "layer_norm compiled layer_norm_bwd (16384, 768): 8, 0, 0" in fine.stdout  # Inductor's kernels, once
     planted = rehearse(PLANTED_OPTION)

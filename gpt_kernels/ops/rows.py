@@ -1,7 +1,7 @@
 """Triton pieces of the row-wise normalisations (LayerNorm, residual add + LayerNorm): a whole row in
 registers, rows centred from their first element, the launch rule for a width, and rows as (M, N).
 
-Each op's kernels call these; their launchers take another Launch, so bench/sweep.py can time it.
+Each op's kernels call these; their launchers take another Launch, so tools/sweep.py can time it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def centre_rows(x, x0, mask, N):
     """x - mean(x) per row as (x - x0) - mean(x - x0), and mean(x - x0); zero outside mask. x0 (BLOCK_M,) is
     each row's first element, which the caller loads on its own: picking it out of x took a block reduction
-    (python -m bench.compiled counts them)."""
+    (python -m tools.compiled counts them)."""
     shifted = tl.where(mask, x - x0[:, None], 0.0)
     shifted_mean = tl.sum(shifted, axis=1) / N
     return tl.where(mask, shifted - shifted_mean[:, None], 0.0), shifted_mean

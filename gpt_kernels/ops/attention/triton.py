@@ -53,7 +53,7 @@ def _configs(gpu_configs, interpreter_config=(32, 32, 4, 1)):
 
 def _gpu_limits() -> tuple[int, int]:
     """(compute capability as 90 or 80, the most shared memory a block may ask for) of the current
-    GPU, from Triton's driver (a stand-in one when bench.compiled compiles without a GPU)."""
+    GPU, from Triton's driver (a stand-in one when tools.compiled compiles without a GPU)."""
     from triton.runtime import driver
 
     return _limits_of(driver.active, driver.active.get_current_device())
@@ -65,7 +65,7 @@ def _limits_of(active, device) -> tuple[int, int]:  # asked once per driver and 
 
 
 def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **kwargs):
-    """The candidates worth offering, as the compiled code decides (python -m bench.compiled; the
+    """The candidates worth offering, as the compiled code decides (python -m tools.compiled; the
     rules keep each kernel's registers without spills, checked in CI):
     - bf16/fp16 on sm_90: the program's own tile (BLOCK_M queries in the forward and dQ, BLOCK_N
       keys in dK/dV) is the row count of its dots: under 64 rows they compile to mma.sync, not
@@ -241,7 +241,7 @@ def _attention_fwd_kernel(
     SEED,  # (1,) int64 dropout seed (read only with DROPOUT)
     # The softmax scale (1/sqrt(D) by default) and the probability of dropping an attention probability:
     # constexprs, because a compiled graph passes a Python float as fp64 (Triton passes it as fp32), which
-    # made the scores fp64 and the kernel fail to compile under torch.compile (bench.rehearsal checks it).
+    # made the scores fp64 and the kernel fail to compile under torch.compile (tools.rehearsal checks it).
     SM_SCALE: tl.constexpr, DROPOUT_P: tl.constexpr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,  # last dims are contiguous
@@ -351,7 +351,7 @@ def _dkdv_tile(Q_head, K_head, V_head, DO_head, LSE_bh, Delta_bh, DK_head, DV_he
     that cross the diagonal (or, banded, the band's upper edge) in masked loops, the ones that see every key
     of the tile in an unmasked one; the band's queries end where the last key leaves it. Else one masked
     loop (two copies of the loop hold more registers: with dropout's Philox draws, and in the paired kernel
-    beside dQ's, they spilled or halved occupancy, python -m bench.compiled)."""
+    beside dQ's, they spilled or halved occupancy, python -m tools.compiled)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     k_ok = offs_n < T_K
@@ -549,7 +549,7 @@ def default_config(autotuned, q: torch.Tensor, shape_args: dict) -> triton.Confi
 
 def _launch(autotuned, grid, args: tuple, shape_args: dict, q: torch.Tensor, config: triton.Config | None,
             autotune: bool) -> None:
-    """Launch an autotuned kernel: in the given configuration (bench/sweep.py times them so), else
+    """Launch an autotuned kernel: in the given configuration (tools/sweep.py times them so), else
     the autotuner's choice (its timings cached on disk), or with autotune=False its default."""
     if config is None and not autotune:
         config = default_config(autotuned, q, shape_args)

@@ -1,6 +1,6 @@
 """Measured alternatives to the default Triton attention (triton.py), kept apart from it until a GPU
 run decides between them (then the loser is deleted). The model never reaches them; the benchmarks
-do, as providers triton-tma and triton-paired (bench/bench_attention.py), and so does bench/sweep.py.
+do, as providers triton-tma and triton-paired (bench/bench_attention.py), and so does tools/sweep.py.
 
     attention_forward_tma      the forward with q, k, v and o moved by Hopper's tensor-memory engine
                                (device-side descriptors), where the GPU has one and every stride is a
@@ -45,7 +45,7 @@ from .triton import triton_launches as default_launches
 
 # The paired backward (a variant): BLOCK_N keys (dK/dV) and queries (dQ) per program, BLOCK_M of
 # the other per step. The tutorial's 128 keys on Hopper spilled at head dim 64 (7-470 local
-# stores, python -m bench.compiled): at most 64.
+# stores, python -m tools.compiled): at most 64.
 PAIRED_BWD_CONFIGS = _configs([(32, 64, 4, 2), (32, 64, 4, 3), (64, 64, 4, 2), (16, 64, 4, 2)] + FP32_TILES)
 PAIRED_PRUNING = {"early_config_prune": functools.partial(_prune, program_tile="BLOCK_N")}
 
@@ -155,7 +155,7 @@ def _tma_allocator(size: int, alignment: int, stream) -> torch.Tensor:
 def _tma_usable(*tensors: torch.Tensor) -> bool:
     """Descriptors need 16-byte-aligned starts and strides (allocations themselves are aligned).
     16-bit inputs only: fp32's FMA tiles spilled through descriptors (16 x 16 at head dim 128: 39-56
-    local stores on sm_90, python -m bench.compiled), where the default forward's do not."""
+    local stores on sm_90, python -m tools.compiled), where the default forward's do not."""
     if tensors[0].element_size() != 2:
         return False
     if not runtime.INTERPRETER and _gpu_limits()[0] < 90:  # the GPU (or the one compiled for) has no TMA engine

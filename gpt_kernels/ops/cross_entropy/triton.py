@@ -116,7 +116,7 @@ def _cross_entropy_fwd_kernel(
     lse = _row_logsumexp(Logits, row_start, V, BLOCK_V, ALIGN)
     in_range = (target >= 0) & (target < V)
     # The target's logit in one load: picking it out of each block cost a third block reduction a step
-    # (9 barriers and 24 shuffles a step with it, 6 and 16 without: python -m bench.compiled).
+    # (9 barriers and 24 shuffles a step with it, 6 and 16 without: python -m tools.compiled).
     target_logit = tl.load(Logits + row_start + target, mask=in_range, other=0.0).to(tl.float32)
     loss = tl.where(ignored, 0.0, tl.where(in_range, lse - target_logit, float("nan")))
     tl.store(Loss + row, loss)
@@ -152,7 +152,7 @@ class Launch:
 
 def _launch(v: int) -> Launch:
     """One 16-byte bf16 load per thread a step at large V (8 columns x 256 threads): at 16 columns
-    (4096 a step) the gradient-writing forward spilled under Triton 3.8 (python -m bench.compiled);
+    (4096 a step) the gradient-writing forward spilled under Triton 3.8 (python -m tools.compiled);
     one block for a small vocabulary."""
     return Launch(block_v=min(triton.next_power_of_2(v), 2048), num_warps=8 if v >= 2048 else 4)
 

@@ -39,7 +39,7 @@ def _layer_norm_fwd_kernel(
     stride_x, stride_y,  # row strides of x and y (columns are contiguous)
     M, N,  # rows, width
     EPS: tl.constexpr,  # variance epsilon: a constexpr, as a compiled graph would pass a float as fp64 (and
-    # promote the rows' arithmetic to it) where Triton passes it as fp32 (bench.rehearsal checks it)
+    # promote the rows' arithmetic to it) where Triton passes it as fp32 (tools.rehearsal checks it)
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,  # rows per program (several for narrow rows)
     BLOCK_N: tl.constexpr,  # next power of two >= N: a whole row in registers
@@ -115,7 +115,7 @@ def _column_sum_kernel(
 
 
 def _multiprocessors(x: torch.Tensor) -> int:
-    """The GPU's SM count; an H100's 132 when compiling for a GPU that is not there (bench.compiled)."""
+    """The GPU's SM count; an H100's 132 when compiling for a GPU that is not there (tools.compiled)."""
     return torch.cuda.get_device_properties(x.device).multi_processor_count if x.device.type == "cuda" else 132
 
 
@@ -142,7 +142,7 @@ def _column_strip(x: torch.Tensor, n: int) -> int:
 
 def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
                        launch: Launch | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """y, mean, rstd; launch: another than the width's rule (bench/sweep.py times them so)."""
+    """y, mean, rstd; launch: another than the width's rule (tools/sweep.py times them so)."""
     n = x.shape[-1]
     x2 = rows_of(x, n)
     m = x2.shape[0]

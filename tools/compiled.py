@@ -1,4 +1,4 @@
-"""`python -m bench.compiled`: every kernel of the project compiled for the GPUs it targets, without
+"""`python -m tools.compiled`: every kernel of the project compiled for the GPUs it targets, without
 one, and what the machine code says about speed, as a report and as checks.
 
 Triton kernels: a stand-in driver tells Triton that a GPU of the target architecture is present,
@@ -11,8 +11,8 @@ Each cubin is read with cuobjdump (registers, local memory, static shared memory
 SASS: HGMMA, tcgen05 (UTCHMMA) or HMMA, TMA and cp.async, global access widths, local stores), the tools Triton's
 NVIDIA backend ships. Occupancy follows the CUDA occupancy rules of each architecture.
 
-    python -m bench.compiled                  # all dtypes, sm_90 and sm_80, every shape (--targets 100: B200)
-    python -m bench.compiled --quick --targets 90,80 --check  # CI: bf16 at the model's shapes, then the checks
+    python -m tools.compiled                  # all dtypes, sm_90 and sm_80, every shape (--targets 100: B200)
+    python -m tools.compiled --quick --targets 90,80 --check  # CI: bf16 at the model's shapes, then the checks
 
 The checks (--check exits 1 naming each violation): every configuration a launcher can pick
 compiles and fits in shared memory; none of them spills; every tl.dot of a bf16/fp16 kernel is a
@@ -127,7 +127,7 @@ def tool(name: str) -> str:
     shipped = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
     found = str(shipped) if shipped.exists() else shutil.which(name) or f"/usr/local/cuda/bin/{name}"
     if not Path(found).exists():
-        raise SystemExit(f"bench.compiled: {name} not found (looked in {shipped.parent}, on PATH and /usr/local/cuda)")
+        raise SystemExit(f"tools.compiled: {name} not found (looked in {shipped.parent}, on PATH and /usr/local/cuda)")
     return found
 
 
@@ -552,7 +552,7 @@ def report(records: list[Compiled], header: str) -> str:
              "block (dynamic + static); MMA = static HGMMA (warpgroup), UTC*MMA (tcgen05) and HMMA (mma.sync) counts; TMA "
              "and cp.async counts; LDG/STG = static count x access bits; blocks/SM and theoretical occupancy with the "
              "limiting resource; role: launch (the launcher's rule), default (autotuning off), kept / pruned (by the "
-             "kernel's autotune pruning). Flags as the checks (python -m bench.compiled --check) name them.", "",
+             "kernel's autotune pruning). Flags as the checks (python -m tools.compiled --check) name them.", "",
              "| op | kernel | dtype; constants | config | role | target | status | regs | spill | smem KB | MMA | TMA / "
              "cp.async | LDG bits | STG bits | blocks/SM (limit) | occupancy | flags | shapes |",
              "|" + "---|" * 18]
@@ -594,7 +594,7 @@ def git_commit() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.compiled", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.compiled", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="bf16, sm_90, the model's shapes, no pruned configurations")
     parser.add_argument("--targets", default=None, help="compute capabilities, comma-separated: 90, 80, 100 (default "
                         "90,80; quick 90)")
@@ -610,7 +610,7 @@ def main(argv=None) -> int:
         parser.error(f"--targets {unknown}: expected compute capabilities among {sorted(ARCHS)}")
     dtypes = (args.dtypes or ("bfloat16" if args.quick else "bfloat16,float16,float32")).split(",")
     if "gpt_kernels" in sys.modules and os.environ.get("TRITON_INTERPRET") == "1":
-        raise SystemExit("bench.compiled must run in its own process (gpt_kernels was imported for the interpreter)")
+        raise SystemExit("tools.compiled must run in its own process (gpt_kernels was imported for the interpreter)")
     os.environ["TRITON_INTERPRET"] = "0"  # compile for the GPU, even on a machine without one
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's default, said aloud
 

@@ -1,14 +1,14 @@
 """The one-shot GPU check: install, GPU tests, kernel benchmarks, throughput, a training run, a report.
 
-    bash bench/gpu_check.sh                      # on the device, from the repo root: writes into $OUT
-    bash bench/gpu_check.sh --dry-run /tmp/check # the same logic on a CPU with tiny shapes (CI runs this)
-    python3 -m bench.gpu_check --out DIR --stages bench,report   # rerun just some stages
+    bash tools/gpu_check.sh                      # on the device, from the repo root: writes into $OUT
+    bash tools/gpu_check.sh --dry-run /tmp/check # the same logic on a CPU with tiny shapes (CI runs this)
+    python3 -m tools.gpu_check --out DIR --stages bench,report   # rerun just some stages
 
 Each stage runs as subprocesses with their own time budgets (the throughput stage one process
 per provider, each printing its row as soon as it is measured); a failing or timed-out stage is
 recorded with the tail of its log and the next one runs. The budgets below come from the first
 H100 run (bench/results/2026-11-26-h100-b8ec186) with a margin (bench and throughput planned by
-python -m bench.rehearsal) and sum to 572 s, inside one 600 s device call. At the end the folder
+python -m tools.rehearsal) and sum to 572 s, inside one 600 s device call. At the end the folder
 holds report.md, report.json, the charts, auto_backends.json (for gpt_kernels/auto_backends.json) and
 one archive of everything else, so
 the whole record comes back from a remote machine in a few files.
@@ -40,7 +40,7 @@ STAGES = ("install", "tests", "bench", "throughput", "train", "report")
 # The budgets come from the H100 run of 2026-11-26 (seconds): install 48-50; 425 GPU tests with -n 10
 # 144; bench 89 (for fewer benchmark files than there are now); one compiled GPT-2 124M provider
 # 30-40 plus its steps; shakespeare-char to val 1.47 29 (+10 start) without compilation.
-# The bench stage's files are planned by python -m bench.rehearsal (their compilations at 1.6 s each, and
+# The bench stage's files are planned by python -m tools.rehearsal (their compilations at 1.6 s each, and
 # 15 s of timed rounds); install is cut to the measured time and a margin, the tests by what that frees.
 # The throughput stage is planned by it too: "ours + compile" pays the compilation "torch + compile" does
 # and, in one of Inductor's workers, each configuration of its longest-tuned kernel one after another

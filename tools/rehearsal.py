@@ -1,7 +1,7 @@
-"""The GPU path rehearsed on a CPU: `python -m bench.rehearsal [--check] [--json FILE]`.
+"""The GPU path rehearsed on a CPU: `python -m tools.rehearsal [--check] [--json FILE]`.
 
 The Triton kernels are imported as on a GPU (no interpreter) and Triton is told that an H100 is present
-(bench.compiled's stand-in driver); nothing is compiled or run: a kernel launch is recorded and returns,
+(tools.compiled's stand-in driver); nothing is compiled or run: a kernel launch is recorded and returns,
 and an autotuner's benchmark of a configuration is counted and returns a fixed time. The real launchers,
 pruning rules, autotuners and torch's triton_op / wrap_triton paths run at the GPU check's shapes, with
 the torch and Triton installed here (CI: the newest; `.venv-gpu-software`: the lent GPUs' torch 2.11 and
@@ -90,7 +90,7 @@ def rehearsing(recorder: Recorder):
     from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
 
-    from bench.compiled import StandInDriver, _describe
+    from tools.compiled import StandInDriver, _describe
 
     jit_run, bench, init = JITFunction.run, Autotuner._bench, Autotuner.__init__
 
@@ -166,7 +166,7 @@ def compile_error(autotuner, config) -> str | None:
 def describe_inductor_config(autotuner, config) -> tuple[str, str]:
     """(constexpr arguments, configuration) of one of Inductor's configurations, as _describe writes an eager
     launch's, so that the two compare."""
-    from bench.compiled import _describe
+    from tools.compiled import _describe
 
     constants = {str(k): v for k, v in autotuner.triton_meta.get("constants", {}).items()}
     launch = {**constants, **config.all_kwargs()}
@@ -455,8 +455,8 @@ def compiled_model_plan(ops: list[str] | None = None) -> dict:
     "torch + compile" also pays."""
     import torch
 
-    from bench.gpu_check import THROUGHPUT_BUDGETS_S
     from gpt_kernels.registry import OPS
+    from tools.gpu_check import THROUGHPUT_BUDGETS_S
 
     eager, compiled = Recorder(), Recorder()
     with rehearsing(eager):
@@ -548,13 +548,13 @@ def report(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.rehearsal", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.rehearsal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a rehearsal finds a problem")
     parser.add_argument("--json", type=Path, default=None, help="write the counts here")
     parser.add_argument("--ops", default="", help="only these ops, comma-separated (default: every op)")
     args = parser.parse_args(argv)
     if "gpt_kernels" in sys.modules and os.environ.get("TRITON_INTERPRET") == "1":
-        raise SystemExit("bench.rehearsal must run in its own process (gpt_kernels was imported for the interpreter)")
+        raise SystemExit("tools.rehearsal must run in its own process (gpt_kernels was imported for the interpreter)")
     os.environ["TRITON_INTERPRET"] = "0"  # the GPU's code path, on a machine without one
     os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="rehearsal-triton-")  # no autotuning cached on disk
     result = rehearse(ops=[op for op in args.ops.split(",") if op])

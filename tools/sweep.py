@@ -1,7 +1,7 @@
 """Configuration sweep for the Triton kernels, in one device call, against the hardware's ceilings.
 
-    python3 -m bench.sweep --out "$OUT"            # on the GPU: ceilings, then the grids; sweep.json + sweep.md
-    python3 -m bench.sweep --out /tmp/s --dry-run  # the same logic on a CPU (interpreter, tiny shapes)
+    python3 -m tools.sweep --out "$OUT"            # on the GPU: ceilings, then the grids; sweep.json + sweep.md
+    python3 -m tools.sweep --out /tmp/s --dry-run  # the same logic on a CPU (interpreter, tiny shapes)
 
 1. Ceilings: a large device-to-device copy (GB/s, read + write) and a large bf16 matmul (TFLOP/s).
 2. Attention (bf16, causal, D=64, GPT-2 heads): every forward configuration (BLOCK_M, BLOCK_N,
