@@ -2,7 +2,8 @@
 
     gpt_kernels.layer_norm(x, weight, bias=None, eps=1e-5, *, backend="triton")
     gpt_kernels.add_layer_norm(x, residual, weight, bias=None, eps=1e-5, *, backend="triton") -> (y, x + residual)
-    gpt_kernels.attention(q, k, v, *, causal=True, scale=None, dropout_p=0.0, backend="triton", autotune=True)
+    gpt_kernels.attention(q, k, v, *, causal=True, scale=None, dropout_p=0.0, window=None, backend="triton",
+                          autotune=True)
     gpt_kernels.cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean", backend="ext")
     gpt_kernels.linear_cross_entropy(h, weight, targets, *, ignore_index=-100, reduction="mean", backend="triton")
     gpt_kernels.resolve("auto", device)  -> the implementation of every op, decided once (see registry.py)

@@ -57,7 +57,13 @@ class Op:
     name: str
     shapes: Shapes
     model_shapes: tuple[tuple[int, ...], ...]  # GPT-2 124M's shapes, where the compiled-code checks apply
-    bench_budget_s: int  # seconds its benchmark file gets in the one-call GPU check
+    # Its share of the one-call GPU check's benchmark stage, in the stage's seconds as the shares stand: the
+    # stage is split in proportion (tools/gpu_check.py), so a new op's share takes from every other's, and
+    # python -m tools.rehearsal says whether each file's compilations still fit.
+    bench_share: int
+    # A small case of its inputs on the CPU, (args, kwargs) of gpt_kernels.<op> from a seeded generator: every
+    # backend is checked against the reference on it, forward and backward (tests/test_ops.py, test_export.py).
+    sample_inputs: Callable[[torch.Generator], tuple[tuple, dict]] | None = None
     cuda_kernels: tuple[str, ...] = ()  # gpt_ext ops that must have CUDA kernels in a CUDA build
     # (shape, dtype) -> None: every Triton launcher of the op at that shape, on CPU tensors (the
     # compiled-code view records the launches instead of running them); None without Triton kernels.

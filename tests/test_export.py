@@ -189,35 +189,14 @@ import sys
 assert "triton" in sys.modules
 import torch
 import gpt_kernels
-from gpt_kernels.ops.add_layer_norm import reference as add_layer_norm
-from gpt_kernels.ops.attention import reference as attention
-from gpt_kernels.ops.cross_entropy import reference as cross_entropy
-from gpt_kernels.ops.layer_norm import reference as layer_norm
-from gpt_kernels.ops.linear_cross_entropy import reference as linear_cross_entropy
 
-g = torch.Generator().manual_seed(0)
-x, r = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
-w, b = torch.rand(16, generator=g), torch.randn(16, generator=g)
-q = torch.randn(1, 2, 24, 16, generator=g)
-logits, targets = torch.randn(6, 11, generator=g), torch.randint(11, (6,), generator=g)
-head = torch.randn(11, 16, generator=g)
-expected = {{
-    "layer_norm": layer_norm.layer_norm(x, w, b, 1e-5),
-    "add_layer_norm": add_layer_norm.add_layer_norm(x, r, w, b, 1e-5)[0],
-    "attention": attention.attention(q, q, q, True, None),
-    "cross_entropy": cross_entropy.cross_entropy(logits, targets),
-    "linear_cross_entropy": linear_cross_entropy.linear_cross_entropy(x, head, targets),
-}}
-calls = {{
-    "layer_norm": lambda backend: gpt_kernels.layer_norm(x, w, b, backend=backend),
-    "add_layer_norm": lambda backend: gpt_kernels.add_layer_norm(x, r, w, b, backend=backend)[0],
-    "attention": lambda backend: gpt_kernels.attention(q, q, q, backend=backend),
-    "cross_entropy": lambda backend: gpt_kernels.cross_entropy(logits, targets, backend=backend),
-    "linear_cross_entropy": lambda backend: gpt_kernels.linear_cross_entropy(x, head, targets, backend=backend),
-}}
-for op, backends in gpt_kernels.registry.BACKENDS.items():
+first = lambda out: out[0] if isinstance(out, tuple) else out  # add_layer_norm: (y, x + residual)
+for op, backends in gpt_kernels.registry.BACKENDS.items():  # every op on the sample inputs it declares
+    args, kwargs = gpt_kernels.registry.OPS[op].sample_inputs(torch.Generator().manual_seed(0))
+    call = lambda backend: first(getattr(gpt_kernels, op)(*args, **kwargs, backend=backend)).float()
+    expected = call("reference")
     for backend in backends:
-        torch.testing.assert_close(calls[op](backend), expected[op].to(torch.float32), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(call(backend), expected, atol=1e-4, rtol=1e-4)
         print(op, backend, "ok")
 """
 

@@ -75,7 +75,8 @@ def test_stage_budgets_fit_one_device_call_and_leave_a_retry():
     retry = max(gpu_check.BUDGETS_S.values())
     assert 2 * gpu_check.START_S + sum(gpu_check.BUDGETS_S.values()) + retry <= gpu_check.DEVICE_TIME_S
     assert sum(gpu_check.THROUGHPUT_BUDGETS_S.values()) == gpu_check.BUDGETS_S["throughput"]
-    assert sum(gpu_check.bench_budgets_s().values()) == gpu_check.BUDGETS_S["bench"]
+    # the stage split by the ops' shares: within a second an op of the stage
+    assert 0 <= gpu_check.BUDGETS_S["bench"] - sum(gpu_check.bench_budgets_s().values()) < len(gpu_check.bench_budgets_s())
     bench_steps = gpu_check.stage_steps("bench", Path("/tmp"), dry_run=False)
     assert [s.budget_s for s in bench_steps] == list(gpu_check.bench_budgets_s().values())
     # Triton prints each autotuner's choice, and pytest lets it through (-s), into the stage's log

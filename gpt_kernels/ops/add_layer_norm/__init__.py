@@ -46,7 +46,9 @@ registry.declare(registry.Op(
     "add_layer_norm",
     shapes=registry.Shapes(gpu=((16384, 768), (16384, 1024), (8192, 4096)), quick=((16384, 768),), cpu=((64, 128),)),
     model_shapes=((8192, 768),),
-    bench_budget_s=19,
+    bench_share=19,
+    sample_inputs=lambda g: ((torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g), torch.rand(16, generator=g),
+                              torch.randn(16, generator=g)), {}),
     cuda_kernels=("add_layer_norm_fwd",),  # its backward is layer_norm_bwd with ds
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,

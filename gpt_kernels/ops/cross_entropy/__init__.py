@@ -42,7 +42,8 @@ registry.declare(registry.Op(
     shapes=registry.Shapes(gpu=((8192, 50257), (16384, 50257), (16384, 65)), quick=((8192, 50257), (16384, 65)),
                            cpu=((64, 65),)),
     model_shapes=((8192, 50257),),  # GPT-2's vocabulary, 8 sequences of 1024 tokens
-    bench_budget_s=22,
+    bench_share=22,
+    sample_inputs=lambda g: ((torch.randn(6, 11, generator=g), torch.randint(11, (6,), generator=g)), {}),
     cuda_kernels=("cross_entropy_fwd", "cross_entropy_bwd"),
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,

@@ -38,7 +38,8 @@ registry.declare(registry.Op(
     shapes=registry.Shapes(gpu=((16384, 768), (16384, 1024), (8192, 4096), (65536, 768)),
                            quick=((16384, 768), (8192, 4096)), cpu=((64, 128),)),
     model_shapes=((8192, 768),),  # GPT-2 124M, 8 sequences of 1024 tokens
-    bench_budget_s=25,
+    bench_share=25,
+    sample_inputs=lambda g: ((torch.randn(6, 16, generator=g), torch.rand(16, generator=g), torch.randn(16, generator=g)), {}),
     cuda_kernels=("layer_norm_fwd", "layer_norm_bwd"),
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,

@@ -43,7 +43,9 @@ registry.declare(registry.Op(
     shapes=registry.Shapes(gpu=((8192, 768, 50257), (16384, 768, 50257), (16384, 384, 65)),
                            quick=((8192, 768, 50257),), cpu=((64, 16, 65),)),
     model_shapes=((8192, 768, 50257),),
-    bench_budget_s=17,
+    bench_share=17,
+    sample_inputs=lambda g: ((torch.randn(6, 16, generator=g), torch.randn(11, 16, generator=g),
+                              torch.randint(11, (6,), generator=g)), {}),
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,
     memory_bound=True,  # its Triton kernel is the loss; the three GEMMs per chunk are PyTorch's
