@@ -104,6 +104,8 @@ class TrainConfig:
     log_interval: int = option(10, "iterations between log records")
     eval_iters: int = option(200, "batches per split in each evaluation")
     eval_only: bool = option(False, "evaluate once and stop")
+    eval_hellaswag: str = option("", "HellaSwag's validation jsonl (ctx, endings, label; from github.com/rowanz/hellaswag, "
+                                     "never downloaded): acc and acc_norm at every evaluation, as python -m gpt.eval")
     resume: bool = option(False, "continue the run in out_dir from its last checkpoint (on its own data unless --input is given)")
     overwrite: bool = option(False, "start afresh in an out_dir that holds another run, deleting that run's files")
     synthetic_data: bool = option(False, "random tokens instead of a text (throughput measurements)")

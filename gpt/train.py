@@ -29,9 +29,11 @@ import gpt_kernels
 
 from . import checkpoint, hf
 from .config import MODEL_FLAGS, TrainConfig, UsageError, config_from_args, fail
-from .data import BatchSampler, ShardedData, SyntheticSampler, prepare
+from .data import BatchSampler, ShardedData, SyntheticSampler, prepare, tokenizer_from_meta
 from .device import peak_flops, resolve_device_dtype
 from .distributed import Distributed, init_distributed
+from .eval import evaluate as hellaswag_scores
+from .eval import load_examples
 from .memory import check_fits
 from .model import GPT
 from .signals import StopSignals
@@ -153,6 +155,15 @@ class Trainer:
                 data.tokens(split), cfg.model.block_size, cfg.batch_size, self.device, seed, split, rank, size)
             self.make_sampler("val", 0)  # fail now, not at the first evaluation, if val is too short
         self.train_batches = self.make_sampler("train", cfg.seed, rank, size)
+        self.hellaswag = None  # the examples of --eval_hellaswag, scored at every evaluation
+        if cfg.eval_hellaswag:
+            if cfg.synthetic_data:
+                raise UsageError("--eval_hellaswag needs a text tokenizer; --synthetic_data has none")
+            if cfg.fsdp and self.world.enabled:
+                raise UsageError("--eval_hellaswag with --fsdp is not supported: the ranks would run different "
+                                 "numbers of forward passes over sharded weights")
+            self.hellaswag = load_examples(cfg.eval_hellaswag)
+            self.tokenizer = tokenizer_from_meta(self.tokenizer_meta)
         check_fits(cfg, vocab_size, self.device, self.dtype, self.ops.chosen["attention"].name, self.world.world_size)
 
         if init:  # the pretrained vocabulary, which may be padded beyond the tokenizer's
@@ -392,6 +403,13 @@ class Trainer:
                         if self.world.is_main:
                             progress.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                                            f" ({time.perf_counter() - t0:.1f} s)")
+                        if self.hellaswag:
+                            scores = hellaswag_scores(self.model, self.hellaswag, self.tokenizer, self.device,
+                                                      self.autocast, self.world.rank, self.world.world_size)
+                            record |= {"hellaswag_acc": scores.acc, "hellaswag_acc_norm": scores.acc_norm,
+                                       "hellaswag_unscorable": scores.unscorable}
+                            if self.world.is_main:
+                                progress.write(f"iter {it}: {scores.summary()}")
                         if losses["val"] < self.best_val_loss:
                             self.best_val_loss = losses["val"]
                             self.save("best")
@@ -519,7 +537,13 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     ax.set_xlabel("iteration")
     ax.set_ylabel("cross-entropy loss")
     if train or val:  # a run stopped before its first record has none
-        ax.legend()
+        ax.legend(loc="upper left")
+    hellaswag = [(r["iter"], r["hellaswag_acc_norm"]) for r in records if "hellaswag_acc_norm" in r]
+    if hellaswag:
+        accuracy_axis = ax.twinx()
+        accuracy_axis.plot(*zip(*hellaswag), "s--", color="C4", label="HellaSwag acc_norm")
+        accuracy_axis.set_ylabel("HellaSwag acc_norm", color="C4")
+        accuracy_axis.legend(loc="upper right")
     ax.grid(alpha=0.3)
     if schedule:  # the schedule against the tokens seen: learning rate, and the batch (ramped or not)
         tokens, lrs, batches = zip(*schedule)
