@@ -133,3 +133,54 @@ def test_a_missing_or_malformed_file_is_one_line_before_training(tmp_path, corpu
                     *tiny_flags(), "--max_iters", "2", "--eval_hellaswag", str(file)])
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
+
+
+HARNESS_TASK = """
+task: gpt_eval_agreement
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    validation: {data}
+validation_split: validation
+output_type: multiple_choice
+doc_to_text: "{{{{ctx}}}}"
+doc_to_choice: "{{{{endings}}}}"
+doc_to_target: "{{{{label}}}}"
+target_delimiter: " "
+metric_list:
+  - metric: acc
+"""
+
+
+def test_lm_evaluation_harness_on_the_export_gives_gpt_evals_log_likelihoods(memorised, tmp_path, monkeypatch):
+    """EleutherAI's harness, its `hf` model on gpt.export's folder, a local task in HellaSwag's format: the
+    same per-ending log-likelihoods as gpt.eval computes on the run (the harness's acc_norm normalises by
+    bytes, not tokens, so the accuracies are not compared)."""
+    lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install lm_eval)")
+    from lm_eval.tasks import TaskManager
+
+    from gpt import export
+    from gpt.sample import load_model
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run, examples = memorised
+    data = write_jsonl(tmp_path / "hs.jsonl", examples[:8])
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "gpt_eval_agreement.yaml").write_text(HARNESS_TASK.format(data=data))
+    hf_dir = export.export(run, tmp_path / "hf")
+    # a character vocabulary has no BOS: the harness's prefix token (used only for an empty context) is id 0
+    model_args = f"pretrained={hf_dir},dtype=float32,prefix_token_id=0"
+    results = lm_eval.simple_evaluate(model="hf", model_args=model_args,
+                                      tasks=["gpt_eval_agreement"], task_manager=TaskManager(include_path=str(tasks)),
+                                      device="cpu", batch_size=1, log_samples=True)
+    samples = sorted(results["samples"]["gpt_eval_agreement"], key=lambda s: s["doc_id"])
+    model, tokenizer = load_model(run, "best", torch.device("cpu"), "torch")
+    assert len(samples) == 8
+    for sample, example in zip(samples, examples):
+        tokens, mask = hellaswag.render(hellaswag.Example(example["ctx"], tuple(example["endings"]), example["label"]),
+                                        tokenizer, model.config.block_size)
+        loss_sums, _ = hellaswag.ending_losses(model.eval(), tokens, mask)
+        harness = torch.tensor([response[0][0] for response in sample["resps"]])
+        torch.testing.assert_close(harness, -loss_sums, atol=1e-3, rtol=1e-4)
