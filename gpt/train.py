@@ -407,7 +407,7 @@ class Trainer:
                             scores = hellaswag_scores(self.model, self.hellaswag, self.tokenizer, self.device,
                                                       self.autocast, self.world.rank, self.world.world_size)
                             record |= {"hellaswag_acc": scores.acc, "hellaswag_acc_norm": scores.acc_norm,
-                                       "hellaswag_unscorable": scores.unscorable}
+                                       "hellaswag_examples": scores.examples, "hellaswag_unscorable": scores.unscorable}
                             if self.world.is_main:
                                 progress.write(f"iter {it}: {scores.summary()}")
                         if losses["val"] < self.best_val_loss:

@@ -109,3 +109,21 @@ def test_collectives_run_on_the_training_device(tmp_path, corpus, data_cache, si
     assert "collective on the training device" in result.stdout
     for (_, a), (_, b) in zip(losses(tmp_path / "run"), single_process):
         assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_hellaswag_under_torchrun_scores_as_one_process(tmp_path, corpus, data_cache):
+    """--eval_hellaswag with 2 processes: each scores half the examples, the counts are summed over ranks, and
+    the scores at iteration 0 (the same initial weights) are the single process's exactly."""
+    rng = __import__("random").Random(0)
+    words = ("ROMEO", "the", "night", "of", "love", "and", "fair", "Verona")
+    examples = [{"ctx": " ".join(rng.choice(words) for _ in range(5)), "endings": [rng.choice(words) for _ in range(4)],
+                 "label": rng.randrange(4)} for _ in range(9)]
+    file = tmp_path / "hs.jsonl"
+    file.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    scores = []
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        train(out, corpus, data_cache, "--max_iters", "0", "--eval_hellaswag", str(file), processes=processes)
+        (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        scores.append((record["hellaswag_examples"], record["hellaswag_acc"], record["hellaswag_acc_norm"]))
+    assert scores[0] == scores[1] and scores[0][0] == 9  # all nine, not one rank's share

@@ -184,3 +184,20 @@ def test_lm_evaluation_harness_on_the_export_gives_gpt_evals_log_likelihoods(mem
         loss_sums, _ = hellaswag.ending_losses(model.eval(), tokens, mask)
         harness = torch.tensor([response[0][0] for response in sample["resps"]])
         torch.testing.assert_close(harness, -loss_sums, atol=1e-3, rtol=1e-4)
+
+
+def test_a_bpe_model_scores_every_example(tmp_path, corpus, data_cache, monkeypatch):
+    """GPT-2's BPE (here a small one trained on the test text, as tests/test_export.py does): no example is
+    unscorable, whatever its characters."""
+    from corpus import small_bpe
+
+    from gpt import data
+
+    encoding = small_bpe(corpus.read_text()[:20000])
+    monkeypatch.setattr(data, "gpt2_encoding", lambda: encoding)
+    train.main(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path / "run"),
+                *tiny_flags(batch_size=4, eval_iters=2), "--tokenizer", "gpt2", "--max_iters", "2"])
+    examples = make_examples(5) + [{"ctx": "caf\u00e9 \u00fcber", "endings": ["na\u00efve", "\u2014"], "label": 0}]
+    scores = hellaswag.main([str(tmp_path / "run"), "--hellaswag", str(write_jsonl(tmp_path / "hs.jsonl", examples)),
+                             "--kernels", "torch"])
+    assert (scores.examples, scores.unscorable) == (6, 0)
