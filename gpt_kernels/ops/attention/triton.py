@@ -79,13 +79,15 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
       queries a step in 2 stages.
     - bf16/fp16 on sm_80 (mma.sync everywhere, its accumulators in each warp's registers): half
       the sm_90 budgets: 64 fp32 values a thread in the forward, BLOCK_M * HEAD_DIM at most 2048
-      in dK/dV and BLOCK_N * HEAD_DIM in dQ; 64 x 32 tiles of 4 warps not in 3 stages (one spill).
+      in dK/dV and BLOCK_N * HEAD_DIM in dQ; 64 x 32 tiles of 4 warps not in 3 stages (one spill), nor
+      in 4 when banded (2 local stores under Triton 3.8).
     - fp32 (full-precision products: FMA, no tensor cores): tiles of at most 32 x 32 with
       BLOCK_M * BLOCK_N * HEAD_DIM at most 2^15.
     - shared memory within the GPU's limit (the forward: a Q tile and `stages` K and V tiles).
     The first kept one is the kernel's default (launched with autotune=False)."""
     args = {**named_args, **kwargs}  # where Triton puts the constexprs differs across versions
     head_dim, dropout, element = args["HEAD_DIM"], args["DROPOUT"], args["Q"].element_size()
+    banded = args.get("WINDOW", 0) > 0  # a third masked loop in the forward: more registers
     if INTERPRETER:
         return configs
     arch, smem_limit = _gpu_limits()
@@ -103,7 +105,7 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
         if forward:
             if m * (head_dim + n) * budget > 128 * 32 * warps:
                 return False
-            if not hopper and (m, n, warps, stages) == (64, 32, 4, 3):
+            if not hopper and (m, n, warps) == (64, 32, 4) and (stages == 3 or (banded and stages == 4)):
                 return False
             return not dropout or (n <= 32 and not (warps == 4 and m * n * head_dim >= 1 << 18)
                                    and not (head_dim >= 128 and stages >= 4))
