@@ -69,6 +69,10 @@ class GPTConfig:
         banded = self.attention_pattern == "banded" or (self.attention_pattern == "alternating" and layer % 2 == 1)
         return self.attention_window if banded else None
 
+    def keys_attended(self, layer: int) -> int:
+        """Keys each query of layer `layer` attends at full context: the context, or its band."""
+        return min(self.layer_window(layer) or self.block_size, self.block_size)
+
     @property
     def banded(self) -> bool:
         return self.attention_pattern != "dense"

@@ -21,6 +21,8 @@ import torch
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_BYTES = 1_115_394
+SHAKESPEARE_CHARS = 65  # its distinct characters: the vocabulary of the default run
+GPT2_VOCAB = 50257  # GPT-2's BPE tokens, end of text the last
 TRAIN_FRACTION = 0.9
 
 

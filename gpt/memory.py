@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import PRESETS, GPTConfig, TrainConfig
+from .data import GPT2_VOCAB, SHAKESPEARE_CHARS
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def estimate(model: GPTConfig, vocab_size: int, dtype: torch.dtype, attention: s
     scale = torch.finfo(dtype).bits / 16
     scores = 0
     if attention == "reference":  # the only backend that holds the (T, T) scores
-        scores = sum(5 * model.n_head * s * min(model.layer_window(i) or s, s) for i in range(layers)) / layers
+        scores = sum(5 * model.n_head * s * model.keys_attended(i) for i in range(layers)) / layers
     per_layer = scale * (34 * s * h + scores)
     activations = (layers * 2 * s * h * scale + per_layer) if activation_checkpointing else layers * per_layer
     norms_and_biases = (13 if model.bias else 2) * h  # a block's: 9h of Linear biases, two LayerNorms' 4h (2h)
@@ -87,12 +88,15 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--gib", type=float, default=80.0, help="memory of one GPU in GiB (default: 80, an H100)")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     parser.add_argument("--kernels", default="triton", help="the attention backend (reference holds the scores)")
+    parser.add_argument("--vocab_size", type=int, default=None,
+                        help=f"the data's vocabulary (default: {GPT2_VOCAB} for GPT-2's BPE, {SHAKESPEARE_CHARS} for a "
+                             "character preset: Tiny Shakespeare's characters; another text has its own count)")
     args = parser.parse_args(argv)
     have = int(args.gib * 2**30)
     lines = [f"{'preset':22} {'params':>8} {'fixed GiB':>9} {'GiB/seq':>8} {'ckpt GiB/seq':>12}  on {args.gib:g} GiB"]
     for name in args.preset or PRESETS:
         cfg = TrainConfig.from_flat(PRESETS[name])
-        vocab = 65 if cfg.tokenizer == "char" else 50257
+        vocab = args.vocab_size or (SHAKESPEARE_CHARS if cfg.tokenizer == "char" else GPT2_VOCAB)
         model = GPTConfig(**{**cfg.model.to_dict(), "vocab_size": vocab})
         plain, ckpt = (estimate(model, vocab, getattr(torch, args.dtype), args.kernels, c) for c in (False, True))
         chosen = ckpt if cfg.activation_checkpointing else plain

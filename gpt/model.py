@@ -212,7 +212,7 @@ class GPT(nn.Module):
         """Training FLOPs per token: 6N for the matmuls with weights plus 12*H*Q*T per layer for attention
         (PaLM, app. B), a banded layer's T its window's keys."""
         cfg = self.config
-        keys = sum(min(cfg.layer_window(layer) or cfg.block_size, cfg.block_size) for layer in range(cfg.n_layer))
+        keys = sum(cfg.keys_attended(layer) for layer in range(cfg.n_layer))
         return 6 * self.num_params() + 12 * cfg.n_head * (cfg.n_embd // cfg.n_head) * keys
 
     # ------------------------------------------------------------------ generation

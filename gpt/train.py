@@ -29,7 +29,7 @@ import gpt_kernels
 
 from . import checkpoint, hf
 from .config import MODEL_FLAGS, TrainConfig, UsageError, config_from_args, fail
-from .data import BatchSampler, ShardedData, SyntheticSampler, prepare, tokenizer_from_meta
+from .data import GPT2_VOCAB, SHAKESPEARE_CHARS, BatchSampler, ShardedData, SyntheticSampler, prepare, tokenizer_from_meta
 from .device import peak_flops, resolve_device_dtype
 from .distributed import Distributed, init_distributed
 from .eval import evaluate as hellaswag_scores
@@ -142,7 +142,7 @@ class Trainer:
         init = hf.read_config(cfg.init_from) if cfg.init_from else None  # the pretrained model's config.json
         chars = hf.tokenizer_of(init).get("chars") if init else None  # a character model's own vocabulary
         if cfg.synthetic_data:
-            vocab_size = 50257 if cfg.tokenizer == "gpt2" else 65
+            vocab_size = GPT2_VOCAB if cfg.tokenizer == "gpt2" else SHAKESPEARE_CHARS
             self.tokenizer_meta = {"kind": "synthetic", "vocab_size": vocab_size}
             self.make_sampler = lambda split, seed, rank=0, size=1: SyntheticSampler(
                 vocab_size, cfg.model.block_size, cfg.batch_size, self.device, seed, rank, size)

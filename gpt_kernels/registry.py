@@ -87,6 +87,11 @@ def declare(op: Op) -> Op:
     return op
 
 
+def main_output(out):
+    """An op's main output, the one its sample inputs' checks compare: add_layer_norm returns (y, x + residual)."""
+    return out[0] if isinstance(out, tuple) else out
+
+
 def register(op: str, name: str, fn: Callable, summary: str, **checks) -> None:
     BACKENDS.setdefault(op, {})[name] = Backend(op, name, fn, summary, **checks)
 

@@ -79,3 +79,13 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients_keeping_less
     for a, b in zip(grads, grads_checkpointed):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert kept_checkpointed < kept / 2
+
+
+def test_the_memory_command_counts_the_vocabulary_it_is_given():
+    """A character preset's vocabulary is its text's: 65 by default (Tiny Shakespeare), another with --vocab_size."""
+    def millions(*flags):
+        (line,) = memory.main(["--preset", "shakespeare-char", *flags])[1:]
+        return float(line.split()[1].rstrip("M"))
+
+    n_embd = TrainConfig.from_flat(PRESETS["shakespeare-char"]).model.n_embd
+    assert millions("--vocab_size", "50257") - millions() == pytest.approx((50257 - 65) * n_embd / 1e6, abs=1)

@@ -12,15 +12,10 @@ from gpt_kernels import registry
 CASES = [(op, name) for op, backends in registry.BACKENDS.items() for name in backends]
 
 
-def first(out):
-    """An op's main output: add_layer_norm returns (y, x + residual)."""
-    return out[0] if isinstance(out, tuple) else out
-
-
 def forward_backward(op: str, backend: str):
     args, kwargs = registry.OPS[op].sample_inputs(torch.Generator().manual_seed(0))
     args = [a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
-    out = first(getattr(gpt_kernels, op)(*args, **kwargs, backend=backend))
+    out = registry.main_output(getattr(gpt_kernels, op)(*args, **kwargs, backend=backend))
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
     leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     grads = torch.autograd.grad(out, leaves, grad_out) if out.requires_grad else None
