@@ -191,6 +191,11 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def tokenizer_identity(meta: dict) -> dict:
+    """What makes two vocabularies the same, apart from where the data was prepared."""
+    return {key: meta.get(key) for key in ("kind", "vocab_size", "chars")}
+
+
 def check_resumable(out_dir: Path, saved: GPTConfig, current: GPTConfig, saved_tokenizer: dict, tokenizer: dict) -> None:
     """A run continues only with the model shape and the vocabulary it was started with."""
     shape_fields = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "dropout"]
@@ -198,6 +203,6 @@ def check_resumable(out_dir: Path, saved: GPTConfig, current: GPTConfig, saved_t
                   for name in shape_fields if getattr(saved, name) != getattr(current, name)]
     if mismatched:
         raise ValueError(f"cannot resume from {out_dir}: the model differs ({'; '.join(mismatched)})")
-    if saved_tokenizer != tokenizer:
+    if tokenizer_identity(saved_tokenizer) != tokenizer_identity(tokenizer):
         raise ValueError(f"cannot resume from {out_dir}: it was trained on another text or vocabulary "
                          f"({saved_tokenizer.get('kind')}, {saved_tokenizer.get('vocab_size')} tokens)")

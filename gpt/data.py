@@ -1,8 +1,6 @@
-"""Data: fetch and verify Tiny Shakespeare, tokenize (characters or GPT-2 BPE), memmap batches.
-
-prepare() turns a text into `train.bin` / `val.bin` (uint16 token ids, 90/10 split) and
-`meta.json` (the tokenizer) in a cache folder keyed by the text's sha256 and the tokenizer,
-so preparing the same text twice costs nothing.
+"""Data: fetch and verify Tiny Shakespeare, the tokenizers (characters or GPT-2 BPE), and batches from
+a folder that gpt.prepare wrote (`--data DIR`, or `--input FILE` prepared into the cache by
+gpt.prepare.prepare_text), read as memmaps.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ import json
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,6 @@ SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2d
 SHAKESPEARE_BYTES = 1_115_394
 SHAKESPEARE_CHARS = 65  # its distinct characters: the vocabulary of the default run
 GPT2_VOCAB = 50257  # GPT-2's BPE tokens, end of text the last
-TRAIN_FRACTION = 0.9
 
 
 def default_cache_dir() -> Path:
@@ -70,22 +66,6 @@ def download_shakespeare(cache_dir: Path) -> Path:
                          "the download is corrupted or the file changed: try again, or pass --input PATH")
     partial.replace(path)
     return path
-
-
-def read_text(path: str | Path) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input text {str(path)!r} does not exist or is not a file")
-    raw = path.read_bytes()
-    if not raw:
-        raise ValueError(f"input text {str(path)!r} is empty; expected a UTF-8 text to train on")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"input text {str(path)!r} is not valid UTF-8 (byte {err.start}: {err.reason}); "
-            "convert it to UTF-8 first"
-        ) from None
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -163,62 +143,6 @@ def tokenizer_from_meta(meta: dict):
     if meta.get("kind") == "gpt2":
         return GPT2Tokenizer()
     raise ValueError(f"unknown tokenizer in meta: {meta.get('kind')!r}; expected 'char' or 'gpt2'")
-
-
-# ----------------------------------------------------------------------------- preparation
-
-@dataclass
-class PreparedData:
-    folder: Path
-    meta: dict
-
-    @property
-    def vocab_size(self) -> int:
-        return self.meta["vocab_size"]
-
-    def tokenizer(self):
-        return tokenizer_from_meta(self.meta)
-
-    def tokens(self, split: str) -> np.memmap:
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        return np.memmap(self.folder / f"{split}.bin", dtype=np.uint16, mode="r")
-
-
-def prepare(input_path: str | Path | None, tokenizer: str = "char", cache_dir: str | Path | None = None,
-            chars: list[str] | None = None) -> PreparedData:
-    """Tokenize a text into cached uint16 memmaps (90% train, 10% val). chars: a character vocabulary to
-    encode with (a pretrained model's) instead of the text's own."""
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = Path(input_path) if input_path else download_shakespeare(cache_dir)
-    text = read_text(path)
-    text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    vocabulary = "" if chars is None else "-" + hashlib.sha256(json.dumps(chars).encode()).hexdigest()[:8]
-    folder = cache_dir / "prepared" / f"{text_hash[:16]}-{tokenizer}{vocabulary}"
-    meta_path = folder / "meta.json"
-    if meta_path.exists():
-        return PreparedData(folder, json.loads(meta_path.read_text()))
-
-    if tokenizer == "char":
-        tok = CharTokenizer.from_text(text) if chars is None else CharTokenizer(list(chars))
-    elif tokenizer == "gpt2":
-        tok = GPT2Tokenizer()
-    else:
-        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected 'char' or 'gpt2'")
-    if tok.vocab_size > np.iinfo(np.uint16).max + 1:
-        raise ValueError(f"vocabulary of {tok.vocab_size} tokens does not fit uint16 token files")
-    split_at = int(len(text) * TRAIN_FRACTION)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, part in (("train", text[:split_at]), ("val", text[split_at:])):
-        ids = np.array(tok.encode(part), dtype=np.uint16)
-        tmp = folder / f"{split}.bin.tmp"
-        ids.tofile(tmp)
-        tmp.replace(folder / f"{split}.bin")
-    meta = tok.to_meta() | {"source": str(path), "sha256": text_hash}
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta))
-    tmp.replace(meta_path)  # written last: its presence marks a complete preparation
-    return PreparedData(folder, meta)
 
 
 # ----------------------------------------------------------------------------- batches

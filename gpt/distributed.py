@@ -34,6 +34,10 @@ class Distributed:
             dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
         return tensor
 
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
 
 def init_distributed() -> Distributed:
     """Join the process group that torchrun describes in the environment (NCCL on GPUs, gloo on CPUs)."""

@@ -1,7 +1,9 @@
 """Tokenize a corpus of any size into shards: `python -m gpt.prepare SOURCE... --tokenizer gpt2 --out DIR`.
 
 SOURCE: a text file (one document), a folder or glob of .txt files (a document each), .jsonl files
-(a document per line, its --text_field) or .parquet files (a document per row). Documents stream
+(a document per line, its --text_field) or .parquet files (a document per row). One text alone is split
+by position with --val_tail (its last fraction is val, as nanoGPT's Shakespeare); `gpt.train --input
+FILE` prepares its text so, into a cache folder named by the file's sha256. Documents stream
 through a pool of --workers processes, so memory holds only the documents in flight and one shard
 per split, whatever the corpus size; a long text file goes through in pieces cut where the
 tokenization cannot change (the same tokens as the whole text at once). In the shards, documents
@@ -12,7 +14,7 @@ DIR gets train_NNNNNN.bin and val_NNNNNN.bin shards of --shard_tokens tokens (ui
 vocabulary above 65536) and manifest.json: the tokenizer, the sources, every shard with its token
 count and sha256, and the split (by documents: --val_fraction of them, chosen by a fixed hash of the
 document's position, and the first documents until val holds --min_val_tokens, so val is never empty;
-or --val SOURCE). While it runs, progress.json records the position of the last completed shard: run
+or --val SOURCE; or --val_tail). While it runs, progress.json records the position of the last completed shard: run
 the same command again after an interruption and it continues from there, writing the same bytes an
 uninterrupted run writes; run it with other arguments and the unfinished preparation is started afresh.
 A complete DIR prepared with other arguments is refused.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -41,6 +44,7 @@ END_OF_TEXT = "<|endoftext|>"
 PIECE_CHARS = 1 << 20  # a long text goes to the workers in pieces of about this many characters
 FORMAT = 2  # of manifest.json and progress.json
 MIN_VAL_TOKENS = 1025  # GPT-2's block_size + 1: one evaluation batch of the largest preset
+VAL_TAIL = 0.1  # gpt.train --input: the text's last tenth is val
 
 
 class BadDocument(ValueError):
@@ -58,7 +62,8 @@ class Document:
 # ----------------------------------------------------------------------------- sources
 
 def expand_sources(patterns: list[str]) -> list[Path]:
-    """Files of the SOURCE arguments, in a fixed order: a folder gives its .txt files, a glob its matches."""
+    """Files of the SOURCE arguments, in a fixed order: a folder gives its .txt files, a glob its matches
+    (.txt, .jsonl or .parquet); a file named as it is is a text unless it is .jsonl or .parquet."""
     files: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
@@ -67,7 +72,8 @@ def expand_sources(patterns: list[str]) -> list[Path]:
         elif any(ch in pattern for ch in "*?["):
             found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         elif path.is_file():
-            found = [path]
+            files.append(path)
+            continue
         else:
             raise FileNotFoundError(f"source {pattern!r} is not a file, a folder or a glob that matches files")
         if not found:
@@ -121,6 +127,22 @@ def text_pieces(path: Path, source: int) -> Iterator[Document | BadDocument]:
     yield Document(source, f"{path}:{line}", pending)
 
 
+def cut_in_two(pieces: Iterator[Document | BadDocument], position: int) -> Iterator[Document | BadDocument]:
+    """One text's pieces as two documents, the second from its character `position` (--val_tail)."""
+    seen, cut = 0, False
+    for doc in pieces:
+        if isinstance(doc, BadDocument):
+            yield doc
+            continue
+        start, seen = seen, seen + len(doc.text)
+        if cut or position > seen:
+            yield doc
+            continue
+        yield Document(doc.source, doc.where, doc.text[:position - start])
+        yield Document(doc.source, doc.where, doc.text[position - start:], last_piece=doc.last_piece)
+        cut = True
+
+
 def jsonl_documents(path: Path, source: int, text_field: str) -> Iterator[Document | BadDocument]:
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -165,17 +187,21 @@ def numbered(stream: Iterator[Document]) -> Iterator[tuple[int, bool, Document]]
         index += doc.last_piece
 
 
-def documents(files: list[Path], text_field: str, on_error: str, skipped: list[str]) -> Iterator[Document]:
+def documents(files: list[Path], text_field: str, on_error: str, skipped: list[str],
+              val_tail: float = 0.0) -> Iterator[Document]:
     """Every document of every file, in order. A bad one (the readers yield it as a BadDocument) stops
     the run, or with on_error 'skip' is recorded in skipped and left out (a bad text file is one bad
-    document)."""
+    document). With val_tail, the one text is two documents: its head and its last val_tail of characters."""
     for source, path in enumerate(files):
-        if path.suffix == ".txt":
-            stream = text_pieces(path, source)
-        elif path.suffix == ".jsonl":
+        if path.suffix == ".jsonl":
             stream = jsonl_documents(path, source, text_field)
-        else:
+        elif path.suffix == ".parquet":
             stream = parquet_documents(path, source, text_field)
+        elif val_tail:
+            length = sum(len(doc.text) for doc in text_pieces(path, source) if isinstance(doc, Document))
+            stream = cut_in_two(text_pieces(path, source), int(length * (1 - val_tail)))
+        else:
+            stream = text_pieces(path, source)
         for doc in stream:
             if isinstance(doc, BadDocument):
                 if on_error == "stop":
@@ -187,12 +213,13 @@ def documents(files: list[Path], text_field: str, on_error: str, skipped: list[s
 
 # ----------------------------------------------------------------------------- tokenizers
 
-def char_vocabulary(files: list[Path], text_field: str, on_error: str) -> list[str]:
-    """Every character of the corpus (a first pass over it), sorted, then the end-of-text entry."""
+def char_vocabulary(files: list[Path], text_field: str, on_error: str, end_of_text: bool = True) -> list[str]:
+    """Every character of the corpus (a first pass over it), sorted, then the end-of-text entry (which
+    one text alone never needs: it has no second document to separate)."""
     chars: set[str] = set()
     for doc in documents(files, text_field, on_error, []):
         chars.update(doc.text)
-    return sorted(chars) + [END_OF_TEXT]
+    return sorted(chars) + [END_OF_TEXT] * end_of_text
 
 
 _encode = None  # each worker's tokenizer, made once by _start_worker
@@ -316,6 +343,14 @@ class PrepareArgs:
     val_fraction: float
     on_error: str
     min_val_tokens: int = MIN_VAL_TOKENS
+    val_tail: float = 0.0  # one text: its last fraction of characters is val
+    chars: list[str] | None = None  # a character vocabulary to encode with (a pretrained model's)
+
+    def recorded(self) -> dict:
+        """As manifest.json records them: the single-text arguments only where used, so that folders
+        prepared before those existed still open."""
+        values = asdict(self) | {"format": FORMAT}
+        return {name: value for name, value in values.items() if name not in ("val_tail", "chars") or value}
 
 
 def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progress: bool = False) -> dict:
@@ -323,7 +358,7 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
     out = Path(out)
     files = expand_sources(args.sources)
     val_files = expand_sources(args.val) if args.val else []
-    defined = asdict(args) | {"format": FORMAT}
+    defined = args.recorded()
     sources = [{"path": str(p), "bytes": p.stat().st_size, "split": split}
                for split, group in (("train", files), ("val", val_files)) for p in group]
     manifest_path, progress_path = out / "manifest.json", out / "progress.json"
@@ -335,14 +370,20 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
         return recorded  # complete already
     if out.exists() and not progress_path.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and holds other files: choose another --out, or empty it")
-    if len(files) == 1 and files[0].suffix == ".txt" and not val_files:
+    if args.val_tail and (len(files) != 1 or files[0].suffix in (".jsonl", ".parquet") or val_files):
+        raise ValueError("--val_tail splits one text by position: give one text file and no --val")
+    if args.chars is not None and not args.val_tail:
+        raise ValueError("a given character vocabulary has no end-of-text entry: it prepares one text (--val_tail)")
+    if len(files) == 1 and files[0].suffix not in (".jsonl", ".parquet") and not val_files and not args.val_tail:
         raise ValueError(f"{files[0]} is one document, and the split is by documents: give the val text with "
-                         "--val SOURCE, or train on it directly with `python -m gpt.train --input FILE`")
+                         "--val SOURCE, or split the text by position with --val_tail 0.1")
 
     # Everything that can fail before a byte is written (the tokenizer's files, the vocabulary) is settled first.
     if args.tokenizer == "char":
-        chars, encoding = char_vocabulary(files + val_files, args.text_field, args.on_error), None
-        tokenizer = {"kind": "char", "vocab_size": len(chars), "chars": chars, "end_of_text": len(chars) - 1}
+        chars = args.chars or char_vocabulary(files + val_files, args.text_field, args.on_error, not args.val_tail)
+        encoding = None
+        tokenizer = {"kind": "char", "vocab_size": len(chars), "chars": chars,
+                     "end_of_text": None if args.val_tail else len(chars) - 1}
     else:
         encoding = gpt2_encoding()
         chars = None
@@ -372,7 +413,14 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
 
     record_progress(next_document)
     n_train = len(files)
-    eot = np.array([tokenizer["end_of_text"]])
+
+    def goes_to_val(index: int, source: int) -> bool:
+        if args.val_tail:
+            return index == 1  # the text's tail
+        if val_files:
+            return source >= n_train
+        return in_val(index, args.val_fraction) or writers["val"].tokens < args.min_val_tokens
+
     bar = None
     if progress:
         from tqdm import tqdm
@@ -389,11 +437,9 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
         batch, result = in_flight.popleft()
         for (index, first, doc), tokens in zip(batch, result.get()):
             if first:  # a document's split, decided at its first piece
-                in_val_split = (doc.source >= n_train if val_files else
-                                in_val(index, args.val_fraction) or writers["val"].tokens < args.min_val_tokens)
-                writer = writers["val" if in_val_split else "train"]
+                writer = writers["val" if goes_to_val(index, doc.source) else "train"]
             if first and writer.started:
-                writer.write(eot)
+                writer.write(np.array([tokenizer["end_of_text"]]))
             completed |= writer.write(tokens)
             writer.started = True
             tokens_seen += len(tokens)
@@ -411,7 +457,8 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
     context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
     with context.Pool(workers, initializer=_start_worker, initargs=(chars, encoding)) as pool:
         batch, batch_chars = [], 0
-        for index, first, doc in numbered(documents(files + val_files, args.text_field, args.on_error, skipped)):
+        for index, first, doc in numbered(documents(files + val_files, args.text_field, args.on_error, skipped,
+                                                    args.val_tail)):
             documents_read = index + doc.last_piece
             if index < next_document:  # written before an interruption: read past, not tokenized again
                 continue
@@ -445,6 +492,23 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
     return manifest
 
 
+def prepare_text(path: str | Path, tokenizer: str, cache_dir: Path, chars: list[str] | None = None) -> Path:
+    """`gpt.train --input FILE`: the text prepared once (its last VAL_TAIL the val split) into a folder of
+    cache_dir named by its sha256 and the tokenizer (and a given character vocabulary, a pretrained
+    model's), which --data's reader then reads: one data path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input text {str(path)!r} does not exist or is not a file")
+    if not path.stat().st_size:
+        raise ValueError(f"input text {str(path)!r} is empty; expected a UTF-8 text to train on")
+    vocabulary = "" if chars is None else "-" + hashlib.sha256(json.dumps(chars).encode()).hexdigest()[:8]
+    folder = Path(cache_dir) / "texts" / f"{sha256_of(path)[:16]}-{tokenizer}{vocabulary}"
+    if not (folder / "manifest.json").exists():
+        args = PrepareArgs([str(path)], [], tokenizer, "text", 100_000_000, 0.0, "stop", 0, VAL_TAIL, chars)
+        prepare_corpus(args, folder, workers=min(8, os.cpu_count() or 1))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = ArgumentParser(prog="python -m gpt.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
@@ -467,17 +531,22 @@ def main(argv: list[str] | None = None) -> dict:
                              "(default: %(default)s, GPT-2's block_size + 1)")
     parser.add_argument("--val", nargs="+", default=[], metavar="SOURCE",
                         help="val documents from these sources (instead of --val_fraction)")
+    parser.add_argument("--val_tail", "--val-tail", type=float, default=0.0,
+                        help="one text alone: its last fraction of characters is val (gpt.train --input: "
+                             f"{VAL_TAIL}; instead of --val and --val_fraction)")
     parser.add_argument("--on_error", "--on-error", choices=("stop", "skip"), default="stop",
                         help="a bad document (invalid UTF-8, a JSON line that does not parse, a missing "
                              "field): stop, or skip it and count it in the manifest (default: stop)")
     args = parser.parse_args(argv)
-    if args.val and args.val_fraction is not None:
-        parser.error("--val and --val_fraction are two ways to choose the val split: give one")
-    fraction = 0.0 if args.val else 0.0005 if args.val_fraction is None else args.val_fraction
-    if not 0 <= fraction < 1 or args.workers < 1 or args.shard_tokens < 1 or args.min_val_tokens < 0:
-        parser.error("--val_fraction must be in [0, 1), --workers and --shard_tokens positive, --min_val_tokens >= 0")
-    defined = PrepareArgs(args.sources, args.val, args.tokenizer, args.text_field, args.shard_tokens,
-                          fraction, args.on_error, 0 if args.val else args.min_val_tokens)
+    if sum([bool(args.val), args.val_fraction is not None, bool(args.val_tail)]) > 1:
+        parser.error("--val, --val_fraction and --val_tail are three ways to choose the val split: give one")
+    fraction = 0.0 if args.val or args.val_tail else 0.0005 if args.val_fraction is None else args.val_fraction
+    if (not 0 <= fraction < 1 or not 0 <= args.val_tail < 1 or args.workers < 1 or args.shard_tokens < 1
+            or args.min_val_tokens < 0):
+        parser.error("--val_fraction and --val_tail must be in [0, 1), --workers and --shard_tokens positive, "
+                     "--min_val_tokens >= 0")
+    defined = PrepareArgs(args.sources, args.val, args.tokenizer, args.text_field, args.shard_tokens, fraction,
+                          args.on_error, 0 if args.val or args.val_tail else args.min_val_tokens, args.val_tail)
     try:
         manifest = prepare_corpus(defined, args.out, args.workers, progress=True)
     except (BadDocument, ValueError, FileNotFoundError, ConnectionError) as err:

@@ -29,13 +29,23 @@ import gpt_kernels
 
 from . import checkpoint, hf
 from .config import MODEL_FLAGS, TrainConfig, UsageError, config_from_args, fail
-from .data import GPT2_VOCAB, SHAKESPEARE_CHARS, BatchSampler, ShardedData, SyntheticSampler, prepare, tokenizer_from_meta
+from .data import (
+    GPT2_VOCAB,
+    SHAKESPEARE_CHARS,
+    BatchSampler,
+    ShardedData,
+    SyntheticSampler,
+    default_cache_dir,
+    download_shakespeare,
+    tokenizer_from_meta,
+)
 from .device import peak_flops, resolve_device_dtype
 from .distributed import Distributed, init_distributed
 from .eval import evaluate as hellaswag_scores
 from .eval import load_examples
 from .memory import check_fits
 from .model import GPT
+from .prepare import prepare_text
 from .signals import StopSignals
 
 
@@ -147,8 +157,7 @@ class Trainer:
             self.make_sampler = lambda split, seed, rank=0, size=1: SyntheticSampler(
                 vocab_size, cfg.model.block_size, cfg.batch_size, self.device, seed, rank, size)
         else:
-            data = (ShardedData(cfg.data, cfg.data_cache or None) if cfg.data
-                    else prepare(cfg.input or None, cfg.tokenizer, cfg.data_cache or None, chars))
+            data = ShardedData(cfg.data or self.prepared_input(chars), cfg.data_cache or None)
             self.tokenizer_meta = data.meta
             vocab_size = data.vocab_size
             self.make_sampler = lambda split, seed, rank=0, size=1: BatchSampler(
@@ -220,6 +229,17 @@ class Trainer:
             self.log(f"note: {note}")
         self.log(f"{self.model.num_params() / 1e6:.2f}M parameters | vocab {vocab_size} | "
                  f"{cfg.tokens_per_iter:,} tokens per iteration")
+
+    def prepared_input(self, chars: list[str] | None) -> Path:
+        """--input FILE (Tiny Shakespeare without one) as a prepared folder in the cache, made once: by one
+        process a machine under torchrun while the others wait."""
+        cache = Path(self.cfg.data_cache) if self.cfg.data_cache else default_cache_dir()
+        if self.world.local_rank == 0:
+            folder = prepare_text(self.cfg.input or download_shakespeare(cache), self.cfg.tokenizer, cache, chars)
+        self.world.barrier()
+        if self.world.local_rank != 0:
+            folder = prepare_text(self.cfg.input or download_shakespeare(cache), self.cfg.tokenizer, cache, chars)
+        return folder
 
     def log(self, message: str) -> None:
         if self.world.is_main:

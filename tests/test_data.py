@@ -1,29 +1,45 @@
 import hashlib
 import io
-import json
 import urllib.error
 
 import numpy as np
 import pytest
 import torch
 
-from gpt import data
-from gpt.data import BatchSampler, CharTokenizer, prepare, read_text
+from gpt import data, prepare
+from gpt.data import BatchSampler, CharTokenizer, ShardedData
+from gpt.prepare import prepare_text
 
 
 def test_shakespeare_char_preparation(shakespeare, data_cache):
-    prepared = prepare(shakespeare, "char", data_cache)
+    """--input FILE: the text's first 90% of characters train, the rest val, in Tiny Shakespeare's 65
+    characters: the same token arrays as encoding each part whole, so the same batches."""
+    folder = ShardedData(prepare_text(shakespeare, "char", data_cache))
     text = shakespeare.read_text(encoding="utf-8")
     assert hashlib.sha256(text.encode()).hexdigest() == data.SHAKESPEARE_SHA256
-    assert prepared.vocab_size == 65
-    train, val = prepared.tokens("train"), prepared.tokens("val")
-    assert train.dtype == np.uint16 and len(train) + len(val) == len(text) == 1_115_394
-    assert len(train) == int(0.9 * len(text))
-    tok = prepared.tokenizer()
-    assert tok.decode(train[:200].tolist()) == text[:200]
-    assert tok.decode(val[:50].tolist()) == text[len(train):len(train) + 50]
-    meta = json.loads((prepared.folder / "meta.json").read_text())
-    assert meta["kind"] == "char" and meta["vocab_size"] == 65 and len(meta["chars"]) == 65
+    assert folder.vocab_size == data.SHAKESPEARE_CHARS
+    (train,), (val,) = folder.tokens("train"), folder.tokens("val")
+    cut = int(0.9 * len(text))
+    tok = CharTokenizer.from_text(text)
+    assert train.dtype == np.uint16 and np.array_equal(train, tok.encode(text[:cut]))
+    assert np.array_equal(val, tok.encode(text[cut:])) and len(train) + len(val) == 1_115_394
+    assert folder.tokenizer().decode(val[:50].tolist()) == text[cut:cut + 50]
+
+
+def test_the_same_text_is_prepared_once_and_a_given_vocabulary_gets_its_own_folder(tmp_path, corpus):
+    copy = tmp_path / "elsewhere.txt"
+    copy.write_bytes(corpus.read_bytes())
+    first = prepare_text(corpus, "char", tmp_path / "cache")
+    manifest = (first / "manifest.json").stat().st_mtime_ns
+    assert prepare_text(copy, "char", tmp_path / "cache") == first  # by its sha256, not its name
+    assert (first / "manifest.json").stat().st_mtime_ns == manifest
+    chars = sorted(set(corpus.read_text())) + ["~", "\u00e9"]  # a pretrained model's larger vocabulary
+    given = prepare_text(corpus, "char", tmp_path / "cache", list(reversed(chars)))
+    assert given != first and ShardedData(given).vocab_size == len(chars)
+    (tokens,) = ShardedData(given).tokens("train")
+    assert np.array_equal(tokens[:100], CharTokenizer(list(reversed(chars))).encode(corpus.read_text()[:100]))
+    copy.write_text(corpus.read_text() + "more")
+    assert prepare_text(copy, "char", tmp_path / "cache") != first
 
 
 def test_char_tokenizer_round_trip_and_unknown_character():
@@ -41,34 +57,37 @@ def test_gpt2_tokenizer_uses_tiktoken(tmp_path, monkeypatch):
     # GPT-2's split pattern and no merges stands in for it.
     ranks = {bytes([i]): i for i in range(256)}
     pat = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-    encoding = tiktoken.Encoding("bytes-gpt2-pattern", pat_str=pat, mergeable_ranks=ranks, special_tokens={})
-    monkeypatch.setattr(data, "gpt2_encoding", lambda: encoding)
+    encoding = tiktoken.Encoding("bytes-gpt2-pattern", pat_str=pat, mergeable_ranks=ranks,
+                                 special_tokens={"<|endoftext|>": 256})
+    monkeypatch.setattr(prepare, "gpt2_encoding", lambda: encoding)
+    monkeypatch.setattr(prepare, "PIECE_CHARS", 100)  # the text goes in many pieces, one cut by the split
     text = "First Citizen:\nBefore we proceed any further, hear me speak. é\n" * 20
     path = tmp_path / "t.txt"
     path.write_text(text, encoding="utf-8")
-    prepared = prepare(path, "gpt2", tmp_path / "cache")
-    assert prepared.meta["kind"] == "gpt2" and prepared.vocab_size == 256
-    ids = np.concatenate([prepared.tokens("train"), prepared.tokens("val")])
-    assert prepared.tokenizer().decode(ids.tolist()) == text
+    folder = ShardedData(prepare_text(path, "gpt2", tmp_path / "cache"))
+    assert folder.meta["kind"] == "gpt2" and folder.vocab_size == 257
+    cut = int(0.9 * len(text))
+    (train,), (val,) = folder.tokens("train"), folder.tokens("val")
+    assert train.tolist() == encoding.encode_ordinary(text[:cut]) and val.tolist() == encoding.encode_ordinary(text[cut:])
 
 
 @pytest.mark.parametrize("content, message", [
     (None, "does not exist"),
     (b"", "is empty"),
-    (b"abc\xff\xfedef", "is not valid UTF-8"),
+    (b"abc\n\nd\xff\xfedef", r"input.txt:3: not valid UTF-8 \(byte 6: invalid start byte\)"),
 ])
 def test_bad_input_files(tmp_path, content, message):
     path = tmp_path / "input.txt"
     if content is not None:
         path.write_bytes(content)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        read_text(path)
+        prepare_text(path, "char", tmp_path / "cache")
 
 
 def test_too_short_text_is_rejected(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("To be, or not to be: that is the question.\n" * 3)
-    prepared = prepare(path, "char", tmp_path / "cache")
+    prepared = ShardedData(prepare_text(path, "char", tmp_path / "cache"))
     with pytest.raises(ValueError, match=r"the val split has \d+ tokens, fewer than block_size \+ 1 = 65"):
         BatchSampler(prepared.tokens("val"), 64, 4, torch.device("cpu"), seed=0, split="val")
 
@@ -123,7 +142,7 @@ def test_gpt2_bpe_offline_is_one_line_saying_how_to_supply_it(tmp_path, monkeypa
     monkeypatch.setattr(requests, "get", offline)
     monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # nothing loaded earlier in this process
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
-    from gpt import prepare, train
+    from gpt import train
 
     expected = r"could not load GPT-2's BPE: .* \(requests.ConnectionError\)\. Offline\? .*set TIKTOKEN_CACHE_DIR=DIR"
     with pytest.raises(SystemExit, match="^python -m gpt.train: error: " + expected):

@@ -209,7 +209,7 @@ def test_a_folder_prepared_otherwise_is_refused(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="exists and holds other files"):
         run([docs], tmp_path / "other", "--tokenizer", "char")
-    with pytest.raises(SystemExit, match="--val and --val_fraction are two ways"):
+    with pytest.raises(SystemExit, match="--val, --val_fraction and --val_tail are three ways"):
         prepare.main([str(docs), "--out", str(tmp_path / "x"), "--val", str(docs), "--val_fraction", "0.1",
                       "--tokenizer", "char"])
 
@@ -302,9 +302,32 @@ def test_a_small_corpus_gets_a_val_split_by_default(tmp_path, capsys):
 
 def test_one_text_file_is_refused_before_anything_is_written(tmp_path):
     (tmp_path / "one.txt").write_text(documents(1)[0])
-    with pytest.raises(SystemExit, match="one.txt is one document, .* --val SOURCE, or .* gpt.train --input FILE"):
+    with pytest.raises(SystemExit, match="one.txt is one document, .* --val SOURCE, or .* --val_tail 0.1"):
         prepare.main([str(tmp_path / "one.txt"), "--out", str(tmp_path / "out"), "--tokenizer", "char"])
     assert not (tmp_path / "out").exists()
+
+
+def test_one_text_is_split_by_position_with_val_tail(tmp_path):
+    """--val_tail: the text's last fraction of characters is val, each part tokenized alone, no end-of-text
+    entry in a character vocabulary (one text has nothing to separate); a long text goes in pieces."""
+    text = "".join(documents(40))
+    (tmp_path / "one.md").write_text(text)  # a file named as it is: a text, whatever its suffix
+    manifest = prepare.main([str(tmp_path / "one.md"), "--out", str(tmp_path / "out"), "--tokenizer", "char",
+                             "--val_tail", "0.25", "--shard_tokens", "1000", "--workers", "1"])
+    cut = int(len(text) * 0.75)
+    chars = sorted(set(text))
+    assert manifest["tokenizer"] == {"kind": "char", "vocab_size": len(chars), "chars": chars, "end_of_text": None}
+    folder = ShardedData(tmp_path / "out")
+    decode = data.CharTokenizer(chars).decode
+    assert decode(np.concatenate(folder.tokens("train")).tolist()) == text[:cut]
+    assert decode(np.concatenate(folder.tokens("val")).tolist()) == text[cut:]
+    for conflicting in (["--val", str(tmp_path / "one.md")], ["--val_fraction", "0.1"]):
+        with pytest.raises(SystemExit, match="three ways to choose the val split"):
+            prepare.main([str(tmp_path / "one.md"), "--out", str(tmp_path / "x"), "--val_tail", "0.1", *conflicting])
+    (tmp_path / "two").mkdir()
+    with pytest.raises(SystemExit, match="--val_tail splits one text by position: give one text file"):
+        prepare.main([str(tmp_path / "one.md"), str(tmp_path / "one.md"), "--out", str(tmp_path / "two" / "out"),
+                      "--val_tail", "0.1", "--tokenizer", "char"])
 
 
 def test_an_unfinished_run_restarts_with_other_arguments(tmp_path, monkeypatch, capsys):
