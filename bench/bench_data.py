@@ -80,14 +80,14 @@ def prepare_against_tiktoken(corpus: Path, out: Path, workers: int, encoding, va
     tiktoken_s = time.perf_counter() - start
     del texts
     args = prepare.PrepareArgs([str(corpus)], [], "gpt2", "text", 100_000_000, val_fraction, "stop")
-    original = prepare.gpt2_encoding
-    prepare.gpt2_encoding = lambda: encoding
+    original = data.gpt2_encoding
+    data.gpt2_encoding = lambda: encoding
     try:
         start = time.perf_counter()
         manifest = prepare.prepare_corpus(args, out, workers)
         prepare_s = time.perf_counter() - start
     finally:
-        prepare.gpt2_encoding = original
+        data.gpt2_encoding = original
     ours = sum(s["tokens"] for s in manifest["splits"].values())
     documents = sum(s["documents"] for s in manifest["splits"].values())
     assert ours == tokens + documents - 2, (ours, tokens)  # one end-of-text between documents of a split

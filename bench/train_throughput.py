@@ -22,7 +22,7 @@ import time
 import torch
 
 from gpt.config import PRESETS, TrainConfig
-from gpt.train import Trainer, learning_rate
+from gpt.train import Trainer, learning_rate, make_plan
 
 OURS = "triton"  # "ours + compile": every op with a Triton backend (the head fused with the loss), unless --ours
 PROVIDERS = {
@@ -45,7 +45,7 @@ def preset_config(preset: str, provider: str, out_dir: str, ours: str = OURS, **
 
 def prepare_steps(cfg: TrainConfig, warmup: int):
     """A Trainer warmed up (compiled, autotuned) and a function that runs one synchronised step."""
-    trainer = Trainer(cfg)
+    trainer = Trainer(make_plan(cfg))
     cuda = trainer.device.type == "cuda"
     lr = learning_rate(cfg.warmup_iters, cfg)
 

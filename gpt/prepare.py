@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import data
 from .config import ArgumentParser, fail
-from .data import CharTokenizer, gpt2_encoding, sha256_of
+from .data import CharTokenizer, sha256_of
 
 END_OF_TEXT = "<|endoftext|>"
 PIECE_CHARS = 1 << 20  # a long text goes to the workers in pieces of about this many characters
@@ -385,7 +386,7 @@ def prepare_corpus(args: PrepareArgs, out: str | Path, workers: int = 1, progres
         tokenizer = {"kind": "char", "vocab_size": len(chars), "chars": chars,
                      "end_of_text": None if args.val_tail else len(chars) - 1}
     else:
-        encoding = gpt2_encoding()
+        encoding = data.gpt2_encoding()  # looked up at call time: one place to stand in for it
         chars = None
         tokenizer = {"kind": "gpt2", "vocab_size": encoding.n_vocab, "end_of_text": encoding.eot_token}
     if progress_path.exists():

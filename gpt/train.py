@@ -4,10 +4,12 @@ With no arguments: the shakespeare-char preset on a CUDA machine, shakespeare-ch
 Several GPUs or nodes: `torchrun --nproc_per_node N -m gpt.train ...` (DDP; --fsdp true for FSDP2).
 Writes to --out_dir: best/last checkpoints, metrics.jsonl, loss.png.
 
-The loop reads the GPU's results on the host only at log points (every --log_interval iterations,
-and before every evaluation): there it logs, and decides together with every other rank whether to
-stop (a signal, the time budget, a non-finite step under --nonfinite stop). Between log points
-nothing waits for the GPU: a non-finite step is skipped and counted on the device.
+Read top to bottom: main makes the plan (gpt/plan.py: every decision, once), the Trainer builds the
+model, optimizer and batches from it, and Trainer.run is the loop. The loop reads the GPU's results on
+the host only at log points (every --log_interval iterations, and before every evaluation): there it
+logs, and decides together with every other rank whether to stop (a signal, the time budget, a
+non-finite step under --nonfinite stop). Between log points nothing waits for the GPU: a non-finite
+step is skipped and counted on the device.
 """
 
 from __future__ import annotations
@@ -25,27 +27,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import gpt_kernels
-
 from . import checkpoint, hf
-from .config import MODEL_FLAGS, TrainConfig, UsageError, config_from_args, fail
-from .data import (
-    GPT2_VOCAB,
-    SHAKESPEARE_CHARS,
-    BatchSampler,
-    ShardedData,
-    SyntheticSampler,
-    default_cache_dir,
-    download_shakespeare,
-    tokenizer_from_meta,
-)
-from .device import peak_flops, resolve_device_dtype
-from .distributed import Distributed, init_distributed
+from .config import TrainConfig, config_from_args, fail
+from .data import BatchSampler, SyntheticSampler, tokenizer_from_meta
+from .device import peak_flops
+from .distributed import init_distributed
 from .eval import evaluate as hellaswag_scores
-from .eval import load_examples
-from .memory import check_fits
 from .model import GPT
-from .prepare import prepare_text
+from .plan import Plan, make_plan
 from .signals import StopSignals
 
 
@@ -78,116 +67,36 @@ def accumulation_steps(tokens_seen: int, cfg: TrainConfig, world_size: int = 1) 
     return min(full, max(1, round(target / micro_step)))
 
 
-RUN_FILES = ("last.safetensors", "last.state.pt", "best.safetensors", "metrics.jsonl", "loss.png")
-
-
-def claim_out_dir(out_dir: Path, cfg: TrainConfig) -> None:
-    """A new run never replaces another run's files by accident: it needs --overwrite true for that."""
-    if cfg.resume:
-        return
-    found = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if not found:
-        return
-    if not cfg.overwrite:
-        raise UsageError(f"--out_dir {out_dir} holds another run ({', '.join(found)}): continue it with "
-                         "--resume true, replace it with --overwrite true, or choose another --out_dir")
-    for name in found:
-        (out_dir / name).unlink()
-
-
-def with_the_runs_own_data(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """--resume continues on the data the run was started with, unless the command names other data."""
-    if not cfg.resume:
-        return cfg
-    last = Path(cfg.out_dir) / "last.safetensors"
-    if not last.is_file():
-        raise FileNotFoundError(f"nothing to resume in --out_dir {cfg.out_dir}: it has no last.safetensors "
-                                "(name the run's folder with --out_dir, or start a new run without --resume)")
-    if explicit & {"input", "data", "tokenizer"}:
-        return cfg
-    saved = checkpoint.saved_train_config(last)  # a damaged file is reported here, before any data is sought
-    if not saved:
-        return cfg
-    cache = cfg.data_cache if "data_cache" in explicit else saved["data_cache"]
-    init_from = cfg.init_from if "init_from" in explicit else saved.get("init_from", "")
-    return dataclasses.replace(cfg, input=saved["input"], data=saved.get("data", ""), tokenizer=saved["tokenizer"],
-                               data_cache=cache, init_from=init_from)
-
-
-def with_pretrained_shape(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """--init_from: the model's shape and tokenizer are the pretrained model's; a shape flag given on the
-    command line that says otherwise is an error naming both."""
-    if not cfg.init_from:
-        return cfg
-    values = hf.read_config(cfg.init_from)
-    pretrained = hf.gpt_config_from_hf(values, dropout=cfg.model.dropout)
-    contradicted = [f"--{name} {getattr(cfg.model, name)} (the pretrained model has {getattr(pretrained, name)})"
-                    for name in MODEL_FLAGS if name in explicit and getattr(cfg.model, name) != getattr(pretrained, name)]
-    if contradicted:
-        raise UsageError(f"--init_from {cfg.init_from}: the model's shape comes from it, and "
-                         f"{'; '.join(contradicted)} contradicts it: drop the flag")
-    tokenizer = hf.tokenizer_of(values)["kind"]
-    if "tokenizer" in explicit and cfg.tokenizer != tokenizer:
-        raise UsageError(f"--init_from {cfg.init_from}: the model reads {tokenizer} tokens, not --tokenizer {cfg.tokenizer}")
-    return dataclasses.replace(cfg, model=dataclasses.replace(pretrained, vocab_size=cfg.model.vocab_size),
-                               tokenizer=tokenizer)
-
-
 class Trainer:
-    def __init__(self, cfg: TrainConfig, preset: str = "", world: Distributed | None = None):
-        self.cfg = cfg
-        self.world = world or Distributed()
-        self.device, self.dtype = resolve_device_dtype(cfg, self.world.local_rank)
-        self.ops = gpt_kernels.resolve(cfg.kernels, self.device,  # decided once, before anything runs
-                                   cfg.auto_table or gpt_kernels.registry.AUTO_TABLE)
-        self.out_dir = Path(cfg.out_dir)
-        if self.world.is_main:
-            claim_out_dir(self.out_dir, cfg)
-        if cfg.gradient_accumulation_steps % self.world.world_size:
-            raise UsageError(f"--gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be divisible "
-                             f"by the number of processes ({self.world.world_size}) to keep the global batch")
+    """Built from a plan: the model (pretrained or resumed weights in it), the optimizer, the batches and
+    the kernels; then run() is the loop."""
+
+    def __init__(self, plan: Plan):
+        self.plan, self.cfg, self.world = plan, plan.cfg, plan.world
+        self.device, self.dtype, self.ops, self.out_dir = plan.device, plan.dtype, plan.ops, plan.out_dir
+        cfg, rank, size = plan.cfg, plan.world.rank, plan.world.world_size
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
 
-        rank, size = self.world.rank, self.world.world_size
-        init = hf.read_config(cfg.init_from) if cfg.init_from else None  # the pretrained model's config.json
-        chars = hf.tokenizer_of(init).get("chars") if init else None  # a character model's own vocabulary
-        if cfg.synthetic_data:
-            vocab_size = GPT2_VOCAB if cfg.tokenizer == "gpt2" else SHAKESPEARE_CHARS
-            self.tokenizer_meta = {"kind": "synthetic", "vocab_size": vocab_size}
+        # Batches: each rank its own slice of every draw; evaluation's from seed 0, the same at every evaluation
+        if plan.data is None:
+            vocab_size = plan.tokenizer["vocab_size"]
             self.make_sampler = lambda split, seed, rank=0, size=1: SyntheticSampler(
                 vocab_size, cfg.model.block_size, cfg.batch_size, self.device, seed, rank, size)
         else:
-            data = ShardedData(cfg.data or self.prepared_input(chars), cfg.data_cache or None)
-            self.tokenizer_meta = data.meta
-            vocab_size = data.vocab_size
             self.make_sampler = lambda split, seed, rank=0, size=1: BatchSampler(
-                data.tokens(split), cfg.model.block_size, cfg.batch_size, self.device, seed, split, rank, size)
+                plan.data.tokens(split), cfg.model.block_size, cfg.batch_size, self.device, seed, split, rank, size)
             self.make_sampler("val", 0)  # fail now, not at the first evaluation, if val is too short
         self.train_batches = self.make_sampler("train", cfg.seed, rank, size)
-        self.hellaswag = None  # the examples of --eval_hellaswag, scored at every evaluation
-        if cfg.eval_hellaswag:
-            if cfg.synthetic_data:
-                raise UsageError("--eval_hellaswag needs a text tokenizer; --synthetic_data has none")
-            if cfg.fsdp and self.world.enabled:
-                raise UsageError("--eval_hellaswag with --fsdp is not supported: the ranks would run different "
-                                 "numbers of forward passes over sharded weights")
-            self.hellaswag = load_examples(cfg.eval_hellaswag)
-            self.tokenizer = tokenizer_from_meta(self.tokenizer_meta)
-        check_fits(cfg, vocab_size, self.device, self.dtype, self.ops.chosen["attention"].name, self.world.world_size)
+        self.tokenizer = tokenizer_from_meta(plan.tokenizer) if plan.hellaswag else None
 
-        if init:  # the pretrained vocabulary, which may be padded beyond the tokenizer's
-            if vocab_size > init["vocab_size"]:
-                raise ValueError(f"the data has {vocab_size} token ids, the pretrained model {cfg.init_from} "
-                                 f"only {init['vocab_size']}")
-            vocab_size = init["vocab_size"]
-        self.model_config = dataclasses.replace(cfg.model, vocab_size=vocab_size)
-        self.model = GPT(self.model_config, self.ops)
+        # The model, its weights, the optimizer, and the state of a resumed run
+        self.model = GPT(plan.model, self.ops)
         self.model.activation_checkpointing = cfg.activation_checkpointing
-        if init and not cfg.resume:
-            self.model.load_state_dict(hf.load_state(cfg.init_from))
-            self.log(f"initialised from {cfg.init_from}")
+        if plan.pretrained:
+            self.model.load_state_dict(hf.load_state(plan.pretrained))
+            self.log(f"initialised from {plan.pretrained}")
         self.model.to(self.device)
-        torch.manual_seed(cfg.seed + self.world.rank)  # per-rank dropout streams
+        torch.manual_seed(cfg.seed + rank)  # per-rank dropout streams
         self.iter_num, self.best_val_loss, self.tokens_seen = 0, float("inf"), 0
         saved = self.load_last() if cfg.resume else None
         self.fsdp = cfg.fsdp and self.world.enabled
@@ -203,43 +112,35 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if saved is not None:
             self.restore_optimizer(saved)
+
+        # How each step runs: autocast, torch.compile, DDP
         self.autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                          else contextlib.nullcontext())
-        use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
-        self.compiled = use_compile
-        self.first_step_s = 0.0  # the first training step and the first evaluation: compilation and
-        self.first_eval_s = 0.0  # autotuning happen there, so the records give training time apart from them
-        self.forward = torch.compile(self.model, mode=cfg.compile_mode) if use_compile else self.model
+        self.forward = torch.compile(self.model, mode=cfg.compile_mode) if plan.compiled else self.model
         if self.world.enabled and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward = DistributedDataParallel(
                 self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        # What the loop counts and measures
         self.peak = peak_flops(self.device, self.dtype)
         self.flops_per_token = self.model.flops_per_token()
         self.signals = StopSignals()
+        self.first_step_s = 0.0  # the first training step and the first evaluation: compilation and
+        self.first_eval_s = 0.0  # autotuning happen there, so the records give training time apart from them
         # Counted on the device between log points: non-finite steps, and the first one's iteration
         self.nonfinite_steps = torch.zeros((), dtype=torch.int64, device=self.device)
         self.first_nonfinite = torch.full((), -1, dtype=torch.int64, device=self.device)
-        mode = f"{'FSDP' if self.fsdp else 'DDP'} x{self.world.world_size} | " if self.world.enabled else ""
-        self.log(f"preset {preset or '-'} | {mode}device {self.device} {str(self.dtype).removeprefix('torch.')} | "
-                 f"compile {cfg.compile_mode if use_compile else False} | kernels {self.ops.spec()}"
+        mode = f"{'FSDP' if self.fsdp else 'DDP'} x{size} | " if self.world.enabled else ""
+        self.log(f"preset {plan.preset or '-'} | {mode}device {self.device} {str(self.dtype).removeprefix('torch.')} | "
+                 f"compile {cfg.compile_mode if plan.compiled else False} | kernels {self.ops.spec()}"
                  + (f" ({self.ops.origin})" if self.ops.origin else ""))
         for note in self.ops.notes:
             self.log(f"note: {note}")
-        self.log(f"{self.model.num_params() / 1e6:.2f}M parameters | vocab {vocab_size} | "
+        self.log(f"{self.model.num_params() / 1e6:.2f}M parameters | vocab {plan.model.vocab_size} | "
                  f"{cfg.tokens_per_iter:,} tokens per iteration")
 
-    def prepared_input(self, chars: list[str] | None) -> Path:
-        """--input FILE (Tiny Shakespeare without one) as a prepared folder in the cache, made once: by one
-        process a machine under torchrun while the others wait."""
-        cache = Path(self.cfg.data_cache) if self.cfg.data_cache else default_cache_dir()
-        if self.world.local_rank == 0:
-            folder = prepare_text(self.cfg.input or download_shakespeare(cache), self.cfg.tokenizer, cache, chars)
-        self.world.barrier()
-        if self.world.local_rank != 0:
-            folder = prepare_text(self.cfg.input or download_shakespeare(cache), self.cfg.tokenizer, cache, chars)
-        return folder
 
     def log(self, message: str) -> None:
         if self.world.is_main:
@@ -256,15 +157,15 @@ class Trainer:
             dist.all_gather_object(rngs, mine)
         if self.world.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint.save_weights(self.out_dir / f"{tag}.safetensors", weights, self.model_config,
-                                    self.tokenizer_meta, dataclasses.asdict(self.cfg))
+            checkpoint.save_weights(self.out_dir / f"{tag}.safetensors", weights, self.plan.model,
+                                    self.plan.tokenizer, dataclasses.asdict(self.cfg))
             if tag == "last":
                 checkpoint.save_train_state(self.out_dir / "last.state.pt", {
                     "iter_num": self.iter_num, "best_val_loss": self.best_val_loss, "tokens_seen": self.tokens_seen,
                     "optimizer": optimizer,
                     "optimizer_format": "fsdp-full" if self.fsdp else "plain", "scaler": self.scaler.state_dict(),
                     "train_batches": self.train_batches.state_dict(), "rng": rngs,
-                    "train_config": dataclasses.asdict(self.cfg), "gpt_config": self.model_config.to_dict(),
+                    "train_config": dataclasses.asdict(self.cfg), "gpt_config": self.plan.model.to_dict(),
                     "kernels": self.ops.spec()})
         if self.world.enabled:
             dist.barrier()
@@ -273,7 +174,7 @@ class Trainer:
         """Load last.safetensors into the (not yet sharded) model; return the training state."""
         state = checkpoint.load_train_state(self.out_dir / "last.state.pt")
         weights, saved_config, saved_tokenizer = checkpoint.load_weights(self.out_dir / "last.safetensors", self.device)
-        checkpoint.check_resumable(self.out_dir, saved_config, self.model_config, saved_tokenizer, self.tokenizer_meta)
+        checkpoint.check_resumable(self.out_dir, saved_config, self.plan.model, saved_tokenizer, self.plan.tokenizer)
         self.model.load_state_dict(weights)
         self.train_batches.load_state_dict(state["train_batches"])
         rngs = state["rng"]
@@ -378,72 +279,47 @@ class Trainer:
                 "first_nonfinite": int(first), "signalled": bool(signalled), "out_of_time": bool(out_of_time)}
 
     def run(self) -> dict:
-        cfg = self.cfg
-        metrics_path = self.out_dir / "metrics.jsonl"
-        if self.world.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            kept = []
-            if cfg.resume and metrics_path.exists():  # drop records past the checkpoint we resume from
-                kept = [line for line in metrics_path.read_text().splitlines()
-                        if line and json.loads(line)["iter"] < self.iter_num]
-            metrics_path.write_text("".join(line + "\n" for line in kept))
-        metrics = open(metrics_path, "a") if self.world.is_main else None
-        in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers need it
-        start, t0 = self.iter_num, time.perf_counter()
+        """The loop, in nanoGPT's order: evaluate and checkpoint, stop, step, log. The host reads the device
+        only at log points, and before an evaluation or a stop: there every rank agrees whether to stop."""
+        cfg, start = self.cfg, self.iter_num
+        metrics = Metrics(self.out_dir, self.iter_num if cfg.resume else 0, self.world.is_main)
         progress = Progress(cfg.max_iters, start, cfg.progress and self.world.is_main)
-        last_log_time, last_log_tokens = t0, self.tokens_seen
+        self.start_iter, self.t0 = start, time.perf_counter()
+        self.last_log = self.t0, self.tokens_seen  # time and tokens at the last log point
         summary = {"iter": start, "best_val_loss": self.best_val_loss}
         point = {"signalled": False, "out_of_time": False}  # what the last log point read
         unread = None  # the newest step's (loss, grad norm), when no log point has read it yet
+        in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers need it
         try:
             with self.signals if in_main_thread else contextlib.nullcontext():
                 while True:
                     it = self.iter_num
-                    evaluate = it % cfg.eval_interval == 0 or it == cfg.max_iters or point["out_of_time"]
-                    if unread is not None and (evaluate or it >= cfg.max_iters):
-                        point = self.check(it - 1, *unread, time.perf_counter() - t0)  # before anything is saved
-                        unread = None
-                        evaluate = evaluate or point["out_of_time"]
+                    evaluating = it % cfg.eval_interval == 0 or it == cfg.max_iters or point["out_of_time"]
+                    # Read the newest step before anything is evaluated, saved or stopped
+                    if unread is not None and (evaluating or it >= cfg.max_iters):
+                        point, unread = self.check(it - 1, *unread), None
+                        evaluating = evaluating or point["out_of_time"]
+
+                    # A signal: save, and say how to continue
                     if point["signalled"]:
-                        self.save("last")
                         progress.close()  # nothing is printed after the stop message
-                        name = signal.Signals(self.signals.received or signal.SIGTERM).name
-                        self.log(f"\n{name} received: finished iteration {it - 1}, saved {self.out_dir}/last.*; "
-                                 "continue with --resume true")
-                        return summary | {"iter": it, "stopped_by": name}
-                    out_of_time = point["out_of_time"]
+                        return summary | {"iter": it, "stopped_by": self.stop_on_signal(it)}
+
+                    # Evaluate and checkpoint (a resumed run's first iteration was evaluated before it stopped)
                     record = {}
-                    if evaluate and not (cfg.resume and it == start):
-                        eval_start = time.perf_counter()
-                        losses = self.estimate_loss()
-                        if it == start:
-                            self.first_eval_s = time.perf_counter() - eval_start
-                        record = {"train_eval_loss": losses["train"], "val_loss": losses["val"],
-                                  "warmup_s": self.first_step_s + self.first_eval_s}
-                        if self.world.is_main:
-                            progress.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-                                           f" ({time.perf_counter() - t0:.1f} s)")
-                        if self.hellaswag:
-                            scores = hellaswag_scores(self.model, self.hellaswag, self.tokenizer, self.device,
-                                                      self.autocast, self.world.rank, self.world.world_size)
-                            record |= {"hellaswag_acc": scores.acc, "hellaswag_acc_norm": scores.acc_norm,
-                                       "hellaswag_examples": scores.examples, "hellaswag_unscorable": scores.unscorable}
-                            if self.world.is_main:
-                                progress.write(f"iter {it}: {scores.summary()}")
-                        if losses["val"] < self.best_val_loss:
-                            self.best_val_loss = losses["val"]
-                            self.save("best")
-                        self.save("last")
-                        summary = {"iter": it, "val_loss": losses["val"], "best_val_loss": self.best_val_loss}
-                    reached = bool(record) and 0 < cfg.target_val_loss and record["val_loss"] <= cfg.target_val_loss
-                    if it >= cfg.max_iters or cfg.eval_only or out_of_time or reached:
-                        if record and metrics:
-                            metrics.write(json.dumps({"iter": it, "elapsed_s": time.perf_counter() - t0} | record) + "\n")
-                        summary["elapsed_s"] = time.perf_counter() - t0
-                        summary["first_step_s"] = self.first_step_s  # compilation and autotuning: elapsed_s includes it
-                        if out_of_time or reached:
-                            summary["stopped_by"] = "time budget" if out_of_time else "target val loss"
-                        return summary
+                    if evaluating and not (cfg.resume and it == start):
+                        record = self.evaluate_and_save(it, progress)
+                        summary = {"iter": it, "val_loss": record["val_loss"], "best_val_loss": self.best_val_loss}
+
+                    # Stop: the last iteration, --eval_only, the time budget or the target loss
+                    stopped_by = self.stop_reason(it, record, point)
+                    if stopped_by is not None:
+                        if record:
+                            metrics.write({"iter": it, "elapsed_s": time.perf_counter() - self.t0} | record)
+                        summary |= {"elapsed_s": time.perf_counter() - self.t0, "first_step_s": self.first_step_s}
+                        return summary | ({"stopped_by": stopped_by} if stopped_by else {})
+
+                    # Step: forward, backward, update; nothing is read on the host
                     lr = learning_rate(it, cfg, self.tokens_seen)
                     accum = accumulation_steps(self.tokens_seen, cfg, self.world.world_size)
                     step_start = time.perf_counter()
@@ -454,36 +330,75 @@ class Trainer:
                     self.first_nonfinite = torch.where(nonfinite & (self.first_nonfinite < 0), it, self.first_nonfinite)
                     self.iter_num += 1
                     unread = (loss, grad_norm)
+
+                    # Log: the loop's one host sync between evaluations
                     if it % cfg.log_interval == 0 or it == start or record:
-                        point = self.check(it, *unread, time.perf_counter() - t0)
-                        unread = None
+                        point, unread = self.check(it, *unread), None
                         if it == start:
                             self.first_step_s = time.perf_counter() - step_start
                             self.note_first_step(it)
-                        now = time.perf_counter()
-                        tok_per_s = (self.tokens_seen - last_log_tokens) / (now - last_log_time)
-                        mfu = self.flops_per_token * tok_per_s / self.peak if self.peak else None
-                        record = {"iter": it, "loss": point["loss"], "grad_norm": point["grad_norm"], "lr": lr,
-                                  "tokens": self.tokens_seen, "batch_tokens": batch_tokens, "tok_per_s": tok_per_s,
-                                  "mfu": mfu, "elapsed_s": now - t0} | record
-                        if point["nonfinite_steps"]:
-                            record |= {"nonfinite_steps": point["nonfinite_steps"],
-                                       "first_nonfinite": point["first_nonfinite"]}
-                        if metrics:
-                            metrics.write(json.dumps(record) + "\n")
-                            metrics.flush()
+                        record = self.log_record(it, point, lr, batch_tokens) | record
+                        metrics.write(record)
                         progress.record(record)
-                        last_log_time, last_log_tokens = now, self.tokens_seen
                     progress.update()
         finally:
             progress.close()
-            if metrics:
-                metrics.close()
-                plot_losses(metrics_path, self.out_dir / "loss.png")
+            metrics.close()
 
-    def check(self, it: int, loss: torch.Tensor, grad_norm: torch.Tensor, elapsed: float) -> dict:
+    def stop_on_signal(self, it: int) -> str:
+        self.save("last")
+        name = signal.Signals(self.signals.received or signal.SIGTERM).name
+        self.log(f"\n{name} received: finished iteration {it - 1}, saved {self.out_dir}/last.*; "
+                 "continue with --resume true")
+        return name
+
+    def evaluate_and_save(self, it: int, progress: Progress) -> dict:
+        """Both splits' losses (and HellaSwag's scores), best.* when val improved, and last.*."""
+        eval_start = time.perf_counter()
+        losses = self.estimate_loss()
+        if it == self.start_iter:
+            self.first_eval_s = time.perf_counter() - eval_start
+        record = {"train_eval_loss": losses["train"], "val_loss": losses["val"],
+                  "warmup_s": self.first_step_s + self.first_eval_s}
+        if self.world.is_main:
+            progress.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                           f" ({time.perf_counter() - self.t0:.1f} s)")
+        if self.plan.hellaswag:
+            scores = hellaswag_scores(self.model, self.plan.hellaswag, self.tokenizer, self.device,
+                                      self.autocast, self.world.rank, self.world.world_size)
+            record |= {"hellaswag_acc": scores.acc, "hellaswag_acc_norm": scores.acc_norm,
+                       "hellaswag_examples": scores.examples, "hellaswag_unscorable": scores.unscorable}
+            if self.world.is_main:
+                progress.write(f"iter {it}: {scores.summary()}")
+        if losses["val"] < self.best_val_loss:
+            self.best_val_loss = losses["val"]
+            self.save("best")
+        self.save("last")
+        return record
+
+    def stop_reason(self, it: int, record: dict, point: dict) -> str | None:
+        """Why the loop stops before iteration it ("" at its planned end), or None to go on."""
+        if point["out_of_time"]:
+            return "time budget"
+        if record and 0 < self.cfg.target_val_loss and record["val_loss"] <= self.cfg.target_val_loss:
+            return "target val loss"
+        return "" if it >= self.cfg.max_iters or self.cfg.eval_only else None
+
+    def log_record(self, it: int, point: dict, lr: float, batch_tokens: int) -> dict:
+        now = time.perf_counter()
+        last_time, last_tokens = self.last_log
+        tok_per_s = (self.tokens_seen - last_tokens) / (now - last_time)
+        self.last_log = now, self.tokens_seen
+        record = {"iter": it, "loss": point["loss"], "grad_norm": point["grad_norm"], "lr": lr,
+                  "tokens": self.tokens_seen, "batch_tokens": batch_tokens, "tok_per_s": tok_per_s,
+                  "mfu": self.flops_per_token * tok_per_s / self.peak if self.peak else None, "elapsed_s": now - self.t0}
+        if point["nonfinite_steps"]:
+            record |= {"nonfinite_steps": point["nonfinite_steps"], "first_nonfinite": point["first_nonfinite"]}
+        return record
+
+    def check(self, it: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> dict:
         """A log point after iteration it: read it, and act on non-finite steps since the last one."""
-        point = self.read_log_point(loss, grad_norm, 0 < self.cfg.max_seconds < elapsed)
+        point = self.read_log_point(loss, grad_norm, 0 < self.cfg.max_seconds < time.perf_counter() - self.t0)
         if point["nonfinite_steps"]:
             message = (f"non-finite loss or gradient at iteration {point['first_nonfinite']}"
                        + (f" and {point['nonfinite_steps'] - 1} more step(s) up to iteration {it}"
@@ -501,8 +416,33 @@ class Trainer:
         if self.device.type == "cpu" and uses_triton:
             self.log(f"note: the Triton interpreter took {seconds:.1f} s for this iteration: {self.cfg.max_iters - it} "
                      f"iterations would take about {duration(seconds * (self.cfg.max_iters - it))}")
-        elif self.compiled or uses_triton:
+        elif self.plan.compiled or uses_triton:
             self.log(f"first step: {seconds:.1f} s, compilation and Triton autotuning included")
+
+
+class Metrics:
+    """metrics.jsonl, written by rank 0, a JSON record a line (a resumed run's records past its checkpoint
+    dropped first); loss.png drawn from it when the run ends."""
+
+    def __init__(self, out_dir: Path, resumed_at: int, enabled: bool):
+        self.path, self.png, self.file = out_dir / "metrics.jsonl", out_dir / "loss.png", None
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["iter"] < resumed_at
+                ] if resumed_at and self.path.exists() else []
+        self.path.write_text("".join(line + "\n" for line in kept))
+        self.file = open(self.path, "a")
+
+    def write(self, record: dict) -> None:
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+            plot_losses(self.path, self.png)
 
 
 class Progress:
@@ -601,8 +541,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, preset, explicit = config_from_args(argv, cuda_available=torch.cuda.is_available())
     world = init_distributed()
     try:
-        cfg = with_pretrained_shape(with_the_runs_own_data(cfg, explicit), explicit)
-        trainer = Trainer(cfg, preset, world)
+        trainer = Trainer(make_plan(cfg, explicit, preset, world))
         summary = trainer.run()
     except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as err:
         fail("python -m gpt.train", err)

@@ -59,7 +59,7 @@ def test_gpt2_tokenizer_uses_tiktoken(tmp_path, monkeypatch):
     pat = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
     encoding = tiktoken.Encoding("bytes-gpt2-pattern", pat_str=pat, mergeable_ranks=ranks,
                                  special_tokens={"<|endoftext|>": 256})
-    monkeypatch.setattr(prepare, "gpt2_encoding", lambda: encoding)
+    monkeypatch.setattr(data, "gpt2_encoding", lambda: encoding)
     monkeypatch.setattr(prepare, "PIECE_CHARS", 100)  # the text goes in many pieces, one cut by the split
     text = "First Citizen:\nBefore we proceed any further, hear me speak. é\n" * 20
     path = tmp_path / "t.txt"

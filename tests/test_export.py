@@ -118,12 +118,12 @@ def test_init_from_an_export_starts_from_its_logits(tmp_path, corpus, data_cache
     cfg, _, explicit = config_from_args(["--input", str(corpus), "--data_cache", str(data_cache), *TINY,
                                          "--out_dir", str(tmp_path / "finetune"), "--init_from", str(hf_dir),
                                          "--n_layer", "2"])  # agreeing with the export is fine
-    trainer = train.Trainer(train.with_pretrained_shape(cfg, explicit))
+    trainer = train.Trainer(train.make_plan(cfg, explicit))
     idx = torch.randint(65, (2, 32), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, _ = our_model(run)(idx)
         started, _ = trainer.model.eval()(idx)
-    assert trainer.model_config.bias is True  # transformers' GPT-2 has biases: zeros stand in for ours
+    assert trainer.plan.model.bias is True  # transformers' GPT-2 has biases: zeros stand in for ours
     if bias:
         assert torch.equal(started, expected)
     else:

@@ -22,7 +22,6 @@ TINY = tiny_flags(batch_size=4, eval_iters=2)
 def bpe(monkeypatch, corpus):
     encoding = small_bpe(corpus.read_text()[:20000])
     monkeypatch.setattr(data, "gpt2_encoding", lambda: encoding)
-    monkeypatch.setattr(prepare, "gpt2_encoding", lambda: encoding)
     return encoding
 
 

@@ -278,7 +278,7 @@ def test_the_step_loop_reads_tensors_on_the_host_only_at_log_points(tmp_path, co
     cfg, _, _ = config_from_args(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
                                   *TINY, "--max_iters", "20", "--log_interval", "5", "--eval_interval", "20",
                                   "--kernels", kernels])
-    trainer = train.Trainer(cfg)
+    trainer = train.Trainer(train.make_plan(cfg))
     reads_at: dict[int, int] = {}
     for name in HOST_READS:
         original = getattr(torch.Tensor, name)
@@ -308,7 +308,7 @@ def test_steps_between_log_points_never_synchronize_the_gpu(tmp_path, corpus, da
     cfg, _, _ = config_from_args(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),
                                   *TINY, "--device", "cuda", "--kernels", kernels, "--compile", compiled,
                                   "--max_iters", "11", "--log_interval", "5", "--eval_interval", "1000"])
-    trainer = train.Trainer(cfg)
+    trainer = train.Trainer(train.make_plan(cfg))
     modes = []  # the sync debug mode at the start of each step
     original_step, original_read = train.Trainer.train_step, train.Trainer.read_log_point
 

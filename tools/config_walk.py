@@ -1,13 +1,11 @@
-"""Follow the trainer's configuration from the command line until the training loop starts:
+"""Follow the trainer's configuration from the command line until the training loop begins:
 `python -m tools.config_walk [gpt.train flags]`.
 
-A stop is a function of the gpt package that receives the configuration: the argv list, a
-TrainConfig, a GPTConfig or the trainer's Plan, as an argument (self included); a return is such a
-function that hands a configuration back. Each is counted once, however often it is called (a
-model's blocks are built in a loop). Traced in the running trainer (a real run, with --max_iters 0,
-until its loop begins), so every branch the flags take is counted and no other. Prints the stops
-in order, then the counts: stops, returns, files, and the visits of each file (a run of consecutive
-stops in one file is one visit).
+The configuration is the argv list, the TrainConfig made from it and the trainer's Plan. A stop is a
+function of the gpt package that receives one of them as an argument (self included); a return is
+one that hands one back. Each is counted once, however often it is called. The model's shape
+(GPTConfig), which the model's modules read as nanoGPT's do, is listed apart. Traced in a real run
+(--max_iters 0, --eval_only true) up to its loop, so the stops are those the given flags take.
 """
 
 from __future__ import annotations
@@ -19,22 +17,26 @@ import gpt
 from gpt import config
 
 PACKAGE = str(Path(gpt.__file__).parent)
-LOOP = ("run", "loop")  # the trainer's loop: the walk ends where it begins
+LOOP = ("run",)  # the trainer's loop: the walk ends where it begins
 
 
-def carries_config(value, argv: list[str]) -> bool:
-    kinds = (config.TrainConfig, config.GPTConfig) + tuple(
-        getattr(sys.modules.get("gpt.train"), name) for name in ("Plan",) if hasattr(sys.modules.get("gpt.train"), name))
-    if isinstance(value, kinds) or value is argv:
-        return True
-    return isinstance(value, tuple) and any(carries_config(v, argv) for v in value)
+def kind(value, argv: list[str]) -> str | None:
+    """'config' for the run's configuration, 'shape' for a GPTConfig, None for anything else."""
+    plan = getattr(sys.modules.get("gpt.train"), "Plan", ())
+    if value is argv or isinstance(value, (config.TrainConfig, plan)):
+        return "config"
+    if isinstance(value, config.GPTConfig):
+        return "shape"
+    if isinstance(value, tuple):
+        kinds = {kind(v, argv) for v in value}
+        return "config" if "config" in kinds else "shape" if "shape" in kinds else None
+    return None
 
 
-def walk(argv: list[str]) -> dict:
+def walk(argv: list[str]) -> dict[str, list[str]]:
     from gpt import train
 
-    stops, returns = [], []
-
+    seen = {"stops": [], "returns": [], "shape stops": [], "shape returns": []}
     looping = []
 
     def tracer(frame, event, arg):
@@ -47,31 +49,40 @@ def walk(argv: list[str]) -> dict:
         where = f"{Path(code.co_filename).name}:{code.co_qualname}"
         if event == "call":
             names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
-            if where not in stops and any(carries_config(frame.f_locals.get(name), argv) for name in names):
-                stops.append(where)
-        elif event == "return" and where not in returns and carries_config(arg, argv):
-            returns.append(where)
+            kinds = {kind(frame.f_locals.get(name), argv) for name in names}
+            found = "stops" if "config" in kinds else "shape stops" if "shape" in kinds else None
+        else:
+            found = {"config": "returns", "shape": "shape returns"}.get(kind(arg, argv)) if event == "return" else None
+        if found and where not in seen[found]:
+            seen[found].append(where)
 
     sys.setprofile(tracer)
     try:
         train.main(argv)
     finally:
         sys.setprofile(None)
+    return seen
+
+
+def visits(stops: list[str]) -> dict[str, int]:
+    """How often the walk enters each file (consecutive stops in one file are one visit)."""
     files = [stop.split(":")[0] for stop in stops]
-    visits = {}
+    counts: dict[str, int] = {}
     for i, name in enumerate(files):
         if i == 0 or files[i - 1] != name:
-            visits[name] = visits.get(name, 0) + 1
-    return {"stops": stops, "returns": returns, "files": visits}
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def main() -> None:
-    argv = [*sys.argv[1:], "--max_iters", "0", "--eval_only", "true"]
-    result = walk(argv)
-    for i, stop in enumerate(result["stops"], 1):
+    seen = walk([*sys.argv[1:], "--max_iters", "0", "--eval_only", "true"])
+    for i, stop in enumerate(seen["stops"], 1):
         print(f"{i:3} {stop}")
-    print(f"stops {len(result['stops'])}, returns {len(result['returns'])} ({', '.join(result['returns'])}), "
-          f"files {len(result['files'])}: " + ", ".join(f"{name} x{n}" for name, n in result["files"].items()))
+    files = visits(seen["stops"])
+    print(f"stops {len(seen['stops'])}, returns {len(seen['returns'])} ({', '.join(seen['returns'])}); "
+          f"files {len(files)}: " + ", ".join(f"{name} x{n}" for name, n in files.items()))
+    print(f"the model's shape (GPTConfig): read by {len(seen['shape stops'])} functions "
+          f"({', '.join(seen['shape stops'])}), made by {', '.join(seen['shape returns']) or 'none'}")
 
 
 if __name__ == "__main__":
