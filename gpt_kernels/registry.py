@@ -64,6 +64,10 @@ class Op:
     # A small case of its inputs on the CPU, (args, kwargs) of gpt_kernels.<op> from a seeded generator: every
     # backend is checked against the reference on it, forward and backward (tests/test_ops.py, test_export.py).
     sample_inputs: Callable[[torch.Generator], tuple[tuple, dict]] | None = None
+    # A random case (args, kwargs) in a dtype on a device ("cpu": small enough for the Triton interpreter;
+    # "cuda": larger), from a seeded generator: shapes, strides, magnitudes and options drawn from it.
+    # tests/test_fuzz.py holds every backend of ours to the tolerance rule on them (gpt_kernels/ops/fuzzing.py).
+    fuzz_inputs: Callable[[torch.Generator, torch.dtype, str], tuple[tuple, dict]] | None = None
     cuda_kernels: tuple[str, ...] = ()  # gpt_ext ops that must have CUDA kernels in a CUDA build
     # (shape, dtype) -> None: every Triton launcher of the op at that shape, on CPU tensors (the
     # compiled-code view records the launches instead of running them); None without Triton kernels.

@@ -1,6 +1,6 @@
 """The README's "Adding an op" holds: a toy op added in a copy of the tree, touching only its own files (its
 package under gpt_kernels/ops/ and its benchmark), is registered, tested against its reference forward and
-backward, exported-checked, budgeted in the GPU check and benchmarked, by the project's own tests."""
+backward, fuzzed, exported-checked, budgeted in the GPU check and benchmarked, by the project's own tests."""
 
 import os
 import shutil
@@ -55,6 +55,8 @@ registry.declare(registry.Op(
     model_shapes=(),
     bench_share=5,
     sample_inputs=lambda g: ((torch.randn(37, generator=g),), {}),
+    fuzz_inputs=lambda g, dtype, device: ((torch.randn(int(torch.randint(1, 3000, (), generator=g)), generator=g)
+                                           .to(device, dtype),), {}),
 ))
 
 
@@ -78,7 +80,9 @@ def test_toy_double(benchmark, shape, provider):
     run(benchmark, [lambda: gpt_kernels.toy_double(x, backend=provider)], bytes_moved=2 * x.numel() * 4)
 '''
 
-CHECKS = ["tests/test_ops.py", "tests/test_export.py::test_every_backend_works_whatever_was_imported_first",
+CHECKS = ["tests/test_ops.py", "tests/test_fuzz.py::test_every_op_declares_fuzz_inputs_and_has_a_backend_of_ours_fuzzed",
+          "tests/test_fuzz.py::test_fuzz[toy_double-triton]",
+          "tests/test_export.py::test_every_backend_works_whatever_was_imported_first",
           "tests/test_gpu_check.py::test_stage_budgets_fit_one_device_call_and_leave_a_retry",
           "bench/bench_toy_double.py"]
 
@@ -111,5 +115,6 @@ def test_a_toy_op_added_through_its_own_files_alone_is_tested_benchmarked_and_bu
                             text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     passed = [line for line in result.stdout.splitlines() if line.startswith("PASSED")]
-    for check in ("toy_double-torch", "toy_double-reference", "toy_double-triton", "bench_toy_double.py"):
+    for check in ("toy_double-torch", "toy_double-reference", "toy_double-triton", "test_fuzz[toy_double-triton]",
+                  "bench_toy_double.py"):
         assert any(check in line for line in passed), f"no passed check names {check}:\n" + "\n".join(passed)

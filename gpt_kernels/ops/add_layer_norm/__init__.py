@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ... import ext as _ext
 from ... import registry, runtime
+from .. import fuzzing
 from . import checks, ext, reference
 
 CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -26,6 +27,20 @@ def torch_add_layer_norm(x, residual, weight, bias=None, eps=1e-5):
     checks.check_add_layer_norm_args(x, residual, weight, bias, CHECKED_DTYPES, max_width=1 << 31, eps=eps)
     s = x + residual.to(x.dtype)
     return F.layer_norm(s, (s.shape[-1],), weight, bias, eps), s
+
+
+def fuzz_inputs(g: torch.Generator, dtype: torch.dtype, device: str) -> tuple[tuple, dict]:
+    """As layer_norm's, with a residual in x's dtype or in fp32 (an fp32 stream under autocast)."""
+    rows = fuzzing.choice(g, [(fuzzing.integer(g, 1, 64),), (fuzzing.integer(g, 1, 4), fuzzing.integer(g, 1, 9))])
+    width = fuzzing.integer(g, 1, 300 if device == "cpu" else 5000)
+    scale, offset = fuzzing.choice(g, [1e-2, 1.0, 30.0]), fuzzing.choice(g, [0.0, 5.0, -100.0])
+    layout = fuzzing.choice(g, fuzzing.LAYOUTS)
+    x = fuzzing.laid_out(fuzzing.values(g, (*rows, width), dtype, device, scale, offset), layout)
+    residual_dtype = fuzzing.choice(g, [dtype, torch.float32])
+    residual = fuzzing.laid_out(fuzzing.values(g, (*rows, width), residual_dtype, device, scale), layout)
+    weight = fuzzing.values(g, (width,), dtype, device, 0.5, 1.0)
+    bias = fuzzing.values(g, (width,), dtype, device) if fuzzing.choice(g, [True, False]) else None
+    return (x, residual, weight, bias), {}
 
 
 if runtime.HAS_TRITON:
@@ -49,6 +64,7 @@ registry.declare(registry.Op(
     bench_share=19,
     sample_inputs=lambda g: ((torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g), torch.rand(16, generator=g),
                               torch.randn(16, generator=g)), {}),
+    fuzz_inputs=fuzz_inputs,
     cuda_kernels=("add_layer_norm_fwd",),  # its backward is layer_norm_bwd with ds
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,

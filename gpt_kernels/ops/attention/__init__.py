@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ... import registry, runtime
+from .. import fuzzing
 from . import checks, reference, sdpa
 
 CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -39,6 +40,29 @@ registry.register("attention", "triton", triton_attention, "Triton flash attenti
                   unavailable=runtime.triton_unavailable, note=runtime.triton_note)
 
 
+def fuzz_inputs(g: torch.Generator, dtype: torch.dtype, device: str) -> tuple[tuple, dict]:
+    """1 to 80 keys (600 on a GPU), as many queries or fewer (aligned to the end, as in decoding), causal or
+    not, banded or not, strided or not; inputs scaled by up to 4 give scores of magnitude ~100 (softmax
+    nearly one-hot). On the CPU, fp16 and bf16 are drawn at scales up to 1 only: the kernel rounds P and dS
+    to the input dtype before their matmuls, as FlashAttention does on GPUs, while PyTorch's CPU SDPA keeps
+    them in fp32, and with nearly one-hot rows (dQ = dS K cancels) that yardstick is stricter than any
+    GPU kernel's; every scale runs on the GPU."""
+    cpu = device == "cpu"
+    t_k = fuzzing.integer(g, 1, 80 if cpu else 600)
+    b, h, t_q = fuzzing.integer(g, 1, 2), fuzzing.integer(g, 1, 3), fuzzing.integer(g, 1, t_k)
+    d = fuzzing.choice(g, [16, 32, 64] if cpu else [16, 32, 64, 128])
+    scale = fuzzing.choice(g, [0.1, 1.0] if cpu and dtype != torch.float32 else [0.1, 1.0, 4.0])
+    transposed = fuzzing.choice(g, [True, False])
+
+    def heads(t: int) -> torch.Tensor:  # (B, H, T, D), stored (B, T, H, D) where transposed
+        stored = fuzzing.values(g, (b, t, h, d), dtype, device, scale)
+        return stored.transpose(1, 2) if transposed else stored.transpose(1, 2).contiguous()
+
+    causal = fuzzing.choice(g, [True, False])
+    window = fuzzing.choice(g, [None, None, fuzzing.integer(g, 1, t_k)]) if causal else None
+    return (heads(t_q), heads(t_k), heads(t_k)), {"causal": causal, "window": window}
+
+
 def _cost(shape, size):
     """Causal: half the 4*B*H*T*T*D FLOPs of the full product; the backward 2.5 times the forward's.
     Bytes: q, k, v read and o written; the backward reads q, k, v, o, do and writes dq, dk, dv."""
@@ -57,6 +81,7 @@ registry.declare(registry.Op(
     model_shapes=((8, 12, 1024, 64),),
     bench_share=82,  # python -m tools.rehearsal: 39 compilations x 1.6 s + 15 s of timed rounds
     sample_inputs=lambda g: (tuple(torch.randn(1, 2, 24, 16, generator=g) for _ in range(3)), {"causal": True}),
+    fuzz_inputs=fuzz_inputs,
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,
     variant_launches=variant_launches,

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ... import ext as _ext
 from ... import registry, runtime
+from .. import fuzzing
 from . import checks, ext, reference
 
 CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -20,6 +21,20 @@ CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 def torch_cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
     checks.check_cross_entropy_args(logits, targets, reduction, CHECKED_DTYPES)
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
+
+
+
+def fuzz_inputs(g: torch.Generator, dtype: torch.dtype, device: str) -> tuple[tuple, dict]:
+    """1 to 64 rows of 1 to 3000 logits (60000 on a GPU), large magnitudes and offsets, strided rows,
+    ignored targets, every reduction."""
+    n, vocab = fuzzing.integer(g, 1, 64), fuzzing.integer(g, 1, 3000 if device == "cpu" else 60000)
+    scale, shift = fuzzing.choice(g, [1.0, 10.0, 100.0]), fuzzing.choice(g, [0.0, 1e3, -1e4])
+    logits = fuzzing.values(g, (n, vocab), dtype, device, scale, shift)
+    if fuzzing.choice(g, [True, False]):
+        logits = fuzzing.laid_out(logits, "every-other")
+    reduction = fuzzing.choice(g, ["mean", "sum", "none"])
+    ids = fuzzing.targets(g, n, vocab, device, fuzzing.choice(g, [0, 2, 5]), one_counted=reduction == "mean")
+    return (logits, ids), {"reduction": reduction}
 
 
 if runtime.HAS_TRITON:
@@ -44,6 +59,7 @@ registry.declare(registry.Op(
     model_shapes=((8192, 50257),),  # GPT-2's vocabulary, 8 sequences of 1024 tokens
     bench_share=22,
     sample_inputs=lambda g: ((torch.randn(6, 11, generator=g), torch.randint(11, (6,), generator=g)), {}),
+    fuzz_inputs=fuzz_inputs,
     cuda_kernels=("cross_entropy_fwd", "cross_entropy_bwd"),
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,

@@ -12,11 +12,23 @@ import torch.nn.functional as F
 
 from ... import ext as _ext
 from ... import registry, runtime
+from .. import fuzzing
 from . import ext, reference
 
 
 def torch_layer_norm(x, weight, bias=None, eps=1e-5):
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+def fuzz_inputs(g: torch.Generator, dtype: torch.dtype, device: str) -> tuple[tuple, dict]:
+    """Rows of 1 to 300 columns (5000 on a GPU), large magnitudes and offsets, strided, with or without a bias."""
+    rows = fuzzing.choice(g, [(fuzzing.integer(g, 1, 64),), (fuzzing.integer(g, 1, 4), fuzzing.integer(g, 1, 9))])
+    width = fuzzing.integer(g, 1, 300 if device == "cpu" else 5000)
+    scale, offset = fuzzing.choice(g, [1e-2, 1.0, 30.0]), fuzzing.choice(g, [0.0, 5.0, -100.0])
+    x = fuzzing.laid_out(fuzzing.values(g, (*rows, width), dtype, device, scale, offset), fuzzing.choice(g, fuzzing.LAYOUTS))
+    weight = fuzzing.values(g, (width,), dtype, device, 0.5, 1.0)
+    bias = fuzzing.values(g, (width,), dtype, device) if fuzzing.choice(g, [True, False]) else None
+    return (x, weight, bias), {}
 
 
 if runtime.HAS_TRITON:
@@ -40,6 +52,7 @@ registry.declare(registry.Op(
     model_shapes=((8192, 768),),  # GPT-2 124M, 8 sequences of 1024 tokens
     bench_share=25,
     sample_inputs=lambda g: ((torch.randn(6, 16, generator=g), torch.rand(16, generator=g), torch.randn(16, generator=g)), {}),
+    fuzz_inputs=fuzz_inputs,
     cuda_kernels=("layer_norm_fwd", "layer_norm_bwd"),
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,

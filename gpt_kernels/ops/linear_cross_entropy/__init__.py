@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import registry, runtime
+from .. import fuzzing
 from . import checks, reference
 
 CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -21,6 +22,20 @@ def torch_linear_cross_entropy(h, weight, targets, ignore_index=-100, reduction=
     """PyTorch's ops, unfused: F.linear, then F.cross_entropy (torch.compile fuses what it can)."""
     checks.check_linear_cross_entropy_args(h, weight, targets, reduction, CHECKED_DTYPES)
     return F.cross_entropy(F.linear(h, weight), targets, ignore_index=ignore_index, reduction=reduction)
+
+
+
+def fuzz_inputs(g: torch.Generator, dtype: torch.dtype, device: str) -> tuple[tuple, dict]:
+    """1 to 48 tokens of width 1 to 64 against 1 to 300 classes (larger on a GPU), ignored targets, mean or sum."""
+    cpu = device == "cpu"
+    n, width = fuzzing.integer(g, 1, 48 if cpu else 2048), fuzzing.integer(g, 1, 64 if cpu else 1024)
+    vocab = fuzzing.integer(g, 1, 300 if cpu else 8000)
+    h = fuzzing.values(g, (n, width), dtype, device, fuzzing.choice(g, [0.1, 1.0, 4.0]))
+    weight = fuzzing.laid_out(fuzzing.values(g, (vocab, width), dtype, device, width ** -0.5),
+                              fuzzing.choice(g, ["contiguous", "transposed"]))
+    reduction = fuzzing.choice(g, ["mean", "sum"])
+    ids = fuzzing.targets(g, n, vocab, device, fuzzing.choice(g, [0, 3]), one_counted=reduction == "mean")
+    return (h, weight, ids), {"reduction": reduction}
 
 
 if runtime.HAS_TRITON:
@@ -46,6 +61,7 @@ registry.declare(registry.Op(
     bench_share=17,
     sample_inputs=lambda g: ((torch.randn(6, 16, generator=g), torch.randn(11, 16, generator=g),
                               torch.randint(11, (6,), generator=g)), {}),
+    fuzz_inputs=fuzz_inputs,
     triton_launches=triton_launches,
     triton_dtypes=SUPPORTED_DTYPES,
     memory_bound=True,  # its Triton kernel is the loss; the three GEMMs per chunk are PyTorch's
