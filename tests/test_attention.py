@@ -18,7 +18,8 @@ CPU_CASES = [(*BATCH_HEADS[i % 4], t, d, causal, dtype) for i, (t, d, causal, dt
     itertools.product([1, 17, 64, 129], [16, 32, 64], [True, False], [torch.float32, torch.float16]))]
 GPU_CASES = [(b, h, t, d, causal, dtype) for (b, h, t), d, causal, dtype in itertools.product(
     [(2, 3, 1), (2, 3, 17), (4, 12, 256), (2, 12, 1000), (1, 12, 2048), (1, 4, 4096), (64, 6, 256)],
-    [16, 32, 64, 128], [True, False], [torch.bfloat16, torch.float16])]
+    [16, 32, 64, 128], [True, False], [torch.bfloat16, torch.float16])] + [
+    (b, h, t, d, True, torch.bfloat16) for (b, h, t), d in itertools.product([(2, 3, 17), (2, 16, 2048)], [80, 96])]
 
 
 # The GPU cases run each kernel's default configuration (autotuning all of them would take the GPU
@@ -59,6 +60,22 @@ def test_parity_cpu(b, h, t, d, causal, dtype):
     check_parity(b, h, t, t, d, causal, dtype, "cpu")
 
 
+@pytest.mark.parametrize("d", [8, 24, 40, 80, 96])
+@pytest.mark.parametrize("causal, window", [(True, None), (False, None), (True, 7)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_padded_head_dims_cpu(d, causal, window, dtype):
+    """Head dims the kernels are not compiled for (GPT-3 Large's 96, 2.7B's 80) run on zero-padded heads:
+    every output and gradient to the rule, of the true head dim, at its default scale."""
+    check_parity(2, 3, 37, 37, d, causal, dtype, "cpu", window=window)
+
+
+def test_padded_heads_scale_by_the_true_head_dim():
+    q, k, v, _ = make_qkv(1, 2, 16, 16, 80, torch.float32, "cpu")
+    explicit = gpt_kernels.attention(q, k, v, scale=80 ** -0.5)
+    torch.testing.assert_close(gpt_kernels.attention(q, k, v), explicit, rtol=0, atol=0)
+    assert not torch.allclose(gpt_kernels.attention(q, k, v, scale=128 ** -0.5), explicit)
+
+
 @pytest.mark.parametrize("t_q, t_k", [(1, 40), (3, 40), (17, 129), (64, 65)])
 @pytest.mark.parametrize("causal", [True, False])
 def test_queries_continuing_a_kv_cache(t_q, t_k, causal):
@@ -95,7 +112,8 @@ def test_no_t_by_t_tensor_is_saved_for_backward():
 
 
 @pytest.mark.parametrize("make, error, message", [
-    (lambda: make_qkv(1, 1, 8, 8, 48, torch.float32, "cpu")[:3], ValueError, "head dim 48 is not supported"),
+    (lambda: make_qkv(1, 1, 8, 8, 100, torch.float32, "cpu")[:3], ValueError, "head dim 100 is not supported"),
+    (lambda: make_qkv(1, 1, 8, 8, 136, torch.float32, "cpu")[:3], ValueError, "head dim 136 is not supported"),
     (lambda: make_qkv(1, 1, 8, 8, 16, torch.float64, "cpu")[:3], TypeError, "q has dtype torch.float64"),
     (lambda: (torch.randn(1, 1, 8, 16), torch.randn(1, 1, 8, 16, dtype=torch.float16), torch.randn(1, 1, 8, 16)),
      ValueError, "k is torch.float16 but q is torch.float32"),
@@ -145,10 +163,10 @@ def test_autotune_off_launches_the_default_configuration_with_the_same_results()
         gpt_kernels.attention(q, k, v, backend="torch", autotune=False)
 
 
-@pytest.mark.parametrize("window", [None, 5])
-def test_compile_fullgraph_has_no_graph_breaks(window):
+@pytest.mark.parametrize("window, d", [(None, 16), (5, 16), (None, 40)])  # 40: a zero-padded head dim
+def test_compile_fullgraph_has_no_graph_breaks(window, d):
     torch._dynamo.reset()
-    q, k, v, do = make_qkv(2, 2, 24, 24, 16, torch.float32, "cpu")
+    q, k, v, do = make_qkv(2, 2, 24, 24, d, torch.float32, "cpu")
     fn = lambda q, k, v: gpt_kernels.attention(q, k, v, window=window).sum(dim=-1, keepdim=True) * v  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     for a, c in zip(forward_backward(compiled, q, k, v, do), forward_backward(fn, q, k, v, do)):

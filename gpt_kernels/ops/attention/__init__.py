@@ -41,16 +41,16 @@ registry.register("attention", "triton", triton_attention, "Triton flash attenti
 
 
 def fuzz_inputs(g: torch.Generator, dtype: torch.dtype, device: str) -> tuple[tuple, dict]:
-    """1 to 80 keys (600 on a GPU), as many queries or fewer (aligned to the end, as in decoding), causal or
-    not, banded or not, strided or not; inputs scaled by up to 4 give scores of magnitude ~100 (softmax
-    nearly one-hot). On the CPU, fp16 and bf16 are drawn at scales up to 1 only: the kernel rounds P and dS
-    to the input dtype before their matmuls, as FlashAttention does on GPUs, while PyTorch's CPU SDPA keeps
-    them in fp32, and with nearly one-hot rows (dQ = dS K cancels) that yardstick is stricter than any
-    GPU kernel's; every scale runs on the GPU."""
+    """1 to 80 keys (600 on a GPU), head dims compiled for and padded ones, as many queries or fewer
+    (aligned to the end, as in decoding), causal or not, banded or not, strided or not; inputs scaled by up
+    to 4 give scores of magnitude ~100 (softmax nearly one-hot). On the CPU, fp16 and bf16 are drawn at
+    scales up to 1 only: the kernel rounds P and dS to the input dtype before their matmuls, as
+    FlashAttention does on GPUs, while PyTorch's CPU SDPA keeps them in fp32, and with nearly one-hot rows
+    (dQ = dS K cancels) that yardstick is stricter than any GPU kernel's; every scale runs on the GPU."""
     cpu = device == "cpu"
     t_k = fuzzing.integer(g, 1, 80 if cpu else 600)
     b, h, t_q = fuzzing.integer(g, 1, 2), fuzzing.integer(g, 1, 3), fuzzing.integer(g, 1, t_k)
-    d = fuzzing.choice(g, [16, 32, 64] if cpu else [16, 32, 64, 128])
+    d = fuzzing.choice(g, [16, 32, 64, 24] if cpu else [16, 32, 64, 128, 80, 96])  # 24, 80, 96: zero-padded
     scale = fuzzing.choice(g, [0.1, 1.0] if cpu and dtype != torch.float32 else [0.1, 1.0, 4.0])
     transposed = fuzzing.choice(g, [True, False])
 

@@ -21,6 +21,12 @@ keys i + Tk - Tq - w + 1 .. i + Tk - Tq. The loops start at the band's first blo
 outside the band are never loaded, and only the blocks crossing either edge of the band are masked:
 causal attention costs T * w instead of T^2 / 2.
 
+Head dims: the kernels are compiled for 16, 32, 64 and 128; any other multiple of 8 up to 128 (GPT-3
+Large's 96, 2.7B's 80) runs the kernel of the next one on heads padded with zero columns, which add
+nothing to q.k and give zero output columns, cut off again (F.pad and a slice, so autograd and
+torch.compile see ordinary ops). Its cost: the padded tiles' work (4/3 at 96, 8/5 at 80) and a copy of
+q, k, v (and of o and dO in the backward); masks on the head dim inside the kernels would save the copies.
+
 Alternatives measured beside these (the forward through TMA descriptors, the one-kernel backward)
 live in variants.py until a GPU run decides.
 """
@@ -31,6 +37,7 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch.library import wrap_triton
@@ -39,7 +46,8 @@ from ... import runtime
 from ...runtime import INTERPRETER
 from . import checks
 
-HEAD_DIMS = (16, 32, 64, 128)
+HEAD_DIMS = (16, 32, 64, 128)  # compiled for; other head dims are padded to the next one
+PADDED_HEAD_DIMS = tuple(range(8, 129, 8))  # accepted: whole 16-byte bf16 rows up to 128
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -683,10 +691,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
               autotune: bool = True) -> torch.Tensor:
     """autotune=False launches each kernel's default configuration instead of timing the candidates
     once per shape bucket (the GPU tests: correctness, not speed)."""
-    checks.check_attention_args(q, k, v, causal, SUPPORTED_DTYPES, HEAD_DIMS, scale, dropout_p, window)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    checks.check_attention_args(q, k, v, causal, SUPPORTED_DTYPES, PADDED_HEAD_DIMS, scale, dropout_p, window)
+    head_dim = q.shape[-1]
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)  # the true head dim's, padded or not
+    kernel_dim = next(d for d in HEAD_DIMS if d >= head_dim)
+    if kernel_dim != head_dim:  # zero columns: see the module's docstring
+        q, k, v = (F.pad(t, (0, kernel_dim - head_dim)) for t in (q, k, v))
     # The seed is drawn from the device's generator as a tensor: no host sync, traceable by
     # torch.compile, and reproducible under torch.manual_seed.
     seed = torch.randint(0, 2**62, (1,), device=q.device) if dropout_p > 0 else None
-    return torch.ops.gpt_triton.attention_fwd(q, k, v, causal, scale, float(dropout_p), seed, autotune,
-                                              checks.band_width(window, k.shape[2]))[0]
+    o = torch.ops.gpt_triton.attention_fwd(q, k, v, causal, scale, float(dropout_p), seed, autotune,
+                                           checks.band_width(window, k.shape[2]))[0]
+    return o[..., :head_dim] if kernel_dim != head_dim else o
