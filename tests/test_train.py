@@ -441,3 +441,20 @@ def test_the_token_schedule_is_in_the_metrics_and_exact_across_resume(tmp_path, 
     batches = [b for *_, b in schedule(full)]
     assert batches[0] == 32768 < batches[-1] == 64 * 32 * 32 and batches == sorted(batches)  # 32 x 32 a micro-step
     assert [t for *_, t, _ in schedule(full)] == list(itertools.accumulate(batches))
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_the_configuration_is_decided_once(tmp_path, corpus, data_cache, resume):
+    """Followed from argv to the loop (python -m tools.config_walk), the run's configuration is handed back
+    only by the command line's parser and the plan, and stops in at most 12 functions: a decision taken in
+    a second place shows here."""
+    from tools.config_walk import walk
+
+    flags = ["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path), *TINY]
+    if resume:
+        run(tmp_path, corpus, data_cache, "--max_iters", "1", "--eval_interval", "1")
+        flags = ["--out_dir", str(tmp_path), "--data_cache", str(data_cache), *TINY, "--resume", "true"]
+    seen = walk([*flags, "--max_iters", "0", "--eval_only", "true"])
+    assert seen["returns"] == ["config.py:TrainConfig.from_flat", "config.py:config_from_args", "plan.py:make_plan"]
+    assert len(seen["stops"]) <= 12, seen["stops"]
+    assert seen["stops"][:2] == ["train.py:main", "config.py:config_from_args"] and "plan.py:make_plan" in seen["stops"]
