@@ -19,7 +19,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from common import DEVICE, ON_GPU, QUICK, VARIANTS_AUTOTUNE_IN_QUICK, copies_to_exceed_l2, run, shapes
+from common import BANDED_WINDOW_IN_QUICK, DEVICE, ON_GPU, QUICK, VARIANTS_AUTOTUNE_IN_QUICK, copies_to_exceed_l2, run, shapes
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import gpt_kernels
@@ -105,16 +105,19 @@ def q_bytes(shape) -> int:
     return b * h * t * d * torch.finfo(DTYPE).bits // 8
 
 
-# (B, H, T, D) at B*T = 16384 tokens, and the band's widths
-BANDED_SHAPES = [(16384 // t, 12, t, 64) for t in (2048, 4096, 8192)] if ON_GPU else [(1, 2, 256, 16)]
-WINDOWS = [256, 1024] if ON_GPU else [32]
-BANDED_PROVIDERS = ["triton", "triton-dense", "torch", "torch-dense"]
+# (B, H, T, D) at B*T = 16384 tokens, and the band's widths; the quick run: bench/common.py's band
+BANDED_SHAPES = ([(16384 // t, 12, t, 64) for t in (2048, 4096, 8192)] if ON_GPU else [(1, 2, 256, 16)]) if not QUICK \
+    else shapes("attention")
+WINDOWS = [BANDED_WINDOW_IN_QUICK] if QUICK else [256, 1024] if ON_GPU else [32]
+BANDED_PROVIDERS = ["triton", "triton-dense", "torch-dense"] if QUICK else ["triton", "triton-dense", "torch", "torch-dense"]
+BANDED_MODES = ["forward+backward"] if QUICK else ["forward", "forward+backward"]
 
 
 def banded_call(provider, q, k, v, window):
     backend = provider.removesuffix("-dense")
     band = None if provider.endswith("-dense") else window
-    return lambda: gpt_kernels.attention(q, k, v, causal=True, window=band, backend=backend)
+    tuning = {"autotune": False} if QUICK and backend == "triton" else {}  # the default configurations
+    return lambda: gpt_kernels.attention(q, k, v, causal=True, window=band, backend=backend, **tuning)
 
 
 def banded_flops(b, h, t, d, window, mode):
@@ -123,8 +126,7 @@ def banded_flops(b, h, t, d, window, mode):
     return {"forward": forward, "forward+backward": 3.5 * forward}[mode]
 
 
-@pytest.mark.skipif(QUICK, reason="not in the one-call GPU check's quick run (its stage budget)")
-@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize("mode", BANDED_MODES)
 @pytest.mark.parametrize("provider", BANDED_PROVIDERS)
 @pytest.mark.parametrize("window", WINDOWS, ids=lambda w: f"w{w}")
 @pytest.mark.parametrize("shape", BANDED_SHAPES, ids=lambda s: "B{}-H{}-T{}-D{}".format(*s))

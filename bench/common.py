@@ -18,6 +18,10 @@ QUICK = False  # pytest's --quick (bench/conftest.py), the one-call GPU check: f
 # In the quick run the measured alternatives (variants) launch their default configuration: their own
 # autotuning alone would compile 28 configurations more than the one-call budget allows (tools.rehearsal).
 VARIANTS_AUTOTUNE_IN_QUICK = False
+# The quick run's band: attention's quick shape with a band of 256 keys, forward+backward, our kernels at their
+# default configuration (3 compilations; autotuned, the band's own tunings would not fit) beside the dense ones
+# and SDPA (FlexAttention's compile time on a GPU is not known yet: not in the quick run).
+BANDED_WINDOW_IN_QUICK = 256
 
 
 def shapes(op: str) -> list:

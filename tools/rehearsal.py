@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import VARIANTS_AUTOTUNE_IN_QUICK
+from bench.common import BANDED_WINDOW_IN_QUICK, VARIANTS_AUTOTUNE_IN_QUICK
 
 # Triton compiles serially inside an autotuner: 0.8-1.6 s a configuration on the H100 machine (the
 # GPU-path review of 2026-12-06), 0.85 s here; the budget is planned with the slow end.
@@ -345,6 +345,9 @@ def op_calls(op: str, shape: tuple, dtype):
         for variant in variants.VARIANTS:  # as bench_attention.py's quick run calls them
             calls.append((f"triton-{variant}", lambda variant=variant: variants.attention(
                 q, k, v, True, variant=variant, autotune=VARIANTS_AUTOTUNE_IN_QUICK).sum().backward()))
+        for window in (BANDED_WINDOW_IN_QUICK, None):  # test_banded_attention's quick run: the band, the dense
+            calls.append(("triton-banded" if window else "triton-dense-untuned", lambda window=window: gpt_kernels.attention(
+                q, k, v, causal=True, window=window, autotune=False).sum().backward()))
         return calls
     if op == "cross_entropy":
         n, v = shape
