@@ -63,7 +63,7 @@ def test_python_m_gpt_kernels_says_what_this_install_has():
 @pytest.mark.parametrize("missing", ["not built", "no CUDA kernels"])
 def test_a_backend_that_cannot_run_is_refused_before_training(tmp_path, corpus, data_cache, monkeypatch, missing):
     """An extension that is missing, or has no CUDA kernels for a GPU, stops the run before its first step."""
-    from gpt import train
+    from gpt import plan, train
     from gpt_kernels import ext
 
     if missing == "not built":
@@ -71,7 +71,7 @@ def test_a_backend_that_cannot_run_is_refused_before_training(tmp_path, corpus, 
         device, message = "cpu", "the C\\+\\+/CUDA extension gpt_kernels._C is not built"
     else:
         monkeypatch.setattr(ext, "HAS_CUDA_KERNELS", False)
-        monkeypatch.setattr(train, "resolve_device_dtype", lambda cfg, world: (__import__("torch").device("cuda"), None))
+        monkeypatch.setattr(plan, "resolve_device_dtype", lambda cfg, rank: (__import__("torch").device("cuda"), None))
         device, message = "cuda", "built without CUDA kernels"
     with pytest.raises(SystemExit, match=f"--kernels 'ext' cannot run on {device}: layer_norm=ext: .*{message}"):
         train.main(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gpt
 from gpt import config
+from gpt.plan import Plan
 
 PACKAGE = str(Path(gpt.__file__).parent)
 LOOP = ("run",)  # the trainer's loop: the walk ends where it begins
@@ -22,8 +23,7 @@ LOOP = ("run",)  # the trainer's loop: the walk ends where it begins
 
 def kind(value, argv: list[str]) -> str | None:
     """'config' for the run's configuration, 'shape' for a GPTConfig, None for anything else."""
-    plan = getattr(sys.modules.get("gpt.train"), "Plan", ())
-    if value is argv or isinstance(value, (config.TrainConfig, plan)):
+    if value is argv or isinstance(value, (config.TrainConfig, Plan)):
         return "config"
     if isinstance(value, config.GPTConfig):
         return "shape"
