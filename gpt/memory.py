@@ -60,8 +60,11 @@ def device_memory(device: torch.device) -> int:
 def advice(cfg: TrainConfig, est: MemoryEstimate, have: int, processes: int = 1) -> str:
     """What keeps this run's batch (tokens per optimizer step) within `have` bytes a process."""
     largest = est.largest_batch(have)
+    if est.fixed >= have:
+        return (f"the weights, gradients and AdamW's moments alone need {est.fixed / 2**30:.1f} GiB: a smaller model, "
+                "or FSDP across GPUs (torchrun ... --fsdp true) to shard them")
     if largest == 0:
-        return "not even one sequence a micro-batch fits: a smaller model or --block_size" + (
+        return "not even one sequence a micro-batch fits: a smaller --block_size" + (
             "" if cfg.activation_checkpointing else ", or --activation_checkpointing")
     sequences = cfg.batch_size * cfg.gradient_accumulation_steps  # per optimizer step, all processes together
     batch = next(b for b in range(min(largest, cfg.batch_size), 0, -1) if sequences % (b * processes) == 0)

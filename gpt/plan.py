@@ -46,6 +46,7 @@ class Plan:
     pretrained: str  # weights to start from ("": none, or a resumed run's own)
     hellaswag: list | None  # the examples of --eval_hellaswag
     compiled: bool
+    resumed_changes: tuple[str, ...] = ()  # a resumed run's settings this command changes, "--name old -> new"
 
     @property
     def out_dir(self) -> Path:
@@ -58,8 +59,11 @@ def make_plan(cfg: TrainConfig, explicit: set[str] = frozenset(), preset: str = 
     device, dtype and kernels, the data and the vocabulary, the evaluation set; refuse what cannot run
     before a byte is written or a weight allocated. explicit: the flags the command line gave."""
     world = world or Distributed()
+    changes = ()
     if cfg.resume:  # a run continues on its own data unless the command names other data
-        cfg = dataclasses.replace(cfg, **resumed_data(Path(cfg.out_dir), explicit, cfg))
+        saved = saved_run_config(Path(cfg.out_dir))
+        cfg = dataclasses.replace(cfg, **resumed_data(saved, explicit, cfg))
+        changes = changed_settings(saved, cfg)
     pretrained = hf.read_config(cfg.init_from) if cfg.init_from else None  # its config.json, read once
     if pretrained:
         shape = hf.gpt_config_from_hf(pretrained, dropout=cfg.model.dropout)
@@ -101,19 +105,37 @@ def make_plan(cfg: TrainConfig, explicit: set[str] = frozenset(), preset: str = 
     check_fits(cfg, tokenizer["vocab_size"], device, dtype, ops.chosen["attention"].name, world.world_size)
     return Plan(cfg, preset, world, device, dtype, ops, dataclasses.replace(cfg.model, vocab_size=vocab_size),
                 tokenizer, data, "" if cfg.resume else cfg.init_from, hellaswag,
-                cfg.compile if cfg.compile is not None else device.type == "cuda")
+                cfg.compile if cfg.compile is not None else device.type == "cuda", changes)
 
 
-def resumed_data(out_dir: Path, explicit: set[str], cfg: TrainConfig) -> dict:
-    """The data flags of the run in out_dir, as its checkpoint records them, but those the command gives."""
+def saved_run_config(out_dir: Path) -> dict | None:
+    """The TrainConfig (as a dict) the run in out_dir was started with, from its last checkpoint's header."""
     last = out_dir / "last.safetensors"
     if not last.is_file():
         raise FileNotFoundError(f"nothing to resume in --out_dir {out_dir}: it has no last.safetensors "
                                 "(name the run's folder with --out_dir, or start a new run without --resume)")
-    if explicit & {"input", "data", "tokenizer"}:
-        return {}
-    saved = checkpoint.saved_train_config(last)  # a damaged file is reported here, before any data is sought
+    return checkpoint.saved_train_config(last)  # a damaged file is reported here, before any data is sought
+
+
+NOT_COMPARED = {"resume", "overwrite", "out_dir", "progress", "model"}  # a command's own, or checked elsewhere
+
+
+def changed_settings(saved: dict | None, cfg: TrainConfig) -> tuple[str, ...]:
+    """The settings of a resumed run that this command changes, by its flags or its preset's defaults."""
     if not saved:
+        return ()
+    now = dataclasses.asdict(cfg)
+    changes = [f"--{name} {saved[name]} -> {value}" for name, value in now.items()
+               if name not in NOT_COMPARED and name in saved and saved[name] != value]
+    dropout = saved.get("model", {}).get("dropout", cfg.model.dropout)
+    if dropout != cfg.model.dropout:
+        changes.append(f"--dropout {dropout} -> {cfg.model.dropout}")
+    return tuple(changes)
+
+
+def resumed_data(saved: dict | None, explicit: set[str], cfg: TrainConfig) -> dict:
+    """The data flags of the run, as its checkpoint records them, but those the command gives."""
+    if not saved or explicit & {"input", "data", "tokenizer"}:
         return {}
     return {"input": saved["input"], "data": saved.get("data", ""), "tokenizer": saved["tokenizer"],
             "data_cache": cfg.data_cache if "data_cache" in explicit else saved["data_cache"],
@@ -136,8 +158,10 @@ def claim_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     """A new run never replaces another run's files by accident: it needs --overwrite true for that."""
     found = [] if resume else [name for name in RUN_FILES if (out_dir / name).exists()]
     if found and not overwrite:
-        raise UsageError(f"--out_dir {out_dir} holds another run ({', '.join(found)}): continue it with "
-                         "--resume true, replace it with --overwrite true, or choose another --out_dir")
+        resumable = "last.safetensors" in found  # a run stopped before its first checkpoint cannot be continued
+        raise UsageError(f"--out_dir {out_dir} holds another run ({', '.join(found)}): "
+                         + ("continue it with --resume true, replace" if resumable else "it saved no checkpoint to "
+                            "continue from: replace") + " it with --overwrite true, or choose another --out_dir")
     for name in found:
         (out_dir / name).unlink()
 

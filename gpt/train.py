@@ -138,6 +138,9 @@ class Trainer:
                  + (f" ({self.ops.origin})" if self.ops.origin else ""))
         for note in self.ops.notes:
             self.log(f"note: {note}")
+        if plan.resumed_changes:
+            self.log(f"note: resuming with settings other than the run's ({', '.join(plan.resumed_changes)}): "
+                     "give the run's values to continue it exactly")
         self.log(f"{self.model.num_params() / 1e6:.2f}M parameters | vocab {plan.model.vocab_size} | "
                  f"{cfg.tokens_per_iter:,} tokens per iteration")
 

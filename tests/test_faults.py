@@ -219,6 +219,15 @@ def test_a_new_run_never_replaces_another_runs_files(trained, corpus, data_cache
     assert [r["iter"] for r in map(json.loads, (trained / "metrics.jsonl").read_text().splitlines())] == [0, 1]
 
 
+def test_a_folder_without_a_checkpoint_is_not_offered_to_resume(tmp_path, corpus, data_cache):
+    """A run that stopped before its first checkpoint (its output piped into `head`, say) left only metrics:
+    the refusal does not suggest --resume, which would find nothing to continue."""
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="saved no checkpoint to continue from: replace it with --overwrite true") as err:
+        train.main(base_args(tmp_path, corpus, data_cache) + ["--max_iters", "1"])
+    assert "--resume" not in str(err.value)
+
+
 def test_resume_uses_the_runs_own_data(trained, data_cache, capsys):
     """No --input: the run continues on the text it was started with (offline, the default would download)."""
     train.main(["--out_dir", str(trained), "--data_cache", str(data_cache), *TINY, "--max_iters", "4",

@@ -89,3 +89,10 @@ def test_the_memory_command_counts_the_vocabulary_it_is_given():
 
     n_embd = TrainConfig.from_flat(PRESETS["shakespeare-char"]).model.n_embd
     assert millions("--vocab_size", "50257") - millions() == pytest.approx((50257 - 65) * n_embd / 1e6, abs=1)
+
+
+def test_a_model_whose_weights_alone_do_not_fit_is_told_so():
+    """Where the weights, gradients and AdamW's moments alone exceed the GPU, no batch setting can help: the
+    advice says so (gpt3-2.7b's are 39.5 GiB)."""
+    (line,) = memory.main(["--gib", "24", "--preset", "gpt3-2.7b"])[1:]
+    assert "alone need 39.5 GiB" in line and "--fsdp true" in line and "--block_size" not in line

@@ -458,3 +458,16 @@ def test_the_configuration_is_decided_once(tmp_path, corpus, data_cache, resume)
     assert seen["returns"] == ["config.py:TrainConfig.from_flat", "config.py:config_from_args", "plan.py:make_plan"]
     assert len(seen["stops"]) <= 12, seen["stops"]
     assert seen["stops"][:2] == ["train.py:main", "config.py:config_from_args"] and "plan.py:make_plan" in seen["stops"]
+
+
+def test_a_resumed_run_says_which_of_its_settings_the_command_changes(tmp_path, corpus, data_cache, capsys):
+    """--resume continues exactly with the run's own flags; a flag left out (its preset's default comes back) or
+    changed is named with the run's value, so a changed schedule is never silent."""
+    run(tmp_path, corpus, data_cache, "--max_iters", "2", "--eval_interval", "2", "--warmup_iters", "1")
+    capsys.readouterr()
+    run(tmp_path, corpus, data_cache, "--max_iters", "2", "--eval_interval", "2", "--warmup_iters", "1", "--resume", "true")
+    assert "settings other than the run's" not in capsys.readouterr().out
+    train.main(["--input", str(corpus), "--data_cache", str(data_cache), "--out_dir", str(tmp_path), *TINY,
+                "--max_iters", "4", "--eval_interval", "2", "--resume", "true"])  # TINY's --warmup_iters 5
+    note = next(line for line in capsys.readouterr().out.splitlines() if "settings other than the run's" in line)
+    assert "--warmup_iters 1 -> 5" in note and "--max_iters 2 -> 4" in note and "--learning_rate" not in note
