@@ -79,12 +79,13 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
       keys in dK/dV) is the row count of its dots: under 64 rows they compile to mma.sync, not
       warpgroup MMA; 8 warps (two warpgroups) only for 128 rows. Registers: in the forward at most
       128 fp32 values a thread of the accumulator (BLOCK_M x HEAD_DIM) and the scores (BLOCK_M x
-      BLOCK_N) together; with dropout (its Philox draws hold registers) at most 32 keys a step,
-      BLOCK_M * BLOCK_N * HEAD_DIM under 2^18 with 4 warps, under 4 stages at head dim 128; in
-      dK/dV BLOCK_M * HEAD_DIM at most 4096, the dK and dV accumulators (2 x BLOCK_N x HEAD_DIM)
-      within 128 fp32 values a thread, and with dropout at most 2048 scores a step (BLOCK_M x
-      BLOCK_N) with 4 warps (64 x 64 spilled under Triton 3.6) and at head dim 128 at most 16
-      queries a step in 2 stages.
+      BLOCK_N) together, and 64 scores a thread (BLOCK_M x BLOCK_N with 4 warps) under 4 stages and
+      not banded (a third loop); banded at head dim 128 at most 64 keys a step; with dropout (its Philox draws hold
+      registers) at most 32 keys a step, BLOCK_M * BLOCK_N * HEAD_DIM under 2^18 with 4 warps, under 4
+      stages at head dim 128. In dK/dV BLOCK_M * HEAD_DIM at most 4096, the dK and dV accumulators
+      (2 x BLOCK_N x HEAD_DIM) within 128 fp32 values a thread, and with dropout at most 2048 scores a
+      step (BLOCK_M x BLOCK_N) with 4 warps (64 x 64 spilled under Triton 3.6) and at head dim 128 at
+      most 16 queries a step in 2 stages.
     - bf16/fp16 on sm_80 (mma.sync everywhere, its accumulators in each warp's registers): half
       the sm_90 budgets: 64 fp32 values a thread in the forward, BLOCK_M * HEAD_DIM at most 2048
       in dK/dV and BLOCK_N * HEAD_DIM in dQ; 64 x 32 tiles of 4 warps not in 3 stages (one spill), nor
@@ -114,6 +115,10 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
             if m * (head_dim + n) * budget > 128 * 32 * warps:
                 return False
             if not hopper and (m, n, warps) == (64, 32, 4) and (stages == 3 or (banded and stages == 4)):
+                return False
+            if warps == 4 and m * n >= 8192 and (stages >= 4 or banded):  # 64 scores a thread
+                return False
+            if hopper and banded and head_dim >= 128 and n >= 128:
                 return False
             return not dropout or (n <= 32 and not (warps == 4 and m * n * head_dim >= 1 << 18)
                                    and not (head_dim >= 128 and stages >= 4))
@@ -177,21 +182,27 @@ def _visible(positions, keys, CAUSAL: tl.constexpr, WINDOW: tl.constexpr):
 def _softmax_step(acc, l_i, m_i, q, kt, v, offs_m, keys, qk_scale, offset, T_K, seed, bh, T_Q, dropout_p,
                   MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
                   WINDOW: tl.constexpr):
-    """One key tile (kt: HEAD_DIM x BLOCK_N, v: BLOCK_N x HEAD_DIM) through the online softmax; MASK
-    applies the key bound, and the causal (CAUSAL) and band (WINDOW > 0) masks. With DROPOUT the normaliser l_i sums every
-    probability; only the kept ones, scaled by 1 / (1 - dropout_p), reach the output. The scores are
-    scaled before the row max (one multiply a score more than the Triton tutorial's fold into exp2):
-    folded, the loop was 13% shorter but held 12-25 more registers, and the tiles at the register limit
-    spilled (bench/results/anchor-level-2026-12-06.md)."""
-    s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base-2 units
+    """One key tile (kt: HEAD_DIM x BLOCK_N, v: BLOCK_N x HEAD_DIM) through the online softmax. MASK applies the
+    causal mask (CAUSAL) and the band's (WINDOW > 0), or else the key bound: causally (and a band is causal)
+    a row sees no key past T_K - 1 (rows past T_Q see more, and are not stored), so one select a score.
+    With DROPOUT the normaliser l_i sums every probability; only the kept ones, scaled by 1 / (1 - dropout_p),
+    reach the output. The scale is folded as in the Triton tutorial: the row max of the raw scores is scaled
+    once and exp2(qk * scale - m) is one FFMA a score; only masked tiles need the guard for rows that have
+    seen no key yet (bench/results/anchor-level-2026-12-06.md)."""
+    qk = tl.dot(q, kt, input_precision=PRECISION)  # (BLOCK_M, BLOCK_N), unscaled
     if MASK:
-        visible = (keys < T_K)[None, :]
-        if CAUSAL or WINDOW > 0:
-            visible = visible & _visible(offs_m[:, None] + offset, keys[None, :], CAUSAL, WINDOW)
-        s = tl.where(visible, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
-    p = tl.exp2(s - m_safe[:, None])
+        if CAUSAL or WINDOW > 0:  # a band is causal too: no stored row sees a key past T_K - 1
+            visible = _visible(offs_m[:, None] + offset, keys[None, :], CAUSAL, WINDOW)
+        else:
+            visible = (keys < T_K)[None, :]
+        s = tl.where(visible, qk * qk_scale, float("-inf"))  # base-2 units
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
+        p = tl.exp2(s - m_safe[:, None])
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, axis=1) * qk_scale)  # a row max commutes with a positive scale
+        m_safe = m_new
+        p = tl.exp2(qk * qk_scale - m_new[:, None])
     alpha = tl.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     if DROPOUT:
