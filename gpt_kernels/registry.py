@@ -81,6 +81,9 @@ class Op:
     # Triton kernel -> (what its inner loop steps over, its constexprs -> how many of them one program covers
     # a step): the compiled-code view's instructions per element (python -m tools.compiled).
     loop_elements: dict[str, tuple[str, Callable[[dict], int]]] = field(default_factory=dict)
+    # Larger models' shapes where the kernels compile differently (GPT-3 XL's head dim 128 in attention): the
+    # compiled-code checks cover them too; GPT-2 124M's plans (tools/rehearsal.py) do not.
+    other_model_shapes: tuple[tuple[int, ...], ...] = ()
 
 
 OPS: dict[str, Op] = {}  # op -> its declaration, in the order of the backends

@@ -398,7 +398,8 @@ def triton_records(quick: bool, targets, dtypes, progress=print) -> list[Compile
     merged: dict[tuple, Compiled] = {}
     for op in OPS.values():
         launches = [(op.name, op.triton_launches)] + ([] if quick else [(f"{op.name} (variants)", op.variant_launches)])
-        shapes = list(op.model_shapes) if quick else list(dict.fromkeys(op.model_shapes + op.shapes.gpu))
+        models = op.model_shapes + op.other_model_shapes
+        shapes = list(models) if quick else list(dict.fromkeys(models + op.shapes.gpu))
         for label, launch in ((label, launch) for label, launch in launches if launch is not None):
             for cc, dtype, shape in itertools.product(targets, op.triton_dtypes, shapes):
                 name = str(dtype).removeprefix("torch.")
@@ -409,7 +410,7 @@ def triton_records(quick: bool, targets, dtypes, progress=print) -> list[Compile
                 for record in found:
                     kept = merged.setdefault(record.key, record)
                     kept.shapes.append(list(shape))
-                    kept.model_shape |= shape in op.model_shapes
+                    kept.model_shape |= shape in models
                     kept.memory_bound = op.memory_bound
                     kept.variant = launch is op.variant_launches
                 progress(f"  {label} {name} {shape} sm_{cc}: {len(found)} launches in {time.time() - started:.0f} s")
@@ -595,7 +596,8 @@ def git_commit() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.compiled", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="bf16, sm_90, the model's shapes, no pruned configurations")
+    parser.add_argument("--quick", action="store_true", help="bf16, sm_90, the models' shapes (GPT-2 124M's and "
+                        "the ops' other_model_shapes), no pruned configurations")
     parser.add_argument("--targets", default=None, help="compute capabilities, comma-separated: 90, 80, 100 (default "
                         "90,80; quick 90)")
     parser.add_argument("--dtypes", default=None, help="default bfloat16,float16,float32 (quick: bfloat16)")

@@ -85,7 +85,8 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
       stages at head dim 128. In dK/dV BLOCK_M * HEAD_DIM at most 4096, the dK and dV accumulators
       (2 x BLOCK_N x HEAD_DIM) within 128 fp32 values a thread, and with dropout at most 2048 scores a
       step (BLOCK_M x BLOCK_N) with 4 warps (64 x 64 spilled under Triton 3.6) and at head dim 128 at
-      most 16 queries a step in 2 stages.
+      most 16 queries a step in 2 stages; in dQ with dropout at head dim 128 the same 2048 scores (64 x 64
+      with 4 warps spilled 2-3 stores under Triton 3.8).
     - bf16/fp16 on sm_80 (mma.sync everywhere, its accumulators in each warp's registers): half
       the sm_90 budgets: 64 fp32 values a thread in the forward, BLOCK_M * HEAD_DIM at most 2048
       in dK/dV and BLOCK_N * HEAD_DIM in dQ; 64 x 32 tiles of 4 warps not in 3 stages (one spill), nor
@@ -126,7 +127,9 @@ def _prune(configs, named_args, *, program_tile: str, forward: bool = False, **k
             return (m * head_dim * budget <= 4096 and 2 * n * head_dim * budget <= 128 * 32 * warps
                     and not (dropout and warps == 4 and m * n > 2048)
                     and not (dropout and head_dim >= 128 and (m > 16 or stages > 2)))
-        return hopper or n * head_dim <= 2048  # dQ
+        if dropout and head_dim >= 128 and warps == 4 and m * n > 2048:  # dQ
+            return False
+        return hopper or n * head_dim <= 2048
 
     def worth_offering(c):
         m, n, warps, stages = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
