@@ -76,11 +76,11 @@ registry.declare(registry.Op(
     "attention",
     shapes=registry.Shapes(gpu=tuple((16384 // t, 12, t, 64) for t in (256, 1024, 2048, 4096))
                            + tuple((16384 // t, 6, t, 128) for t in (1024, 2048, 4096)) + ((64, 6, 256, 64),),
-                           # quick: one shape, whose 37 autotuned configurations are compiled one after another
+                           # quick: one shape, whose 35 autotuned configurations are compiled one after another
                            quick=((8, 12, 2048, 64),), cpu=((1, 2, 64, 16),)),
     model_shapes=((8, 12, 1024, 64),),
     other_model_shapes=((8, 16, 2048, 128),),  # GPT-3 XL's; Large's head dim 96 and 2.7B's 80 run padded to 128
-    bench_share=88,  # python -m tools.rehearsal: 43 compilations x 1.6 s + 15 s of timed rounds (the band's 3 included)
+    bench_share=88,  # python -m tools.rehearsal: 41 compilations x 1.6 s + 15 s of timed rounds (the band's 3 included)
     sample_inputs=lambda g: (tuple(torch.randn(1, 2, 24, 16, generator=g) for _ in range(3)), {"causal": True}),
     fuzz_inputs=fuzz_inputs,
     triton_launches=triton_launches,
